@@ -1,0 +1,291 @@
+// Every packops schema in one TORCH_LIBRARY, the CPU implementations, and the
+// CUDA implementations when built with CUDA (PACKOPS_WITH_CUDA). Kernels take
+// raw pointers; this file owns the tensor checks, contiguity, dtype dispatch,
+// device guard and stream.
+#include <Python.h>
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <sstream>
+#include <string>
+#include <tuple>
+
+#include "cpu/photometric.h"
+
+#ifdef PACKOPS_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "cuda/photometric.h"
+#endif
+
+// Importing packops._C runs the static initialisers below (the op
+// registrations); the module itself is empty.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace packops {
+namespace {
+
+std::string shape_str(const at::Tensor& t) {
+  std::ostringstream os;
+  os << t.sizes();
+  return os.str();
+}
+
+// Checks shared by all SSIM-family entry points; messages name the argument.
+void check_pair(const char* op, const char* xn, const at::Tensor& x, const char* yn,
+                const at::Tensor& y) {
+  TORCH_CHECK(x.dim() == 4, op, ": ", xn, " must be [B,C,H,W], got shape ", shape_str(x));
+  TORCH_CHECK(x.sizes() == y.sizes(), op, ": ", xn, " and ", yn,
+              " must have the same shape, got ", shape_str(x), " and ", shape_str(y));
+  TORCH_CHECK(x.scalar_type() == y.scalar_type(), op, ": ", xn, " and ", yn,
+              " must have the same dtype, got ", x.scalar_type(), " and ", y.scalar_type());
+  TORCH_CHECK(x.device() == y.device(), op, ": ", xn, " and ", yn,
+              " must be on the same device, got ", x.device(), " and ", y.device());
+  TORCH_CHECK(x.size(2) >= 2 && x.size(3) >= 2, op, ": ", xn,
+              " needs H >= 2 and W >= 2 (reflection padding), got shape ", shape_str(x));
+}
+
+// The channel mean of photometric_loss is undefined for C == 0.
+void check_channels(const char* op, const at::Tensor& p) {
+  TORCH_CHECK(p.size(1) >= 1, op, ": pred needs at least one channel, got shape ", shape_str(p));
+}
+
+void check_grad(const char* op, const at::Tensor& grad, at::IntArrayRef expected,
+                const at::Tensor& x) {
+  TORCH_CHECK(grad.sizes() == expected, op, ": grad must have shape ", expected, ", got ",
+              shape_str(grad));
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type() && grad.device() == x.device(), op,
+              ": grad must match the inputs' dtype and device, got ", grad.scalar_type(),
+              " on ", grad.device());
+}
+
+std::vector<int64_t> loss_shape(const at::Tensor& x) {
+  return {x.size(0), 1, x.size(2), x.size(3)};
+}
+
+// The gradient of an input that needs none is an empty tensor: the autograd
+// formula in Python maps it to None.
+at::Tensor maybe_grad(bool need, const at::Tensor& like) {
+  return need ? at::empty(like.sizes(), like.options()) : at::empty({0}, like.options());
+}
+
+template <typename T> T* ptr_or_null(bool need, at::Tensor& t) {
+  return need && t.numel() ? t.data_ptr<T>() : nullptr;
+}
+
+// ------------------------------------------------------------------- CPU
+#define PACKOPS_CPU_DTYPES(op, t, ...)                                                     \
+  do {                                                                                     \
+    if (t.scalar_type() == at::kFloat) {                                                   \
+      using scalar_t = float;                                                              \
+      __VA_ARGS__();                                                                       \
+    } else if (t.scalar_type() == at::kDouble) {                                           \
+      using scalar_t = double;                                                             \
+      __VA_ARGS__();                                                                       \
+    } else {                                                                               \
+      TORCH_CHECK(false, op, ": the cpu backend supports float32 and float64, got ",       \
+                  t.scalar_type(), "; use the reference or triton backend for this dtype"); \
+    }                                                                                      \
+  } while (0)
+
+at::Tensor ssim_fwd_cpu(const at::Tensor& x_in, const at::Tensor& y_in, double C1, double C2) {
+  check_pair("packops.ssim", "x", x_in, "y", y_in);
+  const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  if (out.numel() == 0) return out;
+  PACKOPS_CPU_DTYPES("packops.ssim", x, [&] {
+    cpu::ssim_forward<scalar_t>(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                out.data_ptr<scalar_t>(), x.size(0), x.size(1), x.size(2),
+                                x.size(3), C1, C2);
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> ssim_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& x_in,
+                                                const at::Tensor& y_in, double C1, double C2,
+                                                bool need_x, bool need_y) {
+  check_pair("packops.ssim_backward", "x", x_in, "y", y_in);
+  check_grad("packops.ssim_backward", grad_in, x_in.sizes(), x_in);
+  const at::Tensor g = grad_in.contiguous(), x = x_in.contiguous(), y = y_in.contiguous();
+  at::Tensor gx = maybe_grad(need_x, x), gy = maybe_grad(need_y, y);
+  if (x.numel() == 0 || !(need_x || need_y)) return {gx, gy};
+  PACKOPS_CPU_DTYPES("packops.ssim_backward", x, [&] {
+    cpu::ssim_backward<scalar_t>(g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+                                 y.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(need_x, gx),
+                                 ptr_or_null<scalar_t>(need_y, gy), x.size(0), x.size(1),
+                                 x.size(2), x.size(3), C1, C2);
+  });
+  return {gx, gy};
+}
+
+at::Tensor photometric_fwd_cpu(const at::Tensor& p_in, const at::Tensor& t_in, double alpha,
+                               double C1, double C2) {
+  check_pair("packops.photometric_loss", "pred", p_in, "target", t_in);
+  check_channels("packops.photometric_loss", p_in);
+  const at::Tensor p = p_in.contiguous(), t = t_in.contiguous();
+  at::Tensor out = at::empty(loss_shape(p), p.options());
+  if (p.numel() == 0) return out;
+  PACKOPS_CPU_DTYPES("packops.photometric_loss", p, [&] {
+    cpu::photometric_forward<scalar_t>(p.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(),
+                                       out.data_ptr<scalar_t>(), p.size(0), p.size(1),
+                                       p.size(2), p.size(3), alpha, C1, C2);
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> photometric_bwd_cpu(const at::Tensor& grad_in,
+                                                       const at::Tensor& p_in,
+                                                       const at::Tensor& t_in, double alpha,
+                                                       double C1, double C2, bool need_p,
+                                                       bool need_t) {
+  check_pair("packops.photometric_loss_backward", "pred", p_in, "target", t_in);
+  check_grad("packops.photometric_loss_backward", grad_in, loss_shape(p_in), p_in);
+  const at::Tensor g = grad_in.contiguous(), p = p_in.contiguous(), t = t_in.contiguous();
+  at::Tensor gp = maybe_grad(need_p, p), gt = maybe_grad(need_t, t);
+  if (p.numel() == 0 || !(need_p || need_t)) return {gp, gt};
+  PACKOPS_CPU_DTYPES("packops.photometric_loss_backward", p, [&] {
+    cpu::photometric_backward<scalar_t>(g.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(),
+                                        t.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(need_p, gp),
+                                        ptr_or_null<scalar_t>(need_t, gt), p.size(0), p.size(1),
+                                        p.size(2), p.size(3), alpha, C1, C2);
+  });
+  return {gp, gt};
+}
+
+#undef PACKOPS_CPU_DTYPES
+
+// ------------------------------------------------------------------ CUDA
+#ifdef PACKOPS_WITH_CUDA
+DType to_dtype(const char* op, const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::Float32;
+    case at::kDouble: return DType::Float64;
+    case at::kHalf: return DType::Float16;
+    case at::kBFloat16: return DType::BFloat16;
+    default:
+      TORCH_CHECK(false, op, ": the cuda backend supports float32, float64, float16 and bfloat16, got ",
+                  t.scalar_type());
+  }
+}
+
+void check_launch(const char* op, cudaError_t err) {
+  TORCH_CHECK(err == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+}
+
+void* ptr_or_null(bool need, at::Tensor& t) { return need && t.numel() ? t.data_ptr() : nullptr; }
+
+at::Tensor ssim_fwd_cuda(const at::Tensor& x_in, const at::Tensor& y_in, double C1, double C2) {
+  check_pair("packops.ssim", "x", x_in, "y", y_in);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  if (out.numel() == 0) return out;
+  check_launch("packops.ssim",
+               cuda::ssim_forward(to_dtype("packops.ssim", x), x.data_ptr(), y.data_ptr(),
+                                  out.data_ptr(), x.size(0), x.size(1), x.size(2), x.size(3), C1,
+                                  C2, at::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> ssim_bwd_cuda(const at::Tensor& grad_in, const at::Tensor& x_in,
+                                                 const at::Tensor& y_in, double C1, double C2,
+                                                 bool need_x, bool need_y) {
+  check_pair("packops.ssim_backward", "x", x_in, "y", y_in);
+  check_grad("packops.ssim_backward", grad_in, x_in.sizes(), x_in);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor g = grad_in.contiguous(), x = x_in.contiguous(), y = y_in.contiguous();
+  at::Tensor gx = maybe_grad(need_x, x), gy = maybe_grad(need_y, y);
+  if (x.numel() == 0 || !(need_x || need_y)) return {gx, gy};
+  check_launch("packops.ssim_backward",
+               cuda::ssim_backward(to_dtype("packops.ssim_backward", x), g.data_ptr(),
+                                   x.data_ptr(), y.data_ptr(), ptr_or_null(need_x, gx),
+                                   ptr_or_null(need_y, gy), x.size(0), x.size(1), x.size(2),
+                                   x.size(3), C1, C2, at::cuda::getCurrentCUDAStream()));
+  return {gx, gy};
+}
+
+at::Tensor photometric_fwd_cuda(const at::Tensor& p_in, const at::Tensor& t_in, double alpha,
+                                double C1, double C2) {
+  check_pair("packops.photometric_loss", "pred", p_in, "target", t_in);
+  check_channels("packops.photometric_loss", p_in);
+  const c10::cuda::CUDAGuard guard(p_in.device());
+  const at::Tensor p = p_in.contiguous(), t = t_in.contiguous();
+  at::Tensor out = at::empty(loss_shape(p), p.options());
+  if (p.numel() == 0) return out;
+  check_launch("packops.photometric_loss",
+               cuda::photometric_forward(to_dtype("packops.photometric_loss", p), p.data_ptr(),
+                                         t.data_ptr(), out.data_ptr(), p.size(0), p.size(1),
+                                         p.size(2), p.size(3), alpha, C1, C2,
+                                         at::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> photometric_bwd_cuda(const at::Tensor& grad_in,
+                                                        const at::Tensor& p_in,
+                                                        const at::Tensor& t_in, double alpha,
+                                                        double C1, double C2, bool need_p,
+                                                        bool need_t) {
+  check_pair("packops.photometric_loss_backward", "pred", p_in, "target", t_in);
+  check_grad("packops.photometric_loss_backward", grad_in, loss_shape(p_in), p_in);
+  const c10::cuda::CUDAGuard guard(p_in.device());
+  const at::Tensor g = grad_in.contiguous(), p = p_in.contiguous(), t = t_in.contiguous();
+  at::Tensor gp = maybe_grad(need_p, p), gt = maybe_grad(need_t, t);
+  if (p.numel() == 0 || !(need_p || need_t)) return {gp, gt};
+  check_launch("packops.photometric_loss_backward",
+               cuda::photometric_backward(to_dtype("packops.photometric_loss_backward", p),
+                                          g.data_ptr(), p.data_ptr(), t.data_ptr(),
+                                          ptr_or_null(need_p, gp), ptr_or_null(need_t, gt),
+                                          p.size(0), p.size(1), p.size(2), p.size(3), alpha, C1,
+                                          C2, at::cuda::getCurrentCUDAStream()));
+  return {gp, gt};
+}
+#endif  // PACKOPS_WITH_CUDA
+
+bool built_with_cuda() {
+#ifdef PACKOPS_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+TORCH_LIBRARY(packops, m) {
+  m.def("_built_with_cuda() -> bool", &built_with_cuda);
+  // x, y: [B,C,H,W] -> [B,C,H,W]
+  m.def("ssim_fwd(Tensor x, Tensor y, float C1, float C2) -> Tensor");
+  // grad: [B,C,H,W] -> (grad_x, grad_y); an input that needs no gradient gets an empty tensor
+  m.def("ssim_bwd(Tensor grad, Tensor x, Tensor y, float C1, float C2, bool need_x, bool need_y)"
+        " -> (Tensor, Tensor)");
+  // pred, target: [B,C,H,W] -> [B,1,H,W]
+  m.def("photometric_fwd(Tensor pred, Tensor target, float alpha, float C1, float C2) -> Tensor");
+  // grad: [B,1,H,W] -> (grad_pred, grad_target)
+  m.def("photometric_bwd(Tensor grad, Tensor pred, Tensor target, float alpha, float C1, float C2,"
+        " bool need_pred, bool need_target) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(packops, CPU, m) {
+  m.impl("ssim_fwd", &ssim_fwd_cpu);
+  m.impl("ssim_bwd", &ssim_bwd_cpu);
+  m.impl("photometric_fwd", &photometric_fwd_cpu);
+  m.impl("photometric_bwd", &photometric_bwd_cpu);
+}
+
+#ifdef PACKOPS_WITH_CUDA
+TORCH_LIBRARY_IMPL(packops, CUDA, m) {
+  m.impl("ssim_fwd", &ssim_fwd_cuda);
+  m.impl("ssim_bwd", &ssim_bwd_cuda);
+  m.impl("photometric_fwd", &photometric_fwd_cuda);
+  m.impl("photometric_bwd", &photometric_bwd_cuda);
+}
+#endif
+
+}  // namespace packops
