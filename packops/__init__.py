@@ -1,0 +1,18 @@
+"""packops: fused kernels for self-supervised monocular depth (PackNet-SfM).
+
+Every op has a reference (plain PyTorch), cpu (C++/OpenMP), triton and cuda
+backend behind one dispatch point; see `backends()` and `use_backend()`.
+"""
+from . import nn
+from ._dispatch import BACKENDS, backends, get_backend, set_backend, use_backend
+from ._ext import has_cpu_ext, has_cuda_ext
+from .photometric import photometric_loss, photometric_loss_reference, ssim, ssim_reference
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS", "backends", "get_backend", "set_backend", "use_backend",
+    "has_cpu_ext", "has_cuda_ext",
+    "ssim", "ssim_reference", "photometric_loss", "photometric_loss_reference",
+    "nn",
+]

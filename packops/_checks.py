@@ -1,0 +1,44 @@
+"""Input checks shared by the public ops: messages name the op, the argument
+and the shapes, and run before any backend is chosen."""
+import math
+
+import torch
+
+
+def _desc(t):
+    return f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')} on {t.device}"
+
+
+def tensor(op, name, t, dim=None):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"packops.{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise ValueError(f"packops.{op}: {name} must be a floating-point tensor, got {_desc(t)}")
+    if dim is not None and t.dim() != dim:
+        raise ValueError(f"packops.{op}: {name} must have {dim} dimensions, got shape "
+                         f"{tuple(t.shape)}")
+
+
+def same(op, a_name, a, b_name, b):
+    """Same shape, dtype and device."""
+    if a.shape != b.shape:
+        raise ValueError(f"packops.{op}: {a_name} and {b_name} must have the same shape, got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    if a.dtype != b.dtype:
+        raise ValueError(f"packops.{op}: {a_name} and {b_name} must have the same dtype, got "
+                         f"{_desc(a)} and {_desc(b)}")
+    if a.device != b.device:
+        raise ValueError(f"packops.{op}: {a_name} and {b_name} must be on the same device, got "
+                         f"{_desc(a)} and {_desc(b)}")
+
+
+def min_spatial(op, name, t, n):
+    if t.shape[-2] < n or t.shape[-1] < n:
+        raise ValueError(f"packops.{op}: {name} needs H >= {n} and W >= {n}, got shape "
+                         f"{tuple(t.shape)}")
+
+
+def finite_scalar(op, name, v):
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        raise ValueError(f"packops.{op}: {name} must be a finite number, got {v!r}")
+    return float(v)
