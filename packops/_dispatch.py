@@ -6,8 +6,9 @@ import), `packops.set_backend(name)`, or `with packops.use_backend(name):`.
 auto: CUDA tensors -> the cuda extension if built, else triton, else the
 reference; CPU tensors -> the cpu extension, else the reference (and triton
 never, it is for GPUs; under TRITON_INTERPRET=1 ask for it explicitly). A
-fallback warns once per (op, device, dtype). An explicitly requested backend
-that cannot serve the call raises, saying why.
+fallback warns once per (op, device, dtype), from eager calls (a warning would
+break a torch.compile graph). An explicitly requested backend that cannot
+serve the call raises, saying why.
 """
 import contextlib
 import dataclasses
@@ -141,7 +142,8 @@ def resolve(op, tensor, dtypes):
             return name
         reasons.append(f"{name}: {why}")
     key = (op, device_type, tensor.dtype)
-    if key not in _warned:
+    # warnings.warn is a graph break under torch.compile: warn from eager calls only
+    if key not in _warned and not torch.compiler.is_compiling():
         _warned.add(key)
         warnings.warn(f"packops.{op}: falling back to the reference backend for {device_type} "
                       f"{str(tensor.dtype).replace('torch.', '')} tensors ({'; '.join(reasons)})",
