@@ -1,0 +1,1 @@
+"""Benchmarks of packops ops: `python -m benchmarks.report` (see README.md here)."""
