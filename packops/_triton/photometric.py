@@ -115,14 +115,20 @@ def _scalar(hi, lo, ACC: tl.constexpr):
 
 
 @triton.jit
-def _tile(H, W, BH: tl.constexpr, BW: tl.constexpr):
-    """Rows [BH,1] and columns [1,BW] of this program's tile, their store mask,
-    and the same indices clamped into the image (lanes past the edge compute
-    on a valid pixel and are not stored)."""
+def _setup(H, W, alpha_hi, alpha_lo, c1_hi, c1_lo, c2_hi, c2_lo, BH: tl.constexpr,
+           BW: tl.constexpr, ACC: tl.constexpr):
+    """What both kernels start from: the batch index, the tile's store mask,
+    its rows [BH,1] and columns [1,BW] clamped into the image (lanes past the
+    edge compute on a valid pixel and are not stored), their offsets in a
+    plane, the plane size, and the scalars alpha, C1, C2 in ACC."""
     rows = tl.program_id(1) * BH + tl.arange(0, BH)[:, None]
     cols = tl.program_id(0) * BW + tl.arange(0, BW)[None, :]
     mask = (rows < H) & (cols < W)
-    return rows, cols, mask, tl.minimum(rows, H - 1), tl.minimum(cols, W - 1)
+    r_in = tl.minimum(rows, H - 1)
+    c_in = tl.minimum(cols, W - 1)
+    return (tl.program_id(2).to(tl.int64), mask, r_in, c_in, r_in.to(tl.int64) * W + c_in,
+            H.to(tl.int64) * W, _scalar(alpha_hi, alpha_lo, ACC), _scalar(c1_hi, c1_lo, ACC),
+            _scalar(c2_hi, c2_lo, ACC))
 
 
 @triton.jit
@@ -135,13 +141,8 @@ def _sign(v):
 def _forward_kernel(x_ptr, y_ptr, out_ptr, C, H, W, alpha_hi, alpha_lo, c1_hi, c1_lo,
                     c2_hi, c2_lo, PHOTO: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
                     ACC: tl.constexpr):
-    b = tl.program_id(2).to(tl.int64)
-    rows, cols, mask, r_in, c_in = _tile(H, W, BH, BW)
-    alpha = _scalar(alpha_hi, alpha_lo, ACC)
-    C1 = _scalar(c1_hi, c1_lo, ACC)
-    C2 = _scalar(c2_hi, c2_lo, ACC)
-    plane = H.to(tl.int64) * W
-    pix = r_in.to(tl.int64) * W + c_in
+    b, mask, r_in, c_in, pix, plane, alpha, C1, C2 = _setup(
+        H, W, alpha_hi, alpha_lo, c1_hi, c1_lo, c2_hi, c2_lo, BH, BW, ACC)
     acc = tl.zeros([BH, BW], ACC)
     for c in range(C):
         base = (b * C + c) * plane
@@ -163,13 +164,8 @@ def _backward_kernel(g_ptr, x_ptr, y_ptr, gx_ptr, gy_ptr, C, H, W, alpha_hi, alp
                      c1_hi, c1_lo, c2_hi, c2_lo, PHOTO: tl.constexpr, NEED_X: tl.constexpr,
                      NEED_Y: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
                      ACC: tl.constexpr):
-    b = tl.program_id(2).to(tl.int64)
-    rows, cols, mask, r_in, c_in = _tile(H, W, BH, BW)
-    alpha = _scalar(alpha_hi, alpha_lo, ACC)
-    C1 = _scalar(c1_hi, c1_lo, ACC)
-    C2 = _scalar(c2_hi, c2_lo, ACC)
-    plane = H.to(tl.int64) * W
-    pix = r_in.to(tl.int64) * W + c_in
+    b, mask, r_in, c_in, pix, plane, alpha, C1, C2 = _setup(
+        H, W, alpha_hi, alpha_lo, c1_hi, c1_lo, c2_hi, c2_lo, BH, BW, ACC)
     for c in range(C):
         base = (b * C + c) * plane
         g_base = g_ptr + (b * plane if PHOTO else base)
