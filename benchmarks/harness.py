@@ -153,6 +153,7 @@ class Case:
     dtype: torch.dtype
     mode: str            # "fwd" or "fwd+bwd"
     bytes: int           # analytic bytes moved, for GB/s
+    grad_inputs: tuple = None  # fwd+bwd: indices of the inputs that need gradients (None: all)
 
 
 def provider_fn(provider, case, device):
@@ -181,8 +182,10 @@ def _step(fn, inputs, mode, grad_out):
             with torch.no_grad():
                 return fn(*inputs)
     else:
+        wrt = [x for x in inputs if x.requires_grad]
+
         def step():
-            return torch.autograd.grad(fn(*inputs), inputs, grad_out)
+            return torch.autograd.grad(fn(*inputs), wrt, grad_out)
     return step
 
 
@@ -202,7 +205,8 @@ def run_case(case, device, progress, warmup=None, reps=None, copy_gbps=None):
     """
     inputs = case.make_inputs()
     if case.mode == "fwd+bwd":
-        inputs = tuple(x.detach().requires_grad_(True) for x in inputs)
+        want = range(len(inputs)) if case.grad_inputs is None else case.grad_inputs
+        inputs = tuple(x.detach().requires_grad_(i in want) for i, x in enumerate(inputs))
     with torch.no_grad():  # a real tensor of ones (not expanded): backward reads all of it
         grad_out = torch.ones_like(case.reference(*inputs))
     rows, skipped, expected = [], {}, None

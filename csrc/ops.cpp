@@ -12,12 +12,14 @@
 #include <tuple>
 
 #include "cpu/photometric.h"
+#include "cpu/reproject.h"
 
 #ifdef PACKOPS_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "cuda/photometric.h"
+#include "cuda/reproject.h"
 #endif
 
 // Importing packops._C runs the static initialisers below (the op
@@ -159,6 +161,74 @@ std::tuple<at::Tensor, at::Tensor> photometric_bwd_cpu(const at::Tensor& grad_in
   return {gp, gt};
 }
 
+// ------------------------------------------------------------- reproject
+// image: [B,C,Hs,Ws]; depth: [B,1,H,W]; P: [B,3,4] (geometry folded by the
+// Python side, see packops/reproject.py). `geometry` is the dtype depth and P
+// must have: the image's on CPU; float64 for float64 images, else float32, on CUDA.
+void check_reproject(const char* op, const at::Tensor& image, const at::Tensor& depth,
+                     const at::Tensor& P, at::ScalarType geometry) {
+  TORCH_CHECK(image.dim() == 4, op, ": image must be [B,C,Hs,Ws], got shape ", shape_str(image));
+  TORCH_CHECK(depth.dim() == 4 && depth.size(1) == 1 && depth.size(0) == image.size(0), op,
+              ": depth must be [B,1,H,W] with the image's batch size, got ", shape_str(depth),
+              " for image ", shape_str(image));
+  TORCH_CHECK(P.dim() == 3 && P.size(0) == image.size(0) && P.size(1) == 3 && P.size(2) == 4, op,
+              ": P must be [B,3,4], got ", shape_str(P), " for image ", shape_str(image));
+  TORCH_CHECK(image.size(2) >= 1 && image.size(3) >= 1, op, ": image must not be empty in H or W, got ",
+              shape_str(image));
+  TORCH_CHECK(depth.scalar_type() == geometry && P.scalar_type() == geometry, op,
+              ": depth and P must be ", geometry, " for a ", image.scalar_type(), " image, got ",
+              depth.scalar_type(), " and ", P.scalar_type());
+  TORCH_CHECK(depth.device() == image.device() && P.device() == image.device(), op,
+              ": image, depth and P must be on one device, got ", image.device(), ", ",
+              depth.device(), " and ", P.device());
+}
+
+std::vector<int64_t> reproject_out_shape(const at::Tensor& image, const at::Tensor& depth) {
+  return {image.size(0), image.size(1), depth.size(2), depth.size(3)};
+}
+
+std::tuple<at::Tensor, at::Tensor> reproject_fwd_cpu(const at::Tensor& image_in,
+                                                     const at::Tensor& depth_in,
+                                                     const at::Tensor& P_in, bool with_mask) {
+  const char* op = "packops.reproject";
+  check_reproject(op, image_in, depth_in, P_in, image_in.scalar_type());
+  const at::Tensor image = image_in.contiguous(), depth = depth_in.contiguous(), P = P_in.contiguous();
+  at::Tensor out = at::empty(reproject_out_shape(image, depth), image.options());
+  at::Tensor mask = with_mask ? at::empty(depth.sizes(), image.options()) : at::empty({0}, image.options());
+  if (depth.numel() == 0) return {out, mask};
+  PACKOPS_CPU_DTYPES(op, image, [&] {
+    cpu::reproject_forward<scalar_t>(image.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
+                                     P.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                     ptr_or_null<scalar_t>(with_mask, mask), image.size(0),
+                                     image.size(1), depth.size(2), depth.size(3), image.size(2),
+                                     image.size(3));
+  });
+  return {out, mask};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> reproject_bwd_cpu(
+    const at::Tensor& grad_in, const at::Tensor& image_in, const at::Tensor& depth_in,
+    const at::Tensor& P_in, bool need_image, bool need_depth, bool need_P) {
+  const char* op = "packops.reproject_backward";
+  check_reproject(op, image_in, depth_in, P_in, image_in.scalar_type());
+  check_grad(op, grad_in, reproject_out_shape(image_in, depth_in), image_in);
+  const at::Tensor g = grad_in.contiguous(), image = image_in.contiguous(),
+                   depth = depth_in.contiguous(), P = P_in.contiguous();
+  at::Tensor gi = maybe_grad(need_image, image), gd = maybe_grad(need_depth, depth),
+             gP = maybe_grad(need_P, P);
+  if (need_P && depth.numel() == 0) gP.zero_();
+  if (need_image && depth.numel() == 0) gi.zero_();
+  if (depth.numel() == 0 || !(need_image || need_depth || need_P)) return {gi, gd, gP};
+  PACKOPS_CPU_DTYPES(op, image, [&] {
+    cpu::reproject_backward<scalar_t>(
+        g.data_ptr<scalar_t>(), image.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
+        P.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(need_image, gi),
+        ptr_or_null<scalar_t>(need_depth, gd), ptr_or_null<scalar_t>(need_P, gP), image.size(0),
+        image.size(1), depth.size(2), depth.size(3), image.size(2), image.size(3));
+  });
+  return {gi, gd, gP};
+}
+
 #undef PACKOPS_CPU_DTYPES
 
 // ------------------------------------------------------------------ CUDA
@@ -246,6 +316,56 @@ std::tuple<at::Tensor, at::Tensor> photometric_bwd_cuda(const at::Tensor& grad_i
                                           C2, at::cuda::getCurrentCUDAStream()));
   return {gp, gt};
 }
+at::ScalarType cuda_geometry(const at::Tensor& image) {
+  return image.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+std::tuple<at::Tensor, at::Tensor> reproject_fwd_cuda(const at::Tensor& image_in,
+                                                      const at::Tensor& depth_in,
+                                                      const at::Tensor& P_in, bool with_mask) {
+  const char* op = "packops.reproject";
+  check_reproject(op, image_in, depth_in, P_in, cuda_geometry(image_in));
+  const c10::cuda::CUDAGuard guard(image_in.device());
+  const at::Tensor image = image_in.contiguous(), depth = depth_in.contiguous(), P = P_in.contiguous();
+  at::Tensor out = at::empty(reproject_out_shape(image, depth), image.options());
+  at::Tensor mask = with_mask ? at::empty(depth.sizes(), image.options()) : at::empty({0}, image.options());
+  if (depth.numel() == 0) return {out, mask};
+  check_launch(op, cuda::reproject_forward(to_dtype(op, image), image.data_ptr(), depth.data_ptr(),
+                                           P.data_ptr(), out.data_ptr(), ptr_or_null(with_mask, mask),
+                                           image.size(0), image.size(1), depth.size(2),
+                                           depth.size(3), image.size(2), image.size(3),
+                                           at::cuda::getCurrentCUDAStream()));
+  return {out, mask};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> reproject_bwd_cuda(
+    const at::Tensor& grad_in, const at::Tensor& image_in, const at::Tensor& depth_in,
+    const at::Tensor& P_in, bool need_image, bool need_depth, bool need_P) {
+  const char* op = "packops.reproject_backward";
+  const at::ScalarType geometry = cuda_geometry(image_in);
+  check_reproject(op, image_in, depth_in, P_in, geometry);
+  check_grad(op, grad_in, reproject_out_shape(image_in, depth_in), image_in);
+  const c10::cuda::CUDAGuard guard(image_in.device());
+  const at::Tensor g = grad_in.contiguous(), image = image_in.contiguous(),
+                   depth = depth_in.contiguous(), P = P_in.contiguous();
+  const int64_t B = image.size(0), H = depth.size(2), W = depth.size(3);
+  // The image gradient accumulates in the geometry type (atomics), then is
+  // rounded to the image's dtype once.
+  at::Tensor gi_acc = need_image ? at::zeros(image.sizes(), P.options()) : at::empty({0}, P.options());
+  at::Tensor gd = maybe_grad(need_depth, depth);
+  at::Tensor partial = need_P ? at::zeros({B, cuda::reproject_blocks(H, W), 12}, P.options())
+                              : at::empty({0}, P.options());
+  if (depth.numel() > 0 && (need_image || need_depth || need_P)) {
+    check_launch(op, cuda::reproject_backward(
+                         to_dtype(op, image), g.data_ptr(), image.data_ptr(), depth.data_ptr(),
+                         P.data_ptr(), ptr_or_null(need_image, gi_acc), ptr_or_null(need_depth, gd),
+                         ptr_or_null(need_P, partial), B, image.size(1), H, W, image.size(2),
+                         image.size(3), at::cuda::getCurrentCUDAStream()));
+  }
+  at::Tensor gi = need_image ? gi_acc.to(image.scalar_type()) : at::empty({0}, image.options());
+  at::Tensor gP = need_P ? partial.sum(1).view({B, 3, 4}) : at::empty({0}, P.options());
+  return {gi, gd, gP};
+}
 #endif  // PACKOPS_WITH_CUDA
 
 bool built_with_cuda() {
@@ -270,6 +390,11 @@ TORCH_LIBRARY(packops, m) {
   // grad: [B,1,H,W] -> (grad_pred, grad_target)
   m.def("photometric_bwd(Tensor grad, Tensor pred, Tensor target, float alpha, float C1, float C2,"
         " bool need_pred, bool need_target) -> (Tensor, Tensor)");
+  // image: [B,C,Hs,Ws], depth: [B,1,H,W], P: [B,3,4] -> (out [B,C,H,W], mask [B,1,H,W] or empty)
+  m.def("reproject_fwd(Tensor image, Tensor depth, Tensor P, bool with_mask) -> (Tensor, Tensor)");
+  // grad: [B,C,H,W] -> (grad_image, grad_depth, grad_P); unneeded ones are empty
+  m.def("reproject_bwd(Tensor grad, Tensor image, Tensor depth, Tensor P, bool need_image,"
+        " bool need_depth, bool need_P) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(packops, CPU, m) {
@@ -277,6 +402,8 @@ TORCH_LIBRARY_IMPL(packops, CPU, m) {
   m.impl("ssim_bwd", &ssim_bwd_cpu);
   m.impl("photometric_fwd", &photometric_fwd_cpu);
   m.impl("photometric_bwd", &photometric_bwd_cpu);
+  m.impl("reproject_fwd", &reproject_fwd_cpu);
+  m.impl("reproject_bwd", &reproject_bwd_cpu);
 }
 
 #ifdef PACKOPS_WITH_CUDA
@@ -285,6 +412,8 @@ TORCH_LIBRARY_IMPL(packops, CUDA, m) {
   m.impl("ssim_bwd", &ssim_bwd_cuda);
   m.impl("photometric_fwd", &photometric_fwd_cuda);
   m.impl("photometric_bwd", &photometric_bwd_cuda);
+  m.impl("reproject_fwd", &reproject_fwd_cuda);
+  m.impl("reproject_bwd", &reproject_bwd_cuda);
 }
 #endif
 
