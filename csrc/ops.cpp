@@ -7,7 +7,6 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <sstream>
 #include <string>
 #include <tuple>
 
@@ -34,10 +33,18 @@ PyObject* PyInit__C(void) {
 namespace packops {
 namespace {
 
-std::string shape_str(const at::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
+// Messages are built from integers and C strings only: streaming c10's
+// ArrayRef or Device into an ostream crashed (segfault) when the extension and
+// torch were built by different compilers (seen on the GPU machine's image).
+std::string shape_str(at::IntArrayRef sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+std::string shape_str(const at::Tensor& t) { return shape_str(t.sizes()); }
+
+std::string device_str(const at::Tensor& t) {
+  return t.is_cuda() ? "cuda:" + std::to_string(t.get_device()) : (t.is_cpu() ? "cpu" : "other");
 }
 
 // Checks shared by all SSIM-family entry points; messages name the argument.
@@ -49,7 +56,7 @@ void check_pair(const char* op, const char* xn, const at::Tensor& x, const char*
   TORCH_CHECK(x.scalar_type() == y.scalar_type(), op, ": ", xn, " and ", yn,
               " must have the same dtype, got ", x.scalar_type(), " and ", y.scalar_type());
   TORCH_CHECK(x.device() == y.device(), op, ": ", xn, " and ", yn,
-              " must be on the same device, got ", x.device(), " and ", y.device());
+              " must be on the same device, got ", device_str(x), " and ", device_str(y));
   TORCH_CHECK(x.size(2) >= 2 && x.size(3) >= 2, op, ": ", xn,
               " needs H >= 2 and W >= 2 (reflection padding), got shape ", shape_str(x));
 }
@@ -61,11 +68,11 @@ void check_channels(const char* op, const at::Tensor& p) {
 
 void check_grad(const char* op, const at::Tensor& grad, at::IntArrayRef expected,
                 const at::Tensor& x) {
-  TORCH_CHECK(grad.sizes() == expected, op, ": grad must have shape ", expected, ", got ",
+  TORCH_CHECK(grad.sizes() == expected, op, ": grad must have shape ", shape_str(expected), ", got ",
               shape_str(grad));
   TORCH_CHECK(grad.scalar_type() == x.scalar_type() && grad.device() == x.device(), op,
               ": grad must match the inputs' dtype and device, got ", grad.scalar_type(),
-              " on ", grad.device());
+              " on ", device_str(grad));
 }
 
 std::vector<int64_t> loss_shape(const at::Tensor& x) {
@@ -179,8 +186,8 @@ void check_reproject(const char* op, const at::Tensor& image, const at::Tensor& 
               ": depth and P must be ", geometry, " for a ", image.scalar_type(), " image, got ",
               depth.scalar_type(), " and ", P.scalar_type());
   TORCH_CHECK(depth.device() == image.device() && P.device() == image.device(), op,
-              ": image, depth and P must be on one device, got ", image.device(), ", ",
-              depth.device(), " and ", P.device());
+              ": image, depth and P must be on one device, got ", device_str(image), ", ",
+              device_str(depth), " and ", device_str(P));
 }
 
 std::vector<int64_t> reproject_out_shape(const at::Tensor& image, const at::Tensor& depth) {

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-_MIN_Z = 1e-5
+_MIN_Z = tl.constexpr(1e-5)
 
 
 @triton.jit
