@@ -34,7 +34,8 @@ fi
 if [[ $stages == *" bench "* ]]; then
   ops=${stages#* bench }
   stamp "bench $ops"
-  python3 -m benchmarks.report --device cuda --out "$OUT" ${ops:+--ops $ops} > "$OUT/bench.log" 2>&1; rc=$?
+  cp benchmarks/results/h100*.json "$OUT"/ 2>/dev/null || true  # --merge adds to these
+  python3 -m benchmarks.report --device cuda --merge --out "$OUT" ${ops:+--ops $ops} > "$OUT/bench.log" 2>&1; rc=$?
   summary+=("bench rc=$rc")
   tail -40 "$OUT/bench.log"
 fi
