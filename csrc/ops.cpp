@@ -8,10 +8,12 @@
 #include <torch/library.h>
 
 #include <string>
+#include <optional>
 #include <tuple>
 
 #include "cpu/photometric.h"
 #include "cpu/reproject.h"
+#include "packops/reproject.h"
 
 #ifdef PACKOPS_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -169,71 +171,149 @@ std::tuple<at::Tensor, at::Tensor> photometric_bwd_cpu(const at::Tensor& grad_in
 }
 
 // ------------------------------------------------------------- reproject
-// image: [B,C,Hs,Ws]; depth: [B,1,H,W]; P: [B,3,4] (geometry folded by the
-// Python side, see packops/reproject.py). `geometry` is the dtype depth and P
-// must have: the image's on CPU; float64 for float64 images, else float32, on CUDA.
+// image: [B,C,Hs,Ws]; depth: [B,1,H,W]; K, K_src: [B|1,3,3]; T: [B|1,3|4,4].
+// `geometry` is the dtype depth, K, T and K_src must have: the image's on CPU;
+// float64 for float64 images, else float32, on CUDA.
+void check_matrix(const char* op, const char* name, const at::Tensor& m, int64_t B,
+                  bool transform) {
+  const bool rows_ok = transform ? (m.dim() == 3 && (m.size(1) == 3 || m.size(1) == 4) && m.size(2) == 4)
+                                 : (m.dim() == 3 && m.size(1) == 3 && m.size(2) == 3);
+  TORCH_CHECK(rows_ok && (m.size(0) == B || m.size(0) == 1), op, ": ", name, " must be ",
+              transform ? "[B,4,4] or [B,3,4]" : "[B,3,3]", " (or batch 1) with B=", B, ", got ",
+              shape_str(m));
+}
+
 void check_reproject(const char* op, const at::Tensor& image, const at::Tensor& depth,
-                     const at::Tensor& P, at::ScalarType geometry) {
+                     const at::Tensor& K, const at::Tensor& T,
+                     const std::optional<at::Tensor>& K_src, at::ScalarType geometry) {
   TORCH_CHECK(image.dim() == 4, op, ": image must be [B,C,Hs,Ws], got shape ", shape_str(image));
-  TORCH_CHECK(depth.dim() == 4 && depth.size(1) == 1 && depth.size(0) == image.size(0), op,
+  const int64_t B = image.size(0);
+  TORCH_CHECK(depth.dim() == 4 && depth.size(1) == 1 && depth.size(0) == B, op,
               ": depth must be [B,1,H,W] with the image's batch size, got ", shape_str(depth),
               " for image ", shape_str(image));
-  TORCH_CHECK(P.dim() == 3 && P.size(0) == image.size(0) && P.size(1) == 3 && P.size(2) == 4, op,
-              ": P must be [B,3,4], got ", shape_str(P), " for image ", shape_str(image));
-  TORCH_CHECK(image.size(2) >= 1 && image.size(3) >= 1, op, ": image must not be empty in H or W, got ",
-              shape_str(image));
-  TORCH_CHECK(depth.scalar_type() == geometry && P.scalar_type() == geometry, op,
-              ": depth and P must be ", geometry, " for a ", image.scalar_type(), " image, got ",
-              depth.scalar_type(), " and ", P.scalar_type());
-  TORCH_CHECK(depth.device() == image.device() && P.device() == image.device(), op,
-              ": image, depth and P must be on one device, got ", device_str(image), ", ",
-              device_str(depth), " and ", device_str(P));
+  TORCH_CHECK(image.size(2) >= 1 && image.size(3) >= 1, op,
+              ": image must not be empty in H or W, got ", shape_str(image));
+  check_matrix(op, "K", K, B, false);
+  check_matrix(op, "T", T, B, true);
+  if (K_src) check_matrix(op, "K_src", *K_src, B, false);
+  for (const at::Tensor* t : {&depth, &K, &T}) {
+    TORCH_CHECK(t->scalar_type() == geometry, op, ": depth, K, T and K_src must be ", geometry,
+                " for a ", image.scalar_type(), " image, got ", t->scalar_type());
+    TORCH_CHECK(t->device() == image.device(), op, ": image, depth, K, T and K_src must be on "
+                "one device, got ", device_str(image), " and ", device_str(*t));
+  }
+  if (K_src) {
+    TORCH_CHECK(K_src->scalar_type() == geometry && K_src->device() == image.device(), op,
+                ": K_src must be ", geometry, " on ", device_str(image), ", got ",
+                K_src->scalar_type(), " on ", device_str(*K_src));
+  }
 }
 
 std::vector<int64_t> reproject_out_shape(const at::Tensor& image, const at::Tensor& depth) {
   return {image.size(0), image.size(1), depth.size(2), depth.size(3)};
 }
 
-std::tuple<at::Tensor, at::Tensor> reproject_fwd_cpu(const at::Tensor& image_in,
-                                                     const at::Tensor& depth_in,
-                                                     const at::Tensor& P_in, bool with_mask) {
+// The camera matrices, contiguous, with their batch strides (0 = broadcast).
+struct Cameras {
+  at::Tensor K, T, Ks;  // Ks is K when K_src is absent
+  int64_t k_stride, t_stride, ks_stride, t_rows;
+};
+
+Cameras cameras(const at::Tensor& K, const at::Tensor& T, const std::optional<at::Tensor>& K_src) {
+  Cameras c;
+  c.K = K.contiguous();
+  c.T = T.contiguous();
+  c.Ks = K_src ? K_src->contiguous() : c.K;
+  c.t_rows = T.size(1);
+  c.k_stride = c.K.size(0) == 1 ? 0 : 9;
+  c.t_stride = c.T.size(0) == 1 ? 0 : c.t_rows * 4;
+  c.ks_stride = c.Ks.size(0) == 1 ? 0 : 9;
+  return c;
+}
+
+// Per-batch-element gradients [B,...] -> the gradients of the camera inputs:
+// summed over the batch where the input was broadcast, and K's two roles
+// added up when K also stands in for K_src.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> reduce_camera_grads(
+    const Cameras& c, bool has_src, bool need_K, bool need_T, bool need_Ks, at::Tensor gK,
+    at::Tensor gT, at::Tensor gKs) {
+  auto fit = [](at::Tensor g, const at::Tensor& like) {
+    return like.size(0) == 1 && g.size(0) != 1 ? g.sum(0, true) : g;
+  };
+  if (!has_src && need_K) gK = gK + gKs;
+  return {need_K ? fit(gK, c.K) : at::empty({0}, c.K.options()),
+          need_T ? fit(gT, c.T) : at::empty({0}, c.T.options()),
+          has_src && need_Ks ? fit(gKs, c.Ks) : at::empty({0}, c.K.options())};
+}
+
+std::tuple<at::Tensor, at::Tensor> reproject_fwd_cpu(
+    const at::Tensor& image_in, const at::Tensor& depth_in, const at::Tensor& K,
+    const at::Tensor& T, const std::optional<at::Tensor>& K_src, bool with_mask) {
   const char* op = "packops.reproject";
-  check_reproject(op, image_in, depth_in, P_in, image_in.scalar_type());
-  const at::Tensor image = image_in.contiguous(), depth = depth_in.contiguous(), P = P_in.contiguous();
+  check_reproject(op, image_in, depth_in, K, T, K_src, image_in.scalar_type());
+  const at::Tensor image = image_in.contiguous(), depth = depth_in.contiguous();
+  const Cameras c = cameras(K, T, K_src);
+  const int64_t B = image.size(0);
   at::Tensor out = at::empty(reproject_out_shape(image, depth), image.options());
   at::Tensor mask = with_mask ? at::empty(depth.sizes(), image.options()) : at::empty({0}, image.options());
   if (depth.numel() == 0) return {out, mask};
   PACKOPS_CPU_DTYPES(op, image, [&] {
+    std::vector<scalar_t> P(B * 12);
+    const scalar_t *Kp = c.K.data_ptr<scalar_t>(), *Tp = c.T.data_ptr<scalar_t>(),
+                   *Ksp = c.Ks.data_ptr<scalar_t>();
+    for (int64_t b = 0; b < B; ++b)
+      fold(Kp + b * c.k_stride, Tp + b * c.t_stride, Ksp + b * c.ks_stride, P.data() + b * 12);
     cpu::reproject_forward<scalar_t>(image.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
-                                     P.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                                     ptr_or_null<scalar_t>(with_mask, mask), image.size(0),
-                                     image.size(1), depth.size(2), depth.size(3), image.size(2),
-                                     image.size(3));
+                                     P.data(), out.data_ptr<scalar_t>(),
+                                     ptr_or_null<scalar_t>(with_mask, mask), B, image.size(1),
+                                     depth.size(2), depth.size(3), image.size(2), image.size(3));
   });
   return {out, mask};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> reproject_bwd_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> reproject_bwd_cpu(
     const at::Tensor& grad_in, const at::Tensor& image_in, const at::Tensor& depth_in,
-    const at::Tensor& P_in, bool need_image, bool need_depth, bool need_P) {
+    const at::Tensor& K, const at::Tensor& T, const std::optional<at::Tensor>& K_src,
+    bool need_image, bool need_depth, bool need_K, bool need_T, bool need_Ks) {
   const char* op = "packops.reproject_backward";
-  check_reproject(op, image_in, depth_in, P_in, image_in.scalar_type());
+  check_reproject(op, image_in, depth_in, K, T, K_src, image_in.scalar_type());
   check_grad(op, grad_in, reproject_out_shape(image_in, depth_in), image_in);
   const at::Tensor g = grad_in.contiguous(), image = image_in.contiguous(),
-                   depth = depth_in.contiguous(), P = P_in.contiguous();
-  at::Tensor gi = maybe_grad(need_image, image), gd = maybe_grad(need_depth, depth),
-             gP = maybe_grad(need_P, P);
-  if (need_P && depth.numel() == 0) gP.zero_();
-  if (need_image && depth.numel() == 0) gi.zero_();
-  if (depth.numel() == 0 || !(need_image || need_depth || need_P)) return {gi, gd, gP};
-  PACKOPS_CPU_DTYPES(op, image, [&] {
-    cpu::reproject_backward<scalar_t>(
-        g.data_ptr<scalar_t>(), image.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
-        P.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(need_image, gi),
-        ptr_or_null<scalar_t>(need_depth, gd), ptr_or_null<scalar_t>(need_P, gP), image.size(0),
-        image.size(1), depth.size(2), depth.size(3), image.size(2), image.size(3));
-  });
-  return {gi, gd, gP};
+                   depth = depth_in.contiguous();
+  const Cameras c = cameras(K, T, K_src);
+  const bool has_src = K_src.has_value();
+  need_Ks = need_Ks && has_src;
+  const bool need_pose = need_K || need_T || need_Ks;
+  const int64_t B = image.size(0);
+  at::Tensor gi = need_image ? at::zeros(image.sizes(), image.options()) : at::empty({0}, image.options());
+  at::Tensor gd = maybe_grad(need_depth, depth);
+  at::Tensor gK = at::zeros({B, 3, 3}, c.K.options()), gKs = at::zeros({B, 3, 3}, c.K.options());
+  at::Tensor gT = at::zeros({B, c.t_rows, 4}, c.T.options());
+  if (depth.numel() > 0 && (need_image || need_depth || need_pose)) {
+    PACKOPS_CPU_DTYPES(op, image, [&] {
+      std::vector<scalar_t> P(B * 12), dP(need_pose ? B * 12 : 0);
+      const scalar_t *Kp = c.K.data_ptr<scalar_t>(), *Tp = c.T.data_ptr<scalar_t>(),
+                     *Ksp = c.Ks.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b)
+        fold(Kp + b * c.k_stride, Tp + b * c.t_stride, Ksp + b * c.ks_stride, P.data() + b * 12);
+      cpu::reproject_backward<scalar_t>(
+          g.data_ptr<scalar_t>(), image.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
+          P.data(), ptr_or_null<scalar_t>(need_image, gi), ptr_or_null<scalar_t>(need_depth, gd),
+          need_pose ? dP.data() : nullptr, B, image.size(1), depth.size(2), depth.size(3),
+          image.size(2), image.size(3));
+      if (!need_pose) return;
+      scalar_t *gKp = gK.data_ptr<scalar_t>(), *gTp = gT.data_ptr<scalar_t>(),
+               *gKsp = gKs.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        scalar_t dT[12];
+        unfold_grad(Kp + b * c.k_stride, Tp + b * c.t_stride, Ksp + b * c.ks_stride,
+                    dP.data() + b * 12, gKp + b * 9, dT, gKsp + b * 9);
+        std::copy(dT, dT + 12, gTp + b * c.t_rows * 4);
+      }
+    });
+  }
+  auto [rK, rT, rKs] = reduce_camera_grads(c, has_src, need_K, need_T, need_Ks, gK, gT, gKs);
+  return {gi, gd, rK, rT, rKs};
 }
 
 #undef PACKOPS_CPU_DTYPES
@@ -327,51 +407,70 @@ at::ScalarType cuda_geometry(const at::Tensor& image) {
   return image.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-std::tuple<at::Tensor, at::Tensor> reproject_fwd_cuda(const at::Tensor& image_in,
-                                                      const at::Tensor& depth_in,
-                                                      const at::Tensor& P_in, bool with_mask) {
+cuda::GeometryArgs geometry_args(const Cameras& c) {
+  return {c.K.data_ptr(), c.T.data_ptr(), c.Ks.data_ptr(), c.k_stride, c.t_stride, c.ks_stride};
+}
+
+std::tuple<at::Tensor, at::Tensor> reproject_fwd_cuda(
+    const at::Tensor& image_in, const at::Tensor& depth_in, const at::Tensor& K,
+    const at::Tensor& T, const std::optional<at::Tensor>& K_src, bool with_mask) {
   const char* op = "packops.reproject";
-  check_reproject(op, image_in, depth_in, P_in, cuda_geometry(image_in));
+  check_reproject(op, image_in, depth_in, K, T, K_src, cuda_geometry(image_in));
   const c10::cuda::CUDAGuard guard(image_in.device());
-  const at::Tensor image = image_in.contiguous(), depth = depth_in.contiguous(), P = P_in.contiguous();
+  const at::Tensor image = image_in.contiguous(), depth = depth_in.contiguous();
+  const Cameras c = cameras(K, T, K_src);
   at::Tensor out = at::empty(reproject_out_shape(image, depth), image.options());
   at::Tensor mask = with_mask ? at::empty(depth.sizes(), image.options()) : at::empty({0}, image.options());
   if (depth.numel() == 0) return {out, mask};
   check_launch(op, cuda::reproject_forward(to_dtype(op, image), image.data_ptr(), depth.data_ptr(),
-                                           P.data_ptr(), out.data_ptr(), ptr_or_null(with_mask, mask),
-                                           image.size(0), image.size(1), depth.size(2),
-                                           depth.size(3), image.size(2), image.size(3),
+                                           geometry_args(c), out.data_ptr(),
+                                           ptr_or_null(with_mask, mask), image.size(0),
+                                           image.size(1), depth.size(2), depth.size(3),
+                                           image.size(2), image.size(3),
                                            at::cuda::getCurrentCUDAStream()));
   return {out, mask};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> reproject_bwd_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> reproject_bwd_cuda(
     const at::Tensor& grad_in, const at::Tensor& image_in, const at::Tensor& depth_in,
-    const at::Tensor& P_in, bool need_image, bool need_depth, bool need_P) {
+    const at::Tensor& K, const at::Tensor& T, const std::optional<at::Tensor>& K_src,
+    bool need_image, bool need_depth, bool need_K, bool need_T, bool need_Ks) {
   const char* op = "packops.reproject_backward";
-  const at::ScalarType geometry = cuda_geometry(image_in);
-  check_reproject(op, image_in, depth_in, P_in, geometry);
+  check_reproject(op, image_in, depth_in, K, T, K_src, cuda_geometry(image_in));
   check_grad(op, grad_in, reproject_out_shape(image_in, depth_in), image_in);
   const c10::cuda::CUDAGuard guard(image_in.device());
   const at::Tensor g = grad_in.contiguous(), image = image_in.contiguous(),
-                   depth = depth_in.contiguous(), P = P_in.contiguous();
+                   depth = depth_in.contiguous();
+  const Cameras c = cameras(K, T, K_src);
+  const bool has_src = K_src.has_value();
+  need_Ks = need_Ks && has_src;
+  const bool need_pose = need_K || need_T || need_Ks;
   const int64_t B = image.size(0), H = depth.size(2), W = depth.size(3);
+  const auto geo_opts = c.K.options();
   // The image gradient accumulates in the geometry type (atomics), then is
   // rounded to the image's dtype once.
-  at::Tensor gi_acc = need_image ? at::zeros(image.sizes(), P.options()) : at::empty({0}, P.options());
+  at::Tensor gi_acc = need_image ? at::zeros(image.sizes(), geo_opts) : at::empty({0}, geo_opts);
   at::Tensor gd = maybe_grad(need_depth, depth);
-  at::Tensor partial = need_P ? at::zeros({B, cuda::reproject_blocks(H, W), 12}, P.options())
-                              : at::empty({0}, P.options());
-  if (depth.numel() > 0 && (need_image || need_depth || need_P)) {
+  at::Tensor partial = need_pose ? at::empty({B, cuda::reproject_blocks(H, W), 12}, geo_opts)
+                                 : at::empty({0}, geo_opts);
+  // K's gradient as K_src is needed to add into K's when K_src is absent.
+  const bool want_Ks = need_Ks || (need_K && !has_src);
+  at::Tensor gK = need_K ? at::empty({B, 3, 3}, geo_opts) : at::empty({0}, geo_opts);
+  at::Tensor gKs = want_Ks ? at::empty({B, 3, 3}, geo_opts) : at::empty({0}, geo_opts);
+  at::Tensor gT = need_T ? (c.t_rows == 4 ? at::zeros({B, 4, 4}, geo_opts) : at::empty({B, 3, 4}, geo_opts))
+                         : at::empty({0}, geo_opts);
+  if (B > 0 && (need_image || need_depth || need_pose)) {
     check_launch(op, cuda::reproject_backward(
                          to_dtype(op, image), g.data_ptr(), image.data_ptr(), depth.data_ptr(),
-                         P.data_ptr(), ptr_or_null(need_image, gi_acc), ptr_or_null(need_depth, gd),
-                         ptr_or_null(need_P, partial), B, image.size(1), H, W, image.size(2),
+                         geometry_args(c), ptr_or_null(need_image, gi_acc),
+                         ptr_or_null(need_depth, gd), ptr_or_null(need_pose, partial),
+                         ptr_or_null(need_K, gK), ptr_or_null(need_T, gT), c.t_rows,
+                         ptr_or_null(want_Ks, gKs), B, image.size(1), H, W, image.size(2),
                          image.size(3), at::cuda::getCurrentCUDAStream()));
   }
   at::Tensor gi = need_image ? gi_acc.to(image.scalar_type()) : at::empty({0}, image.options());
-  at::Tensor gP = need_P ? partial.sum(1).view({B, 3, 4}) : at::empty({0}, P.options());
-  return {gi, gd, gP};
+  auto [rK, rT, rKs] = reduce_camera_grads(c, has_src, need_K, need_T, need_Ks, gK, gT, gKs);
+  return {gi, gd, rK, rT, rKs};
 }
 #endif  // PACKOPS_WITH_CUDA
 
@@ -397,11 +496,15 @@ TORCH_LIBRARY(packops, m) {
   // grad: [B,1,H,W] -> (grad_pred, grad_target)
   m.def("photometric_bwd(Tensor grad, Tensor pred, Tensor target, float alpha, float C1, float C2,"
         " bool need_pred, bool need_target) -> (Tensor, Tensor)");
-  // image: [B,C,Hs,Ws], depth: [B,1,H,W], P: [B,3,4] -> (out [B,C,H,W], mask [B,1,H,W] or empty)
-  m.def("reproject_fwd(Tensor image, Tensor depth, Tensor P, bool with_mask) -> (Tensor, Tensor)");
-  // grad: [B,C,H,W] -> (grad_image, grad_depth, grad_P); unneeded ones are empty
-  m.def("reproject_bwd(Tensor grad, Tensor image, Tensor depth, Tensor P, bool need_image,"
-        " bool need_depth, bool need_P) -> (Tensor, Tensor, Tensor)");
+  // image: [B,C,Hs,Ws], depth: [B,1,H,W], K, K_src: [B|1,3,3], T: [B|1,3|4,4]
+  //   -> (out [B,C,H,W], mask [B,1,H,W] or empty)
+  m.def("reproject_fwd(Tensor image, Tensor depth, Tensor K, Tensor T, Tensor? K_src,"
+        " bool with_mask) -> (Tensor, Tensor)");
+  // grad: [B,C,H,W] -> (grad_image, grad_depth, grad_K, grad_T, grad_K_src); unneeded ones
+  // (and grad_K_src without K_src) are empty
+  m.def("reproject_bwd(Tensor grad, Tensor image, Tensor depth, Tensor K, Tensor T, Tensor? K_src,"
+        " bool need_image, bool need_depth, bool need_K, bool need_T, bool need_K_src)"
+        " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(packops, CPU, m) {

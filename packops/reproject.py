@@ -1,17 +1,19 @@
 """Reprojection warp (view synthesis): reference, backends, registration, public op.
 
 reproject(image, depth, K, T, K_src=None, return_mask=False) as DESIGN.md
-defines it. The geometry is folded here, in plain (differentiable) PyTorch,
-into one 3x4 matrix per batch element,
+defines it. The geometry folds into one 3x4 matrix per batch element,
 
-    P = K_src [R K^-1 | t]        p = depth * P[:, :3] [u, v, 1] + P[:, 3],
+    P = K_src [R K^-1 | t]        p = depth * P[:, :3] [u, v, 1] + P[:, 3].
 
-so the kernels see only (image, depth, P) and return gradients to those;
-autograd of the tiny product carries the pose gradient on to T, K and K_src.
 Backends:
   reference  grid + K^-1 + transform + project + grid_sample (autograd by PyTorch)
-  cpu, cuda  packops._C: packops::reproject_fwd / reproject_bwd
-  triton     packops::reproject_*_triton around packops/_triton/reproject.py
+  cpu, cuda  packops._C: packops::reproject_fwd / reproject_bwd take K, T and
+             K_src themselves and fold P inside (csrc/include/packops/reproject.h),
+             so a CUDA call is one launch forward and two backward, with the
+             gradients to K, T and K_src reduced and chained on the device.
+  triton     packops::reproject_*_triton take P, folded here in PyTorch
+             (inv_ex: no device-host sync); autograd carries the P gradient
+             on to K, T and K_src.
 No point cloud, grid or coordinate tensor is ever stored by the fused backends.
 """
 import torch
@@ -77,7 +79,7 @@ def projection_matrix(K, T, K_src=None):
     """P = K_src [R K^-1 | t]: [B|1,3,4] from K [B|1,3,3], T [B|1,4,4|3,4]."""
     K_src = K if K_src is None else K_src
     R, t = _rt(T)
-    M = R @ torch.linalg.inv(K)
+    M = R @ torch.linalg.inv_ex(K).inverse  # no error check: no device-host sync
     n = max(M.shape[0], t.shape[0])
     return K_src @ torch.cat([M.expand(n, 3, 3), t.expand(n, 3, 1)], dim=2)
 
@@ -103,41 +105,64 @@ def _reproject_bwd_triton(grad: torch.Tensor, image: torch.Tensor, depth: torch.
 
 
 # ------------------------------------------- fake kernels and autograd
-def _fwd_fake(image, depth, P, with_mask):
+def _out_fake(image, depth, with_mask):
     B, C = image.shape[:2]
     H, W = depth.shape[-2:]
     mask = image.new_empty((B, 1, H, W)) if with_mask else image.new_empty(0)
     return image.new_empty((B, C, H, W)), mask
 
 
-def _bwd_fake(grad, image, depth, P, need_image, need_depth, need_P):
-    return (image.new_empty(image.shape) if need_image else image.new_empty(0),
-            depth.new_empty(depth.shape) if need_depth else depth.new_empty(0),
-            P.new_empty(P.shape) if need_P else P.new_empty(0))
+def _like_or_empty(need, t):
+    return t.new_empty(t.shape) if need and t is not None else (
+        t.new_empty(0) if t is not None else None)
+
+
+def _triton_fwd_fake(image, depth, P, with_mask):
+    return _out_fake(image, depth, with_mask)
+
+
+def _triton_bwd_fake(grad, image, depth, P, need_image, need_depth, need_P):
+    return (_like_or_empty(need_image, image), _like_or_empty(need_depth, depth),
+            _like_or_empty(need_P, P))
+
+
+def _cpp_fwd_fake(image, depth, K, T, K_src, with_mask):
+    return _out_fake(image, depth, with_mask)
+
+
+def _cpp_bwd_fake(grad, image, depth, K, T, K_src, need_image, need_depth, need_K, need_T,
+                  need_K_src):
+    return (_like_or_empty(need_image, image), _like_or_empty(need_depth, depth),
+            _like_or_empty(need_K, K), _like_or_empty(need_T, T),
+            K_src.new_empty(K_src.shape) if need_K_src and K_src is not None else K.new_empty(0))
 
 
 def _setup_context(ctx, inputs, output):
-    image, depth, P, _ = inputs
-    ctx.save_for_backward(image, depth, P)
+    ctx.save_for_backward(*inputs[:-1])  # every tensor input; with_mask is last
 
 
 def _make_backward(bwd_op):
     def backward(ctx, grad_out, grad_mask):  # the mask is piecewise constant: no gradient
-        image, depth, P = ctx.saved_tensors
-        need = ctx.needs_input_grad[:3]
-        gi, gd, gP = bwd_op(grad_out, image, depth, P, *need)
-        return (gi if need[0] else None, gd if need[1] else None, gP if need[2] else None, None)
+        saved = ctx.saved_tensors
+        need = list(ctx.needs_input_grad[:len(saved)])
+        grads = bwd_op(grad_out, *saved, *need)
+        return tuple(g if n else None for g, n in zip(grads, need)) + (None,)
 
     return backward
 
 
-for _suffix in ("_triton", "") if _ext.has_cpu_ext() else ("_triton",):
-    torch.library.register_fake(f"packops::reproject_fwd{_suffix}", _fwd_fake)
-    torch.library.register_fake(f"packops::reproject_bwd{_suffix}", _bwd_fake)
+def _register(suffix, fwd_fake, bwd_fake):
+    torch.library.register_fake(f"packops::reproject_fwd{suffix}", fwd_fake)
+    torch.library.register_fake(f"packops::reproject_bwd{suffix}", bwd_fake)
     torch.library.register_autograd(
-        f"packops::reproject_fwd{_suffix}",
-        _make_backward(getattr(torch.ops.packops, f"reproject_bwd{_suffix}").default),
+        f"packops::reproject_fwd{suffix}",
+        _make_backward(getattr(torch.ops.packops, f"reproject_bwd{suffix}").default),
         setup_context=_setup_context)
+
+
+_register("_triton", _triton_fwd_fake, _triton_bwd_fake)
+if _ext.has_cpu_ext():
+    _register("", _cpp_fwd_fake, _cpp_bwd_fake)
 
 
 # ------------------------------------------------------------- public op
@@ -194,11 +219,11 @@ def reproject(image, depth, K, T, K_src=None, return_mask=False):
     if backend == "reference":
         return reproject_reference(image, depth, K, T, K_src, return_mask)
     geometry = torch.float64 if image.dtype == torch.float64 else torch.float32
-    B = image.shape[0]
-    P = projection_matrix(K.to(geometry), T.to(geometry),
-                          None if K_src is None else K_src.to(geometry))
-    P = P.expand(B, 3, 4).contiguous()
-    op = (torch.ops.packops.reproject_fwd_triton if backend == "triton"
-          else torch.ops.packops.reproject_fwd)
-    out, mask = op(image, depth.to(geometry), P, return_mask)
+    K, T, depth = K.to(geometry), T.to(geometry), depth.to(geometry)
+    K_src = None if K_src is None else K_src.to(geometry)
+    if backend == "triton":
+        P = projection_matrix(K, T, K_src).expand(image.shape[0], 3, 4).contiguous()
+        out, mask = torch.ops.packops.reproject_fwd_triton(image, depth, P, return_mask)
+    else:
+        out, mask = torch.ops.packops.reproject_fwd(image, depth, K, T, K_src, return_mask)
     return (out, mask) if return_mask else out

@@ -192,15 +192,24 @@ def test_gradcheck(backend, device, case):
 
 @pytest.mark.parametrize("backend,device", FUSED)
 def test_opcheck(backend, device):
-    suffix = "_triton" if backend == "triton" else ""
-    fwd = getattr(torch.ops.packops, "reproject_fwd" + suffix).default
-    image, depth, K, T, _ = _to(_case(2, 3, 5, 6, 6, 7, seed=12), device, torch.float32,
-                                torch.float32)
-    P = packops.projection_matrix(K, T).contiguous()
-    for need in [(True, True, True), (False, True, True), (True, False, False)]:
-        args = [t.detach().clone().requires_grad_(n) for t, n in zip((image, depth, P), need)]
-        for with_mask in (False, True):
-            torch.library.opcheck(fwd, (*args, with_mask))
+    image, depth, K, T, K_src = _to(_case(2, 3, 5, 6, 6, 7, seed=12, k_src=True), device,
+                                    torch.float32, torch.float32)
+    if backend == "triton":
+        fwd = torch.ops.packops.reproject_fwd_triton.default
+        P = packops.projection_matrix(K, T).contiguous()
+        inputs, needs = (image, depth, P), [(True, True, True), (False, True, True)]
+        variants = [inputs]
+    else:
+        fwd = torch.ops.packops.reproject_fwd.default
+        needs = [(True, True, True, True, True), (False, True, False, True, False),
+                 (True, False, True, False, True)]
+        variants = [(image, depth, K, T, K_src), (image, depth, K[:1], T[:1, :3], None)]
+    for inputs in variants:
+        for need in needs:
+            args = [None if t is None else t.detach().clone().requires_grad_(n)
+                    for t, n in zip(inputs, need)]
+            for with_mask in (False, True):
+                torch.library.opcheck(fwd, (*args, with_mask))
 
 
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
@@ -356,3 +365,22 @@ def test_scale_intrinsics():
         packops.scale_intrinsics(torch.eye(4), 0.5, 0.5)
     with pytest.raises(ValueError, match="sx must be a finite number"):
         packops.scale_intrinsics(K, float("nan"), 0.5)
+
+
+@pytest.mark.parametrize("backend,device", FUSED)
+@pytest.mark.parametrize("rows", [3, 4])
+def test_broadcast_camera_gradients(backend, device, rows):
+    """K and T of batch 1 shared by the batch (K also standing in for K_src):
+    their gradients sum over the batch and over K's two roles."""
+    image, depth, K, T, _ = _to(_case(3, 2, 7, 9, seed=21), device)
+    K1 = K[:1].clone().requires_grad_()
+    T1 = T[:1, :rows].clone().requires_grad_()
+    depth.requires_grad_()
+    grad = torch.randn(3, 2, 7, 9, generator=torch.Generator().manual_seed(3),
+                       dtype=torch.float64).to(device)
+    got = torch.autograd.grad(_run(backend, image, depth, K1, T1), (depth, K1, T1), grad)
+    r = [t.detach().cpu().requires_grad_() for t in (depth, K1, T1)]
+    want = torch.autograd.grad(reproject_reference(image.cpu(), *r), r, grad.cpu())
+    for n, a, e in zip(("depth", "K", "T"), got, want):
+        assert a.shape == e.shape
+        assert_close(a, e, 1e-10 * max(1.0, float(e.abs().max())), f"{backend} grad {n}")

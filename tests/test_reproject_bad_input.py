@@ -60,12 +60,14 @@ def test_cpu_backend_refuses_half_with_a_reason():
 def test_compiled_op_checks_its_arguments():
     if not packops.has_cpu_ext():
         pytest.skip("packops._C not built")
-    P = packops.projection_matrix(K, T).contiguous()
-    with pytest.raises(RuntimeError, match=r"P must be \[B,3,4\]"):
-        torch.ops.packops.reproject_fwd(img, dep, P[:, :, :3], False)
+    op = torch.ops.packops.reproject_fwd
+    with pytest.raises(RuntimeError, match=r"T must be \[B,4,4\] or \[B,3,4\].*\[2, 3, 3\]"):
+        op(img, dep, K, T[:, :3, :3], None, False)
+    with pytest.raises(RuntimeError, match=r"K_src must be \[B,3,3\].*\[3, 3, 3\]"):
+        op(img, dep, K, T, K[:1].expand(3, 3, 3), False)
     with pytest.raises(RuntimeError, match=r"depth must be \[B,1,H,W\]"):
-        torch.ops.packops.reproject_fwd(img, dep[:1], P, False)
-    with pytest.raises(RuntimeError, match=r"depth and P must be Double"):
-        torch.ops.packops.reproject_fwd(img.double(), dep, P, False)
+        op(img, dep[:1], K, T, None, False)
+    with pytest.raises(RuntimeError, match=r"must be Double for a Double image"):
+        op(img.double(), dep, K, T, None, False)
     with pytest.raises(RuntimeError, match=r"grad must have shape \[2, 3, 5, 6\]"):
-        torch.ops.packops.reproject_bwd(img, img, dep, P, True, True, True)
+        torch.ops.packops.reproject_bwd(img, img, dep, K, T, None, True, True, True, True, False)

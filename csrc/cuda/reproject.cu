@@ -3,9 +3,12 @@
 // packops/reproject.h, shared with the CPU kernels; this file does indexing,
 // the image-gradient scatter and the per-block pose-gradient reduction.
 //
-// Backward: the pose gradient is reduced in registers and shared memory to one
-// partial sum per block ([B, blocks, 12]); the caller sums those in a fixed
-// order, so it is deterministic. The image gradient is a scatter of bilinear
+// The 3x4 projection P = K_src [R K^-1 | t] is folded per thread from the
+// camera matrices (a few dozen flops, broadcast loads), so a call is one launch
+// forward and two backward, with no host-side matrix work. Backward: the pose
+// gradient is reduced in registers and shared memory to one partial sum per
+// block ([B, blocks, 12]); a second kernel sums those in a fixed order and
+// applies the chain rule to K, T and K_src, so it is deterministic. The image gradient is a scatter of bilinear
 // weights: float (double) atomics into an accumulator the caller zero-fills.
 // Neighbouring target pixels land on neighbouring source pixels, so each
 // source pixel takes only a handful of additions and the atomics resolve in
@@ -25,10 +28,26 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int64_t kMaxGridY = 65535;
 
+template <typename G> struct Geometry {
+  const G* K;
+  const G* T;
+  const G* Ks;
+  int64_t k_stride, t_stride, ks_stride;
+
+  __device__ __forceinline__ void projection(int64_t b, G* P) const {
+    fold(K + b * k_stride, T + b * t_stride, Ks + b * ks_stride, P);
+  }
+};
+
+template <typename G> Geometry<G> typed(const GeometryArgs& g) {
+  return {static_cast<const G*>(g.K), static_cast<const G*>(g.T), static_cast<const G*>(g.Ks),
+          g.k_stride, g.t_stride, g.ks_stride};
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 forward_kernel(const T* __restrict__ image, const typename AccType<T>::type* __restrict__ depth,
-               const typename AccType<T>::type* __restrict__ P, T* __restrict__ out,
+               Geometry<typename AccType<T>::type> geo, T* __restrict__ out,
                T* __restrict__ mask, int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs,
                int64_t Ws) {
   using G = typename AccType<T>::type;
@@ -37,7 +56,9 @@ forward_kernel(const T* __restrict__ image, const typename AccType<T>::type* __r
   if (pix >= HW) return;
   const G u = static_cast<G>(pix % W), v = static_cast<G>(pix / W);
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
-    const auto r = project<G>(P + b * 12, depth[b * HW + pix], u, v);
+    G P[12];
+    geo.projection(b, P);
+    const auto r = project<G>(P, depth[b * HW + pix], u, v);
     Bilinear<G> s;
     const bool any = bilinear_setup(r.x, r.y, Hs, Ws, s);
     if (mask) store(mask + b * HW + pix, G(any && inside(r.x, r.y, Hs, Ws) ? 1 : 0));
@@ -67,7 +88,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
 backward_kernel(const T* __restrict__ grad_out, const T* __restrict__ image,
                 const typename AccType<T>::type* __restrict__ depth,
-                const typename AccType<T>::type* __restrict__ P,
+                Geometry<typename AccType<T>::type> geo,
                 typename AccType<T>::type* __restrict__ grad_image,
                 typename AccType<T>::type* __restrict__ grad_depth,
                 typename AccType<T>::type* __restrict__ grad_P, int64_t B, int64_t C, int64_t H,
@@ -84,7 +105,9 @@ backward_kernel(const T* __restrict__ grad_out, const T* __restrict__ image,
     for (int k = 0; k < 12; ++k) acc[k] = G(0);
     if (pix < HW) {
       const G d = depth[b * HW + pix];
-      const auto r = project<G>(P + b * 12, d, u, v);
+      G P[12];
+      geo.projection(b, P);
+      const auto r = project<G>(P, d, u, v);
       Bilinear<G> s;
       G gx = G(0), gy = G(0);
       const bool any = bilinear_setup(r.x, r.y, Hs, Ws, s);
@@ -148,6 +171,37 @@ backward_kernel(const T* __restrict__ grad_out, const T* __restrict__ image,
   }
 }
 
+// One block per batch element: warp k sums component k of the per-block
+// partials (lanes stride over the blocks, then a fixed shuffle tree), and one
+// thread applies the chain rule from P to K, T and K_src.
+template <typename G>
+__global__ void __launch_bounds__(12 * 32)
+geometry_backward_kernel(const G* __restrict__ partial, int64_t blocks, Geometry<G> geo,
+                         G* __restrict__ grad_K, G* __restrict__ grad_T, int64_t t_rows,
+                         G* __restrict__ grad_Ks, int64_t B) {
+  __shared__ G dP[12];
+  const int lane = threadIdx.x & 31, k = threadIdx.x >> 5;
+  for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
+    G sum = G(0);
+    for (int64_t i = lane; i < blocks; i += 32) sum += partial[(b * blocks + i) * 12 + k];
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_down_sync(0xffffffffu, sum, off);
+    if (lane == 0) dP[k] = sum;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      G dK[9], dT[12], dKs[9];
+      unfold_grad(geo.K + b * geo.k_stride, geo.T + b * geo.t_stride, geo.Ks + b * geo.ks_stride,
+                  dP, dK, dT, dKs);
+      for (int i = 0; i < 9; ++i) {
+        if (grad_K != nullptr) grad_K[b * 9 + i] = dK[i];
+        if (grad_Ks != nullptr) grad_Ks[b * 9 + i] = dKs[i];
+      }
+      if (grad_T != nullptr)
+        for (int i = 0; i < 12; ++i) grad_T[b * t_rows * 4 + i] = dT[i];
+    }
+    __syncthreads();  // dP is reused by the next batch element
+  }
+}
+
 bool valid(int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws) {
   return B >= 0 && C >= 0 && H >= 0 && W >= 0 && Hs >= 1 && Ws >= 1 &&
          (H * W + kThreads - 1) / kThreads < (int64_t(1) << 31);
@@ -162,7 +216,7 @@ dim3 make_grid(int64_t B, int64_t H, int64_t W) {
 
 int64_t reproject_blocks(int64_t H, int64_t W) { return (H * W + kThreads - 1) / kThreads; }
 
-cudaError_t reproject_forward(DType dt, const void* image, const void* depth, const void* P,
+cudaError_t reproject_forward(DType dt, const void* image, const void* depth, GeometryArgs geo,
                               void* out, void* mask, int64_t B, int64_t C, int64_t H, int64_t W,
                               int64_t Hs, int64_t Ws, cudaStream_t stream) {
   if (!valid(B, C, H, W, Hs, Ws)) return cudaErrorInvalidValue;
@@ -171,28 +225,41 @@ cudaError_t reproject_forward(DType dt, const void* image, const void* depth, co
     using T = typename decltype(tag)::type;
     using G = typename AccType<T>::type;
     forward_kernel<T><<<make_grid(B, H, W), kThreads, 0, stream>>>(
-        static_cast<const T*>(image), static_cast<const G*>(depth), static_cast<const G*>(P),
+        static_cast<const T*>(image), static_cast<const G*>(depth), typed<G>(geo),
         static_cast<T*>(out), static_cast<T*>(mask), B, C, H, W, Hs, Ws);
     return cudaGetLastError();
   });
 }
 
 cudaError_t reproject_backward(DType dt, const void* grad_out, const void* image,
-                               const void* depth, const void* P, void* grad_image,
-                               void* grad_depth, void* grad_P_partial, int64_t B, int64_t C,
-                               int64_t H, int64_t W, int64_t Hs, int64_t Ws,
-                               cudaStream_t stream) {
-  if (!valid(B, C, H, W, Hs, Ws)) return cudaErrorInvalidValue;
-  if (B == 0 || H == 0 || W == 0) return cudaSuccess;
-  if (grad_image == nullptr && grad_depth == nullptr && grad_P_partial == nullptr)
-    return cudaSuccess;
+                               const void* depth, GeometryArgs geo, void* grad_image,
+                               void* grad_depth, void* partial, void* grad_K, void* grad_T,
+                               int64_t t_rows, void* grad_Ks, int64_t B, int64_t C, int64_t H,
+                               int64_t W, int64_t Hs, int64_t Ws, cudaStream_t stream) {
+  if (!valid(B, C, H, W, Hs, Ws) || (t_rows != 3 && t_rows != 4)) return cudaErrorInvalidValue;
+  const bool need_pose = grad_K != nullptr || grad_T != nullptr || grad_Ks != nullptr;
+  if (need_pose && partial == nullptr && H * W > 0) return cudaErrorInvalidValue;
+  if (B == 0 || (grad_image == nullptr && grad_depth == nullptr && !need_pose)) return cudaSuccess;
   return dispatch(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
     using G = typename AccType<T>::type;
-    backward_kernel<T><<<make_grid(B, H, W), kThreads, 0, stream>>>(
-        static_cast<const T*>(grad_out), static_cast<const T*>(image),
-        static_cast<const G*>(depth), static_cast<const G*>(P), static_cast<G*>(grad_image),
-        static_cast<G*>(grad_depth), static_cast<G*>(grad_P_partial), B, C, H, W, Hs, Ws);
+    const Geometry<G> g = typed<G>(geo);
+    const int64_t blocks = reproject_blocks(H, W);
+    if (H * W > 0) {
+      backward_kernel<T><<<make_grid(B, H, W), kThreads, 0, stream>>>(
+          static_cast<const T*>(grad_out), static_cast<const T*>(image),
+          static_cast<const G*>(depth), g, static_cast<G*>(grad_image),
+          static_cast<G*>(grad_depth), need_pose ? static_cast<G*>(partial) : nullptr, B, C, H,
+          W, Hs, Ws);
+      const cudaError_t err = cudaGetLastError();
+      if (err != cudaSuccess) return err;
+    }
+    if (!need_pose) return cudaSuccess;
+    // With no pixels there are no partials: the pose gradient is zero.
+    geometry_backward_kernel<G><<<static_cast<unsigned>(B < kMaxGridY ? B : kMaxGridY), 12 * 32,
+                                  0, stream>>>(
+        static_cast<const G*>(partial), H * W > 0 ? blocks : 0, g, static_cast<G*>(grad_K),
+        static_cast<G*>(grad_T), t_rows, static_cast<G*>(grad_Ks), B);
     return cudaGetLastError();
   });
 }

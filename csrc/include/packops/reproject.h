@@ -1,12 +1,11 @@
 // Per-pixel math of the reprojection warp, shared by the CPU (.cpp) and CUDA
 // (.cu) kernels. No torch headers.
 //
-// The op's geometry is folded, outside the kernels, into one 3x4 matrix per
-// batch element (row-major, 12 numbers):
+// The op's geometry folds into one 3x4 matrix per batch element (row-major,
+// 12 numbers; fold() below):
 //     P = K_src [R K^-1 | t]          p = depth * P[:, :3] q + P[:, 3]
-// with q = [u, v, 1] the target pixel. Autograd of that tiny product gives the
-// gradients to K, K_src and T from the kernels' gradient to P, so the kernels
-// only ever see (image, depth, P).
+// with q = [u, v, 1] the target pixel. The pixel kernels reduce the gradient
+// to P per batch element; unfold_grad() carries it on to K, T and K_src.
 //
 // Then z = max(p_z, 1e-5), (x, y) = (p_x / z, p_y / z) in source pixels, and
 // a bilinear sample with align_corners=True semantics (pixel centres at
@@ -106,6 +105,82 @@ PACKOPS_HD void grad_p(const Projection<G>& r, G gx, G gy, G& dpx, G& dpy, G& dp
   dpx = gx / r.z;
   dpy = gy / r.z;
   dpz = r.pz >= G(kMinDepth) ? -(gx * r.x + gy * r.y) / r.z : G(0);
+}
+
+// ---------------------------------------------------------------- geometry
+// K, Ks: 3x3 row-major; T: the first three rows of a 3x4 or 4x4 row-major
+// transform ([R | t], row stride 4).
+
+// General 3x3 inverse by the adjugate. A singular K gives inf/NaN (and so NaN
+// samples) rather than an error: checking would need a device-host sync.
+template <typename G> PACKOPS_HD void inverse3(const G* A, G* X) {
+  const G c00 = A[4] * A[8] - A[5] * A[7];
+  const G c01 = A[5] * A[6] - A[3] * A[8];
+  const G c02 = A[3] * A[7] - A[4] * A[6];
+  const G r = G(1) / (A[0] * c00 + A[1] * c01 + A[2] * c02);
+  X[0] = c00 * r;
+  X[1] = (A[2] * A[7] - A[1] * A[8]) * r;
+  X[2] = (A[1] * A[5] - A[2] * A[4]) * r;
+  X[3] = c01 * r;
+  X[4] = (A[0] * A[8] - A[2] * A[6]) * r;
+  X[5] = (A[2] * A[3] - A[0] * A[5]) * r;
+  X[6] = c02 * r;
+  X[7] = (A[1] * A[6] - A[0] * A[7]) * r;
+  X[8] = (A[0] * A[4] - A[1] * A[3]) * r;
+}
+
+// P = Ks [R K^-1 | t]
+template <typename G> PACKOPS_HD void fold(const G* K, const G* T, const G* Ks, G* P) {
+  G Ki[9], A[9];
+  inverse3(K, Ki);
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      A[i * 3 + j] = T[i * 4 + 0] * Ki[j] + T[i * 4 + 1] * Ki[3 + j] + T[i * 4 + 2] * Ki[6 + j];
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 3; ++j)
+      P[i * 4 + j] = Ks[i * 3 + 0] * A[j] + Ks[i * 3 + 1] * A[3 + j] + Ks[i * 3 + 2] * A[6 + j];
+    P[i * 4 + 3] = Ks[i * 3 + 0] * T[3] + Ks[i * 3 + 1] * T[7] + Ks[i * 3 + 2] * T[11];
+  }
+}
+
+// Gradients of fold() for one batch element, from dP (12). With M = Ks A,
+// A = R K^-1, v = Ks t and (dM | dv) = dP:
+//   dKs = dM A^T + dv t^T,  dA = Ks^T dM,  dt = Ks^T dv,  dR = dA K^-T,
+//   dK = -K^-T (R^T dA) K^-T.
+// dK, dT (12, the [R | t] rows) and dKs are written (not accumulated).
+template <typename G>
+PACKOPS_HD void unfold_grad(const G* K, const G* T, const G* Ks, const G* dP, G* dK, G* dT,
+                            G* dKs) {
+  G Ki[9], A[9], dA[9], dKi[9], tmp[9];
+  inverse3(K, Ki);
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      A[i * 3 + j] = T[i * 4 + 0] * Ki[j] + T[i * 4 + 1] * Ki[3 + j] + T[i * 4 + 2] * Ki[6 + j];
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) {
+      dKs[i * 3 + j] = dP[i * 4 + 0] * A[j * 3 + 0] + dP[i * 4 + 1] * A[j * 3 + 1] +
+                       dP[i * 4 + 2] * A[j * 3 + 2] + dP[i * 4 + 3] * T[j * 4 + 3];
+      dA[i * 3 + j] = Ks[0 * 3 + i] * dP[0 * 4 + j] + Ks[1 * 3 + i] * dP[1 * 4 + j] +
+                      Ks[2 * 3 + i] * dP[2 * 4 + j];
+    }
+  for (int i = 0; i < 3; ++i) {
+    dT[i * 4 + 3] = Ks[0 * 3 + i] * dP[3] + Ks[1 * 3 + i] * dP[7] + Ks[2 * 3 + i] * dP[11];
+    for (int j = 0; j < 3; ++j) {
+      dT[i * 4 + j] = dA[i * 3 + 0] * Ki[j * 3 + 0] + dA[i * 3 + 1] * Ki[j * 3 + 1] +
+                      dA[i * 3 + 2] * Ki[j * 3 + 2];
+      dKi[i * 3 + j] = T[0 * 4 + i] * dA[0 * 3 + j] + T[1 * 4 + i] * dA[1 * 3 + j] +
+                       T[2 * 4 + i] * dA[2 * 3 + j];
+    }
+  }
+  // dK = -Ki^T dKi Ki^T
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      tmp[i * 3 + j] = Ki[0 * 3 + i] * dKi[0 * 3 + j] + Ki[1 * 3 + i] * dKi[1 * 3 + j] +
+                       Ki[2 * 3 + i] * dKi[2 * 3 + j];
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      dK[i * 3 + j] = -(tmp[i * 3 + 0] * Ki[j * 3 + 0] + tmp[i * 3 + 1] * Ki[j * 3 + 1] +
+                        tmp[i * 3 + 2] * Ki[j * 3 + 2]);
 }
 
 }  // namespace packops
