@@ -190,9 +190,13 @@ def _step(fn, inputs, mode, grad_out):
 
 
 def _max_err(a, b):
+    """Largest |a - b| of any returned tensor relative to that tensor's largest
+    |b|: gradients like the pose's are sums over a whole image and can be 1e4
+    in size, so an absolute difference says little across ops."""
     a = a if isinstance(a, tuple) else (a,)
     b = b if isinstance(b, tuple) else (b,)
-    return max((x.double() - y.double()).abs().max().item() for x, y in zip(a, b))
+    return max(((x.double() - y.double()).abs().max() / y.double().abs().max().clamp_min(1e-30)).item()
+               for x, y in zip(a, b))
 
 
 def run_case(case, device, progress, warmup=None, reps=None, copy_gbps=None):
@@ -237,7 +241,8 @@ def run_case(case, device, progress, warmup=None, reps=None, copy_gbps=None):
             "p80_ms": t["p80"], "reps": t["reps"], "bytes": case.bytes, "gbps": gbps,
             "pct_copy_bw": 100 * gbps / copy_gbps if copy_gbps else None,
             "peak_mem_mb": mem / 1e6,
-            # max |difference| vs the reference of what the step returns (output or grads)
+            # max |difference| vs the reference of what the step returns (output or
+            # grads), relative to the reference's max |value|
             "max_err": _max_err(result, expected) if expected is not None else None,
         })
         del result

@@ -110,7 +110,7 @@ def markdown(head, rows, skipped):
     if head["quick"]:
         lines.append("- **quick run: tiny shapes, 1-2 reps; a smoke test, not a measurement**")
     lines += ["", "| op | shape | dtype | mode | provider | median ms | p20/p80 ms | speedup "
-                  "| GB/s | % copy bw | peak MB | max err |",
+                  "| GB/s | % copy bw | peak MB | max rel err |",
               "|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|"]
     for r in rows:
         lines.append(
