@@ -35,9 +35,11 @@ PyObject* PyInit__C(void) {
 namespace packops {
 namespace {
 
-// Messages are built from integers and C strings only: streaming c10's
-// ArrayRef or Device into an ostream crashed (segfault) when the extension and
-// torch were built by different compilers (seen on the GPU machine's image).
+// Messages are built from C strings and std::string only: streaming an
+// integer (or c10's ArrayRef / Device, which stream integers) into the
+// ostream of TORCH_CHECK segfaulted on the GPU machine's image, where the
+// extension and torch come from different compilers. Numbers go through
+// std::to_string.
 std::string shape_str(at::IntArrayRef sizes) {
   std::string s = "[";
   for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
@@ -179,7 +181,7 @@ void check_matrix(const char* op, const char* name, const at::Tensor& m, int64_t
   const bool rows_ok = transform ? (m.dim() == 3 && (m.size(1) == 3 || m.size(1) == 4) && m.size(2) == 4)
                                  : (m.dim() == 3 && m.size(1) == 3 && m.size(2) == 3);
   TORCH_CHECK(rows_ok && (m.size(0) == B || m.size(0) == 1), op, ": ", name, " must be ",
-              transform ? "[B,4,4] or [B,3,4]" : "[B,3,3]", " (or batch 1) with B=", B, ", got ",
+              transform ? "[B,4,4] or [B,3,4]" : "[B,3,3]", " (or batch 1) with B=", std::to_string(B), ", got ",
               shape_str(m));
 }
 
