@@ -25,7 +25,7 @@ fi
 if [[ $stages == *" sanitize "* ]]; then
   stamp sanitize
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --leak-check no \
-    --error-exitcode 9 python3 -m tools.sanitize_kernels > "$OUT/memcheck.log" 2>&1; rc=$?
+    --error-exitcode 9 python3 -m tools.sanitize_kernels ${SANITIZE_BACKENDS:-} > "$OUT/memcheck.log" 2>&1; rc=$?
   tail -4 "$OUT/memcheck.log"; summary+=("memcheck rc=$rc: $(grep -c 'Invalid' "$OUT/memcheck.log") invalid")
   compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m tools.sanitize_kernels cuda \
     > "$OUT/racecheck.log" 2>&1; rc=$?

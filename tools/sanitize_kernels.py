@@ -5,9 +5,11 @@ awkward shapes and every dtype, for compute-sanitizer:
     compute-sanitizer --tool racecheck python tools/sanitize_kernels.py cuda
 
 (no caching allocator, so an out-of-bounds access leaves its allocation).
-Argument: the backends to run (default: cuda triton).
+Arguments: the backends to run (default: cuda triton). SANITIZE_OPS=a,b runs
+only the drivers whose names contain one of those words.
 """
 import importlib
+import os
 import sys
 
 import torch
@@ -50,6 +52,9 @@ def main():
         tests.append(importlib.import_module("tools.sanitize_pack").run)
     except ImportError:
         pass
+    only = [w for w in os.environ.get("SANITIZE_OPS", "").split(",") if w]
+    if only:
+        tests = [t for t in tests if any(w in t.__module__ + "." + t.__name__ for w in only)]
     for backend in backends:
         for fn in tests:
             for dtype in DTYPES:
