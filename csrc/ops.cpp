@@ -530,3 +530,196 @@ TORCH_LIBRARY_IMPL(packops, CUDA, m) {
 #endif
 
 }  // namespace packops
+
+// ===========================================================================
+// pack: pack3d (space-to-depth + Conv3d) and unpack3d (Conv3d + pixel
+// shuffle). Schemas in a TORCH_LIBRARY_FRAGMENT so this section stands alone.
+// ===========================================================================
+#include "cpu/pack.h"
+#ifdef PACKOPS_WITH_CUDA
+#include "cuda/pack.h"
+#endif
+
+namespace packops {
+namespace {
+
+// x: [B,C,H,W], weight: [d,1,3,3,3], bias: [d]. pack: H, W divisible by r;
+// unpack: d*C divisible by r*r. Messages name the argument and the shapes.
+void check_pack(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                const at::Tensor& bias, int64_t r, bool unpack) {
+  TORCH_CHECK(x.dim() == 4, op, ": x must be [B,C,H,W], got shape ", shape_str(x));
+  TORCH_CHECK(r >= 1, op, ": r must be >= 1, got ", r);
+  TORCH_CHECK(weight.dim() == 5 && weight.size(1) == 1 && weight.size(2) == 3 &&
+                  weight.size(3) == 3 && weight.size(4) == 3,
+              op, ": weight must be [d,1,3,3,3], got shape ", shape_str(weight));
+  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), op, ": bias must be [d] = [",
+              weight.size(0), "] for weight ", shape_str(weight), ", got shape ", shape_str(bias));
+  for (const at::Tensor* t : {&weight, &bias}) {
+    TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device() == x.device(), op,
+                ": x, weight and bias must have the same dtype and device, got ", x.scalar_type(),
+                " on ", x.device(), " and ", t->scalar_type(), " on ", t->device());
+  }
+  if (unpack) {
+    TORCH_CHECK((weight.size(0) * x.size(1)) % (r * r) == 0, op, ": d*C = ", weight.size(0),
+                "*", x.size(1), " must be divisible by r*r = ", r * r, " (x ", shape_str(x),
+                ", weight ", shape_str(weight), ")");
+  } else {
+    TORCH_CHECK(x.size(2) % r == 0 && x.size(3) % r == 0, op, ": H and W of x must be divisible by r = ",
+                r, ", got shape ", shape_str(x));
+  }
+}
+
+std::vector<int64_t> pack_out_shape(const at::Tensor& x, int64_t d, int64_t r, bool unpack) {
+  if (unpack) return {x.size(0), d * x.size(1) / (r * r), x.size(2) * r, x.size(3) * r};
+  return {x.size(0), d * r * r * x.size(1), x.size(2) / r, x.size(3) / r};
+}
+
+struct PackArgs {
+  at::Tensor x, weight, bias;
+};
+
+PackArgs pack_inputs(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  return {x.contiguous(), weight.contiguous(), bias.contiguous()};
+}
+
+#define PACKOPS_PACK_CPU_DTYPES(op, t, ...)                                                \
+  do {                                                                                     \
+    if (t.scalar_type() == at::kFloat) {                                                   \
+      using scalar_t = float;                                                              \
+      __VA_ARGS__();                                                                       \
+    } else if (t.scalar_type() == at::kDouble) {                                           \
+      using scalar_t = double;                                                             \
+      __VA_ARGS__();                                                                       \
+    } else {                                                                               \
+      TORCH_CHECK(false, op, ": the cpu backend supports float32 and float64, got ",       \
+                  t.scalar_type(), "; use the reference or triton backend for this dtype"); \
+    }                                                                                      \
+  } while (0)
+
+template <bool UNPACK>
+at::Tensor pack_fwd_cpu(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& b_in,
+                        int64_t r) {
+  const char* op = UNPACK ? "packops.unpack3d" : "packops.pack3d";
+  check_pack(op, x_in, w_in, b_in, r, UNPACK);
+  const PackArgs a = pack_inputs(x_in, w_in, b_in);
+  const int64_t d = a.weight.size(0);
+  at::Tensor out = at::empty(pack_out_shape(a.x, d, r, UNPACK), a.x.options());
+  if (out.numel() == 0) return out;
+  PACKOPS_PACK_CPU_DTYPES(op, a.x, [&] {
+    auto fn = UNPACK ? &cpu::unpack3d_forward<scalar_t> : &cpu::pack3d_forward<scalar_t>;
+    fn(a.x.data_ptr<scalar_t>(), a.weight.data_ptr<scalar_t>(), a.bias.data_ptr<scalar_t>(),
+       out.data_ptr<scalar_t>(), a.x.size(0), a.x.size(1), a.x.size(2), a.x.size(3), d, r);
+  });
+  return out;
+}
+
+// grad: the forward output's shape -> (grad_x, grad_weight, grad_bias); an
+// input that needs no gradient gets an empty tensor.
+template <bool UNPACK>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_bwd_cpu(
+    const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& w_in, int64_t r,
+    bool need_x, bool need_w, bool need_b) {
+  const char* op = UNPACK ? "packops.unpack3d_backward" : "packops.pack3d_backward";
+  const at::Tensor b_shape = at::empty({w_in.dim() > 0 ? w_in.size(0) : 0}, w_in.options());
+  check_pack(op, x_in, w_in, b_shape, r, UNPACK);
+  check_grad(op, grad_in, pack_out_shape(x_in, w_in.size(0), r, UNPACK), x_in);
+  const at::Tensor g = grad_in.contiguous(), x = x_in.contiguous(), w = w_in.contiguous();
+  at::Tensor gx = maybe_grad(need_x, x), gw = maybe_grad(need_w, w), gb = maybe_grad(need_b, b_shape);
+  if (need_w) gw.zero_();
+  if (need_b) gb.zero_();
+  if (g.numel() == 0 || !(need_x || need_w || need_b)) {
+    if (need_x) gx.zero_();
+    return {gx, gw, gb};
+  }
+  PACKOPS_PACK_CPU_DTYPES(op, x, [&] {
+    auto fn = UNPACK ? &cpu::unpack3d_backward<scalar_t> : &cpu::pack3d_backward<scalar_t>;
+    fn(g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+       ptr_or_null<scalar_t>(need_x, gx), ptr_or_null<scalar_t>(need_w, gw),
+       ptr_or_null<scalar_t>(need_b, gb), x.size(0), x.size(1), x.size(2), x.size(3),
+       w.size(0), r);
+  });
+  return {gx, gw, gb};
+}
+
+#undef PACKOPS_PACK_CPU_DTYPES
+
+#ifdef PACKOPS_WITH_CUDA
+template <bool UNPACK>
+at::Tensor pack_fwd_cuda(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& b_in,
+                         int64_t r) {
+  const char* op = UNPACK ? "packops.unpack3d" : "packops.pack3d";
+  check_pack(op, x_in, w_in, b_in, r, UNPACK);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const PackArgs a = pack_inputs(x_in, w_in, b_in);
+  const int64_t d = a.weight.size(0);
+  at::Tensor out = at::empty(pack_out_shape(a.x, d, r, UNPACK), a.x.options());
+  if (out.numel() == 0) return out;
+  auto fn = UNPACK ? &cuda::unpack3d_forward : &cuda::pack3d_forward;
+  check_launch(op, fn(to_dtype(op, a.x), a.x.data_ptr(), a.weight.data_ptr(), a.bias.data_ptr(),
+                      out.data_ptr(), a.x.size(0), a.x.size(1), a.x.size(2), a.x.size(3), d, r,
+                      at::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+template <bool UNPACK>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_bwd_cuda(
+    const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& w_in, int64_t r,
+    bool need_x, bool need_w, bool need_b) {
+  const char* op = UNPACK ? "packops.unpack3d_backward" : "packops.pack3d_backward";
+  const at::Tensor b_shape = at::empty({w_in.dim() > 0 ? w_in.size(0) : 0}, w_in.options());
+  check_pack(op, x_in, w_in, b_shape, r, UNPACK);
+  check_grad(op, grad_in, pack_out_shape(x_in, w_in.size(0), r, UNPACK), x_in);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor g = grad_in.contiguous(), x = x_in.contiguous(), w = w_in.contiguous();
+  at::Tensor gx = maybe_grad(need_x, x), gw = maybe_grad(need_w, w), gb = maybe_grad(need_b, b_shape);
+  if (need_w) gw.zero_();
+  if (need_b) gb.zero_();
+  if (g.numel() == 0 || !(need_x || need_w || need_b)) {
+    if (need_x) gx.zero_();
+    return {gx, gw, gb};
+  }
+  // Per-block partial sums of the weight/bias gradient, reduced in a fixed
+  // order by a second kernel (deterministic): accumulation dtype.
+  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor ws = at::empty({cuda::pack_workspace_elems(w.size(0))}, x.options().dtype(acc));
+  auto fn = UNPACK ? &cuda::unpack3d_backward : &cuda::pack3d_backward;
+  check_launch(op, fn(to_dtype(op, x), g.data_ptr(), x.data_ptr(), w.data_ptr(),
+                      ptr_or_null(need_x, gx), ptr_or_null(need_w, gw), ptr_or_null(need_b, gb),
+                      ws.data_ptr(), x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), r,
+                      at::cuda::getCurrentCUDAStream()));
+  return {gx, gw, gb};
+}
+#endif  // PACKOPS_WITH_CUDA
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(packops, m) {
+  // x: [B,C,H,W], weight: [d,1,3,3,3], bias: [d] -> [B, d*r*r*C, H/r, W/r]
+  m.def("pack3d_fwd(Tensor x, Tensor weight, Tensor bias, int r) -> Tensor");
+  // grad: [B, d*r*r*C, H/r, W/r] -> (grad_x, grad_weight, grad_bias), empty when not needed
+  m.def("pack3d_bwd(Tensor grad, Tensor x, Tensor weight, int r, bool need_x, bool need_weight,"
+        " bool need_bias) -> (Tensor, Tensor, Tensor)");
+  // x: [B,C,H,W] -> [B, d*C/(r*r), H*r, W*r]
+  m.def("unpack3d_fwd(Tensor x, Tensor weight, Tensor bias, int r) -> Tensor");
+  // grad: [B, d*C/(r*r), H*r, W*r] -> (grad_x, grad_weight, grad_bias)
+  m.def("unpack3d_bwd(Tensor grad, Tensor x, Tensor weight, int r, bool need_x, bool need_weight,"
+        " bool need_bias) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(packops, CPU, m) {
+  m.impl("pack3d_fwd", &pack_fwd_cpu<false>);
+  m.impl("pack3d_bwd", &pack_bwd_cpu<false>);
+  m.impl("unpack3d_fwd", &pack_fwd_cpu<true>);
+  m.impl("unpack3d_bwd", &pack_bwd_cpu<true>);
+}
+
+#ifdef PACKOPS_WITH_CUDA
+TORCH_LIBRARY_IMPL(packops, CUDA, m) {
+  m.impl("pack3d_fwd", &pack_fwd_cuda<false>);
+  m.impl("pack3d_bwd", &pack_bwd_cuda<false>);
+  m.impl("unpack3d_fwd", &pack_fwd_cuda<true>);
+  m.impl("unpack3d_bwd", &pack_bwd_cuda<true>);
+}
+#endif
+
+}  // namespace packops

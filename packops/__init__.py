@@ -7,6 +7,8 @@ from . import nn
 from ._dispatch import BACKENDS, backends, get_backend, set_backend, use_backend
 from ._ext import has_cpu_ext, has_cuda_ext
 from .photometric import photometric_loss, photometric_loss_reference, ssim, ssim_reference
+from .pack import (pack3d, pack3d_reference, pack_conv, pack_conv_reference, unpack3d,
+                   unpack3d_reference)
 from .reproject import projection_matrix, reproject, reproject_reference, scale_intrinsics
 
 __version__ = "0.1.0"
@@ -17,4 +19,6 @@ __all__ = [
     "ssim", "ssim_reference", "photometric_loss", "photometric_loss_reference",
     "reproject", "reproject_reference", "projection_matrix", "scale_intrinsics",
     "nn",
+    "pack3d", "pack3d_reference", "unpack3d", "unpack3d_reference",
+    "pack_conv", "pack_conv_reference",
 ]

@@ -1,0 +1,291 @@
+"""Packing and unpacking (PackNet-SfM): reference, backends, registration, public ops.
+
+pack3d(x, weight, bias, r)          space-to-depth + Conv3d(1 -> d), [B, d*r*r*C, H/r, W/r]
+unpack3d(x, weight, bias, r)        Conv3d(1 -> d) + pixel shuffle, [B, d*C/(r*r), H*r, W*r]
+pack_conv(x, w3, b3, w2, b2, r)     conv2d(pack3d(x), w2, b2, zero padding k//2), [B, Cout, H/r, W/r]
+as DESIGN.md defines them. Backends:
+  reference  the original layer's sequence of plain PyTorch ops (autograd by PyTorch)
+  cpu, cuda  packops._C: packops::pack3d_fwd/_bwd, packops::unpack3d_fwd/_bwd
+  triton     packops::*_triton custom ops around packops/_triton/pack.py
+pack3d and unpack3d are one fused kernel forward and one backward, each a
+registered op with a fake implementation and registered autograd.
+
+pack_conv is composed (not a registered op of its own): both convs are linear,
+so away from the border conv2d(conv3d(u), w2) is ONE conv over u with a
+(k+2)x(k+2) kernel W_eff = w2 composed with w3 (a conv_transpose3d of w2 by
+w3, tiny) plus a constant bias. Folding the space-to-depth into that conv
+(kernel (k+2)r x (k+2)r, stride r) it reads x directly. Only the outer ring of
+width k//2 differs (there the true computation zero-pads the d-times-larger
+pack3d output); it is recomputed exactly from thin strips of x with the
+backend's fused pack3d op and conv2d. Autograd is PyTorch's through these
+pieces (the pack3d op's registered backward for the strips), so neither the
+forward nor the backward ever holds the d*r*r*C-channel tensor at full size,
+and the interior conv does k^2 d / (k+2)^2 fewer multiply-adds than the
+original 2D conv (pack1: 4x, k=3: 7x).
+"""
+import torch
+import torch.nn.functional as F
+
+from . import _checks, _dispatch, _ext
+
+_F32_F64 = (torch.float32, torch.float64)
+_ALL = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+DTYPES = {"reference": _ALL, "cpu": _F32_F64, "triton": _ALL, "cuda": _ALL}
+
+
+# ---------------------------------------------------------------- reference
+def pack3d_reference(x, weight, bias, r=2):
+    """x: [B,C,H,W] -> [B, d*r*r*C, H/r, W/r]: PackNet's packing + Conv3d + view."""
+    u = F.pixel_unshuffle(x, r).unsqueeze(1)          # [B,1,r*r*C,H/r,W/r]
+    v = F.conv3d(u, weight, bias, padding=1)          # [B,d,r*r*C,H/r,W/r]
+    b, d, c, h, w = v.shape
+    return v.reshape(b, d * c, h, w)
+
+
+def unpack3d_reference(x, weight, bias, r=2):
+    """x: [B,C,H,W] -> [B, d*C/(r*r), H*r, W*r]: Conv3d + view + PixelShuffle."""
+    v = F.conv3d(x.unsqueeze(1), weight, bias, padding=1)  # [B,d,C,H,W]
+    b, d, c, h, w = v.shape
+    return F.pixel_shuffle(v.reshape(b, d * c, h, w), r)
+
+
+def pack_conv_reference(x, w3, b3, w2, b2, r=2):
+    """x: [B,C,H,W] -> [B, Cout, H/r, W/r]: pack3d, then conv2d with zero padding k//2."""
+    k = w2.shape[-1]
+    return F.conv2d(pack3d_reference(x, w3, b3, r), w2, b2, padding=k // 2)
+
+
+# ------------------------------------------------------------ triton ops
+def _triton():
+    from ._triton import pack
+
+    return pack
+
+
+@torch.library.custom_op("packops::pack3d_fwd_triton", mutates_args=())
+def _pack3d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                       r: int) -> torch.Tensor:
+    return _triton().forward(x, weight, bias, r, False)
+
+
+@torch.library.custom_op("packops::pack3d_bwd_triton", mutates_args=())
+def _pack3d_bwd_triton(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, r: int,
+                       need_x: bool, need_weight: bool, need_bias: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _triton().backward(grad, x, weight, r, False, need_x, need_weight, need_bias)
+
+
+@torch.library.custom_op("packops::unpack3d_fwd_triton", mutates_args=())
+def _unpack3d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                         r: int) -> torch.Tensor:
+    return _triton().forward(x, weight, bias, r, True)
+
+
+@torch.library.custom_op("packops::unpack3d_bwd_triton", mutates_args=())
+def _unpack3d_bwd_triton(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, r: int,
+                         need_x: bool, need_weight: bool, need_bias: bool
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _triton().backward(grad, x, weight, r, True, need_x, need_weight, need_bias)
+
+
+# ------------------------------------------- fake kernels and autograd
+def _pack_shape(x, d, r):
+    B, C, H, W = x.shape
+    return (B, d * r * r * C, H // r, W // r)
+
+
+def _unpack_shape(x, d, r):
+    B, C, H, W = x.shape
+    return (B, d * C // (r * r), H * r, W * r)
+
+
+def _pack3d_fwd_fake(x, weight, bias, r):
+    return x.new_empty(_pack_shape(x, weight.shape[0], r))
+
+
+def _unpack3d_fwd_fake(x, weight, bias, r):
+    return x.new_empty(_unpack_shape(x, weight.shape[0], r))
+
+
+def _bwd_fake(grad, x, weight, r, need_x, need_weight, need_bias):
+    # Unneeded gradients are empty tensors (the kernels skip them).
+    return (x.new_empty(x.shape) if need_x else x.new_empty(0),
+            weight.new_empty(weight.shape) if need_weight else weight.new_empty(0),
+            weight.new_empty(weight.shape[0]) if need_bias else weight.new_empty(0))
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, _, r = inputs
+    ctx.r = r
+    ctx.save_for_backward(x, weight)
+
+
+def _make_backward(bwd_op):
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        need = ctx.needs_input_grad[:3]
+        grads = bwd_op(grad, x, weight, ctx.r, *need)
+        return tuple(g if n else None for g, n in zip(grads, need)) + (None,)
+
+    return backward
+
+
+def _register(fwd, bwd, fwd_fake):
+    """fwd, bwd: "packops::name" of the forward and backward ops."""
+    torch.library.register_fake(fwd, fwd_fake)
+    torch.library.register_fake(bwd, _bwd_fake)
+    bwd_op = getattr(torch.ops.packops, bwd.split("::")[1]).default
+    torch.library.register_autograd(fwd, _make_backward(bwd_op), setup_context=_setup_context)
+
+
+# The custom_op-defined triton ops always exist; the C++ ones only when built.
+for _suffix in ("_triton", "") if _ext.has_cpu_ext() else ("_triton",):
+    _register(f"packops::pack3d_fwd{_suffix}", f"packops::pack3d_bwd{_suffix}", _pack3d_fwd_fake)
+    _register(f"packops::unpack3d_fwd{_suffix}", f"packops::unpack3d_bwd{_suffix}",
+              _unpack3d_fwd_fake)
+
+
+def _fused_op(name, backend):
+    """torch.ops.packops.<name>_fwd[_triton] for a fused backend."""
+    return getattr(torch.ops.packops, f"{name}_fwd" + ("_triton" if backend == "triton" else ""))
+
+
+# ------------------------------------------------------------ pack_conv route
+def _pack_conv_window(x, w3, b3, w2, b2, r, pack_op, y0, y1, x0, x1):
+    """Exact pack_conv output rows [y0, y1) x cols [x0, x1): [B, Cout, y1-y0, x1-x0].
+
+    Computes pack3d only on the strip of x it needs (the window plus k//2
+    conv2d taps plus one conv3d tap each side, cut at the image edge), drops
+    the strip's own edge rows/cols (wrong: their conv3d saw the strip's zero
+    padding, not the image), zero-pads where the window's taps leave the image,
+    and runs conv2d without padding.
+    """
+    h, w = x.shape[2] // r, x.shape[3] // r
+    p = w2.shape[-1] // 2
+    vy0, vy1, vx0, vx1 = max(y0 - p, 0), min(y1 + p, h), max(x0 - p, 0), min(x1 + p, w)
+    uy0, uy1, ux0, ux1 = max(vy0 - 1, 0), min(vy1 + 1, h), max(vx0 - 1, 0), min(vx1 + 1, w)
+    v = pack_op(x[:, :, uy0 * r:uy1 * r, ux0 * r:ux1 * r], w3, b3, r)
+    v = v[:, :, vy0 - uy0:vy1 - uy0, vx0 - ux0:vx1 - ux0]
+    v = F.pad(v, (vx0 - (x0 - p), (x1 + p) - vx1, vy0 - (y0 - p), (y1 + p) - vy1))
+    return F.conv2d(v, w2, b2)
+
+
+def _folded_weights(w3, b3, w2, r):
+    """(W_x [Cout, C, (k+2)r, (k+2)r], b_eff [Cout]) with, away from the border,
+    conv2d(x, W_x, b_eff, stride=r, padding=r) == pack_conv(x).
+
+    W_eff[co, c', ey, ex] = sum_{o,i,j,l} w3[o,i,j,l] w2[co, o*Cu + c'-i+1, ey-j, ex-l]
+    is conv_transpose3d of w2 (as Cout volumes of d channels over (Cu, k, k)) by
+    w3, padded by 1 along the channel (depth) axis only. Space-to-depth channel
+    c*r*r + i*r + j at packed pixel e is x pixel e*r + i, so W_eff's channel
+    blocks interleave into a kernel r times larger that strides r over x.
+    """
+    Cout, _, k, _ = w2.shape
+    d = w3.shape[0]
+    Cu = w2.shape[1] // d
+    C, K = Cu // (r * r), k + 2
+    w2v = w2.reshape(Cout, d, Cu, k, k)
+    w_eff = F.conv_transpose3d(w2v, w3, padding=(1, 0, 0))  # [Cout, 1, Cu, K, K]
+    w_x = (w_eff.reshape(Cout, C, r, r, K, K).permute(0, 1, 4, 2, 5, 3)
+           .reshape(Cout, C, K * r, K * r))
+    # v carries b3[o] on every channel o*Cu + c: its share of every w2 tap
+    b_eff = (w2v.sum((2, 3, 4)) * b3).sum(1)
+    return w_x, b_eff
+
+
+def _pack_conv_fused(x, w3, b3, w2, b2, r, pack_op):
+    h, w = x.shape[2] // r, x.shape[3] // r
+    p = w2.shape[-1] // 2
+    if h - 2 * p < 1 or w - 2 * p < 1:
+        # no interior: the strips would cover the whole image anyway
+        return _pack_conv_window(x, w3, b3, w2, b2, r, pack_op, 0, h, 0, w)
+    w_x, b_eff = _folded_weights(w3, b3, w2, r)
+    if b2 is not None:
+        b_eff = b_eff + b2
+    interior = F.conv2d(x, w_x, b_eff, stride=r, padding=r)  # rows/cols p .. h-p-1 / w-p-1
+    if p == 0:
+        return interior
+
+    def window(y0, y1, x0, x1):
+        return _pack_conv_window(x, w3, b3, w2, b2, r, pack_op, y0, y1, x0, x1)
+
+    middle = torch.cat([window(p, h - p, 0, p), interior, window(p, h - p, w - p, w)], 3)
+    return torch.cat([window(0, p, 0, w), middle, window(h - p, h, 0, w)], 2)
+
+
+# ------------------------------------------------------------- public ops
+def _check_conv3d(op, x, weight, bias, wname="weight", bname="bias"):
+    _checks.tensor(op, "x", x, dim=4)
+    _checks.tensor(op, wname, weight)
+    _checks.shape3d_weight(op, wname, weight)
+    _checks.same_dtype_device(op, "x", x, wname, weight)
+    if bias is None:
+        return weight.new_zeros(weight.shape[0])
+    _checks.tensor(op, bname, bias)
+    _checks.bias_shape(op, bname, bias, weight.shape[0], wname, weight)
+    _checks.same_dtype_device(op, "x", x, bname, bias)
+    return bias
+
+
+def pack3d(x, weight, bias, r=2):
+    """Space-to-depth by r + Conv3d(1 -> d, 3x3x3, padding 1) in one kernel.
+
+    x: [B,C,H,W] (H, W divisible by r), weight: [d,1,3,3,3], bias: [d] or None
+    -> [B, d*r*r*C, H/r, W/r], channel o*(r*r*C) + c*r*r + i*r + j (DESIGN.md).
+    Differentiable with respect to x, weight and bias.
+    """
+    r = _checks.positive_int("pack3d", "r", r)
+    bias = _check_conv3d("pack3d", x, weight, bias)
+    _checks.divisible_by_r("pack3d", "x", x, r)
+    backend = _dispatch.resolve("pack3d", x, DTYPES)
+    if backend == "reference":
+        return pack3d_reference(x, weight, bias, r)
+    return _fused_op("pack3d", backend)(x, weight, bias, r)
+
+
+def unpack3d(x, weight, bias, r=2):
+    """Conv3d(1 -> d, 3x3x3, padding 1) + pixel shuffle by r in one kernel.
+
+    x: [B,C,H,W] (d*C divisible by r*r), weight: [d,1,3,3,3], bias: [d] or None
+    -> [B, d*C/(r*r), H*r, W*r]. Differentiable with respect to x, weight and bias.
+    """
+    r = _checks.positive_int("unpack3d", "r", r)
+    bias = _check_conv3d("unpack3d", x, weight, bias)
+    d, C = weight.shape[0], x.shape[1]
+    if (d * C) % (r * r):
+        raise ValueError(f"packops.unpack3d: d*C = {d}*{C} must be divisible by r*r = {r * r} "
+                         f"(x {tuple(x.shape)}, weight {tuple(weight.shape)})")
+    backend = _dispatch.resolve("unpack3d", x, DTYPES)
+    if backend == "reference":
+        return unpack3d_reference(x, weight, bias, r)
+    return _fused_op("unpack3d", backend)(x, weight, bias, r)
+
+
+def pack_conv(x, w3, b3, w2, b2, r=2):
+    """The conv of PackNet's packing layer: conv2d(pack3d(x, w3, b3, r), w2, b2, padding=k//2).
+
+    x: [B,C,H,W] (H, W divisible by r), w3: [d,1,3,3,3], b3: [d] or None,
+    w2: [Cout, d*r*r*C, k, k] (k odd), b2: [Cout] or None -> [B, Cout, H/r, W/r].
+    Fused backends never materialise the d*r*r*C-channel pack3d output at
+    full size, forward or backward (module docstring). Gradients to all five.
+    """
+    op = "pack_conv"
+    r = _checks.positive_int(op, "r", r)
+    b3 = _check_conv3d(op, x, w3, b3, "w3", "b3")
+    _checks.divisible_by_r(op, "x", x, r)
+    _checks.tensor(op, "w2", w2, dim=4)
+    _checks.same_dtype_device(op, "x", x, "w2", w2)
+    d, C = w3.shape[0], x.shape[1]
+    Cout, cin, kh, kw = w2.shape
+    if cin != d * r * r * C or kh != kw or kh % 2 == 0:
+        raise ValueError(f"packops.pack_conv: w2 must be [Cout, d*r*r*C, k, k] = "
+                         f"[Cout, {d * r * r * C}, k, k] with k odd (x {tuple(x.shape)}, "
+                         f"w3 {tuple(w3.shape)}, r={r}), got shape {tuple(w2.shape)}")
+    if b2 is not None:
+        _checks.tensor(op, "b2", b2)
+        _checks.bias_shape(op, "b2", b2, Cout, "w2", w2)
+        _checks.same_dtype_device(op, "x", x, "b2", b2)
+    backend = _dispatch.resolve(op, x, DTYPES)
+    if backend == "reference":
+        return pack_conv_reference(x, w3, b3, w2, b2, r)
+    return _pack_conv_fused(x, w3, b3, w2, b2, r, _fused_op("pack3d", backend))
