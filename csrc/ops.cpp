@@ -548,24 +548,24 @@ namespace {
 void check_pack(const char* op, const at::Tensor& x, const at::Tensor& weight,
                 const at::Tensor& bias, int64_t r, bool unpack) {
   TORCH_CHECK(x.dim() == 4, op, ": x must be [B,C,H,W], got shape ", shape_str(x));
-  TORCH_CHECK(r >= 1, op, ": r must be >= 1, got ", r);
+  TORCH_CHECK(r >= 1, op, ": r must be >= 1, got ", std::to_string(r));
   TORCH_CHECK(weight.dim() == 5 && weight.size(1) == 1 && weight.size(2) == 3 &&
                   weight.size(3) == 3 && weight.size(4) == 3,
               op, ": weight must be [d,1,3,3,3], got shape ", shape_str(weight));
   TORCH_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), op, ": bias must be [d] = [",
-              weight.size(0), "] for weight ", shape_str(weight), ", got shape ", shape_str(bias));
+              std::to_string(weight.size(0)), "] for weight ", shape_str(weight), ", got shape ", shape_str(bias));
   for (const at::Tensor* t : {&weight, &bias}) {
     TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device() == x.device(), op,
                 ": x, weight and bias must have the same dtype and device, got ", x.scalar_type(),
-                " on ", x.device(), " and ", t->scalar_type(), " on ", t->device());
+                " on ", device_str(x), " and ", t->scalar_type(), " on ", device_str(*t));
   }
   if (unpack) {
-    TORCH_CHECK((weight.size(0) * x.size(1)) % (r * r) == 0, op, ": d*C = ", weight.size(0),
-                "*", x.size(1), " must be divisible by r*r = ", r * r, " (x ", shape_str(x),
+    TORCH_CHECK((weight.size(0) * x.size(1)) % (r * r) == 0, op, ": d*C = ", std::to_string(weight.size(0)),
+                "*", std::to_string(x.size(1)), " must be divisible by r*r = ", std::to_string(r * r), " (x ", shape_str(x),
                 ", weight ", shape_str(weight), ")");
   } else {
     TORCH_CHECK(x.size(2) % r == 0 && x.size(3) % r == 0, op, ": H and W of x must be divisible by r = ",
-                r, ", got shape ", shape_str(x));
+                std::to_string(r), ", got shape ", shape_str(x));
   }
 }
 

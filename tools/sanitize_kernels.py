@@ -49,7 +49,9 @@ def main():
     dev = "cuda"
     tests = [photometric, reproject]
     try:  # ops from other modules, when present
-        tests.append(importlib.import_module("tools.sanitize_pack").run)
+        pack = importlib.import_module("tools.sanitize_pack")
+        pack.run.__name__ = "pack"
+        tests.append(pack.run)
     except ImportError:
         pass
     only = [w for w in os.environ.get("SANITIZE_OPS", "").split(",") if w]
