@@ -17,6 +17,14 @@ except ImportError:  # pragma: no cover
 
 import packops  # noqa: E402
 
+# Accuracy tests compare float32 results with float64 references; cuDNN and
+# cuBLAS default to TF32 for float32 convolutions / matmuls (about 1e-3
+# relative), which pack_conv's folded conv showed on the GPU. Tests run them in
+# full float32; users keep whatever their torch.backends settings say.
+if torch.cuda.is_available():
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
 
 def backend_device_pairs():
     """(backend, device) pairs that this machine can run, as pytest params;
