@@ -110,7 +110,7 @@ def markdown(head, rows, skipped):
     if head["quick"]:
         lines.append("- **quick run: tiny shapes, 1-2 reps; a smoke test, not a measurement**")
     lines += ["", "| op | shape | dtype | mode | provider | median ms | p20/p80 ms | speedup "
-                  "| GB/s | % copy bw | peak MB | max err |",
+                  "| GB/s | % copy bw | peak MB | max rel err |",
               "|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|"]
     for r in rows:
         lines.append(
@@ -162,6 +162,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true",
                     help="tiny shapes and 1-2 reps: a smoke test that runs in seconds")
     ap.add_argument("--out", default=os.path.join("benchmarks", "results"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of other ops already in the output file")
     ap.add_argument("--selftest", action="store_true",
                     help="check the timer, the peak-memory accounting and copy bandwidth")
     args = ap.parse_args(argv)
@@ -194,6 +196,18 @@ def main(argv=None):
     print(f"measuring copy bandwidth on {device_name(device)} ...", file=sys.stderr)
     copy_gbps = harness.copy_bandwidth(device, reps=3 if args.quick else None)
     progress = Progress(len(all_cases) * len(harness.PROVIDERS))
+    head = header(device, copy_gbps, args.quick)
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, slug(head["device"]) + ("-quick" if args.quick else ""))
+    # --merge keeps the rows of ops this run does not measure, so several
+    # runs (one per device-machine call, say) build up one results file.
+    run_ops = {case.op for case in all_cases}
+    kept_rows, kept_skipped = [], []
+    if args.merge and os.path.exists(stem + ".json"):
+        with open(stem + ".json") as f:
+            old = json.load(f)
+        kept_rows = [r for r in old["rows"] if r["op"] not in run_ops]
+        kept_skipped = [r for r in old["skipped"] if r["op"] not in run_ops]
     rows, skipped = [], []
     for case in all_cases:
         case_rows, case_skipped = harness.run_case(case, device, progress, warmup=warmup,
@@ -202,16 +216,14 @@ def main(argv=None):
         skipped.append({"op": case.op, "shape": list(case.shape),
                         "dtype": str(case.dtype).replace("torch.", ""), "mode": case.mode,
                         "skipped": case_skipped})
+        # written after every case: a run cut short keeps what it measured
+        text = markdown(head, kept_rows + rows, kept_skipped + skipped)
+        with open(stem + ".json", "w") as f:
+            json.dump({"header": head, "rows": kept_rows + rows,
+                       "skipped": kept_skipped + skipped}, f, indent=1)
+        with open(stem + ".md", "w") as f:
+            f.write(text)
     progress.close()
-
-    head = header(device, copy_gbps, args.quick)
-    text = markdown(head, rows, skipped)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, slug(head["device"]) + ("-quick" if args.quick else ""))
-    with open(stem + ".json", "w") as f:
-        json.dump({"header": head, "rows": rows, "skipped": skipped}, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(text)
     print(text)
     print(f"wrote {stem}.json and {stem}.md", file=sys.stderr)
     return 0

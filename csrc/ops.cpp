@@ -7,17 +7,20 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <sstream>
 #include <string>
+#include <optional>
 #include <tuple>
 
 #include "cpu/photometric.h"
+#include "cpu/reproject.h"
+#include "packops/reproject.h"
 
 #ifdef PACKOPS_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "cuda/photometric.h"
+#include "cuda/reproject.h"
 #endif
 
 // Importing packops._C runs the static initialisers below (the op
@@ -32,10 +35,20 @@ PyObject* PyInit__C(void) {
 namespace packops {
 namespace {
 
-std::string shape_str(const at::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
+// Messages are built from C strings and std::string only: streaming an
+// integer (or c10's ArrayRef / Device, which stream integers) into the
+// ostream of TORCH_CHECK segfaulted on the GPU machine's image, where the
+// extension and torch come from different compilers. Numbers go through
+// std::to_string.
+std::string shape_str(at::IntArrayRef sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+std::string shape_str(const at::Tensor& t) { return shape_str(t.sizes()); }
+
+std::string device_str(const at::Tensor& t) {
+  return t.is_cuda() ? "cuda:" + std::to_string(t.get_device()) : (t.is_cpu() ? "cpu" : "other");
 }
 
 // Checks shared by all SSIM-family entry points; messages name the argument.
@@ -47,7 +60,7 @@ void check_pair(const char* op, const char* xn, const at::Tensor& x, const char*
   TORCH_CHECK(x.scalar_type() == y.scalar_type(), op, ": ", xn, " and ", yn,
               " must have the same dtype, got ", x.scalar_type(), " and ", y.scalar_type());
   TORCH_CHECK(x.device() == y.device(), op, ": ", xn, " and ", yn,
-              " must be on the same device, got ", x.device(), " and ", y.device());
+              " must be on the same device, got ", device_str(x), " and ", device_str(y));
   TORCH_CHECK(x.size(2) >= 2 && x.size(3) >= 2, op, ": ", xn,
               " needs H >= 2 and W >= 2 (reflection padding), got shape ", shape_str(x));
 }
@@ -59,11 +72,11 @@ void check_channels(const char* op, const at::Tensor& p) {
 
 void check_grad(const char* op, const at::Tensor& grad, at::IntArrayRef expected,
                 const at::Tensor& x) {
-  TORCH_CHECK(grad.sizes() == expected, op, ": grad must have shape ", expected, ", got ",
+  TORCH_CHECK(grad.sizes() == expected, op, ": grad must have shape ", shape_str(expected), ", got ",
               shape_str(grad));
   TORCH_CHECK(grad.scalar_type() == x.scalar_type() && grad.device() == x.device(), op,
               ": grad must match the inputs' dtype and device, got ", grad.scalar_type(),
-              " on ", grad.device());
+              " on ", device_str(grad));
 }
 
 std::vector<int64_t> loss_shape(const at::Tensor& x) {
@@ -159,6 +172,152 @@ std::tuple<at::Tensor, at::Tensor> photometric_bwd_cpu(const at::Tensor& grad_in
   return {gp, gt};
 }
 
+// ------------------------------------------------------------- reproject
+// image: [B,C,Hs,Ws]; depth: [B,1,H,W]; K, K_src: [B|1,3,3]; T: [B|1,3|4,4].
+// `geometry` is the dtype depth, K, T and K_src must have: the image's on CPU;
+// float64 for float64 images, else float32, on CUDA.
+void check_matrix(const char* op, const char* name, const at::Tensor& m, int64_t B,
+                  bool transform) {
+  const bool rows_ok = transform ? (m.dim() == 3 && (m.size(1) == 3 || m.size(1) == 4) && m.size(2) == 4)
+                                 : (m.dim() == 3 && m.size(1) == 3 && m.size(2) == 3);
+  TORCH_CHECK(rows_ok && (m.size(0) == B || m.size(0) == 1), op, ": ", name, " must be ",
+              transform ? "[B,4,4] or [B,3,4]" : "[B,3,3]", " (or batch 1) with B=", std::to_string(B), ", got ",
+              shape_str(m));
+}
+
+void check_reproject(const char* op, const at::Tensor& image, const at::Tensor& depth,
+                     const at::Tensor& K, const at::Tensor& T,
+                     const std::optional<at::Tensor>& K_src, at::ScalarType geometry) {
+  TORCH_CHECK(image.dim() == 4, op, ": image must be [B,C,Hs,Ws], got shape ", shape_str(image));
+  const int64_t B = image.size(0);
+  TORCH_CHECK(depth.dim() == 4 && depth.size(1) == 1 && depth.size(0) == B, op,
+              ": depth must be [B,1,H,W] with the image's batch size, got ", shape_str(depth),
+              " for image ", shape_str(image));
+  TORCH_CHECK(image.size(2) >= 1 && image.size(3) >= 1, op,
+              ": image must not be empty in H or W, got ", shape_str(image));
+  check_matrix(op, "K", K, B, false);
+  check_matrix(op, "T", T, B, true);
+  if (K_src) check_matrix(op, "K_src", *K_src, B, false);
+  for (const at::Tensor* t : {&depth, &K, &T}) {
+    TORCH_CHECK(t->scalar_type() == geometry, op, ": depth, K, T and K_src must be ", geometry,
+                " for a ", image.scalar_type(), " image, got ", t->scalar_type());
+    TORCH_CHECK(t->device() == image.device(), op, ": image, depth, K, T and K_src must be on "
+                "one device, got ", device_str(image), " and ", device_str(*t));
+  }
+  if (K_src) {
+    TORCH_CHECK(K_src->scalar_type() == geometry && K_src->device() == image.device(), op,
+                ": K_src must be ", geometry, " on ", device_str(image), ", got ",
+                K_src->scalar_type(), " on ", device_str(*K_src));
+  }
+}
+
+std::vector<int64_t> reproject_out_shape(const at::Tensor& image, const at::Tensor& depth) {
+  return {image.size(0), image.size(1), depth.size(2), depth.size(3)};
+}
+
+// The camera matrices, contiguous, with their batch strides (0 = broadcast).
+struct Cameras {
+  at::Tensor K, T, Ks;  // Ks is K when K_src is absent
+  int64_t k_stride, t_stride, ks_stride, t_rows;
+};
+
+Cameras cameras(const at::Tensor& K, const at::Tensor& T, const std::optional<at::Tensor>& K_src) {
+  Cameras c;
+  c.K = K.contiguous();
+  c.T = T.contiguous();
+  c.Ks = K_src ? K_src->contiguous() : c.K;
+  c.t_rows = T.size(1);
+  c.k_stride = c.K.size(0) == 1 ? 0 : 9;
+  c.t_stride = c.T.size(0) == 1 ? 0 : c.t_rows * 4;
+  c.ks_stride = c.Ks.size(0) == 1 ? 0 : 9;
+  return c;
+}
+
+// Per-batch-element gradients [B,...] -> the gradients of the camera inputs:
+// summed over the batch where the input was broadcast, and K's two roles
+// added up when K also stands in for K_src.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> reduce_camera_grads(
+    const Cameras& c, bool has_src, bool need_K, bool need_T, bool need_Ks, at::Tensor gK,
+    at::Tensor gT, at::Tensor gKs) {
+  auto fit = [](at::Tensor g, const at::Tensor& like) {
+    return like.size(0) == 1 && g.size(0) != 1 ? g.sum(0, true) : g;
+  };
+  if (!has_src && need_K) gK = gK + gKs;
+  return {need_K ? fit(gK, c.K) : at::empty({0}, c.K.options()),
+          need_T ? fit(gT, c.T) : at::empty({0}, c.T.options()),
+          has_src && need_Ks ? fit(gKs, c.Ks) : at::empty({0}, c.K.options())};
+}
+
+std::tuple<at::Tensor, at::Tensor> reproject_fwd_cpu(
+    const at::Tensor& image_in, const at::Tensor& depth_in, const at::Tensor& K,
+    const at::Tensor& T, const std::optional<at::Tensor>& K_src, bool with_mask) {
+  const char* op = "packops.reproject";
+  check_reproject(op, image_in, depth_in, K, T, K_src, image_in.scalar_type());
+  const at::Tensor image = image_in.contiguous(), depth = depth_in.contiguous();
+  const Cameras c = cameras(K, T, K_src);
+  const int64_t B = image.size(0);
+  at::Tensor out = at::empty(reproject_out_shape(image, depth), image.options());
+  at::Tensor mask = with_mask ? at::empty(depth.sizes(), image.options()) : at::empty({0}, image.options());
+  if (depth.numel() == 0) return {out, mask};
+  PACKOPS_CPU_DTYPES(op, image, [&] {
+    std::vector<scalar_t> P(B * 12);
+    const scalar_t *Kp = c.K.data_ptr<scalar_t>(), *Tp = c.T.data_ptr<scalar_t>(),
+                   *Ksp = c.Ks.data_ptr<scalar_t>();
+    for (int64_t b = 0; b < B; ++b)
+      fold(Kp + b * c.k_stride, Tp + b * c.t_stride, Ksp + b * c.ks_stride, P.data() + b * 12);
+    cpu::reproject_forward<scalar_t>(image.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
+                                     P.data(), out.data_ptr<scalar_t>(),
+                                     ptr_or_null<scalar_t>(with_mask, mask), B, image.size(1),
+                                     depth.size(2), depth.size(3), image.size(2), image.size(3));
+  });
+  return {out, mask};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> reproject_bwd_cpu(
+    const at::Tensor& grad_in, const at::Tensor& image_in, const at::Tensor& depth_in,
+    const at::Tensor& K, const at::Tensor& T, const std::optional<at::Tensor>& K_src,
+    bool need_image, bool need_depth, bool need_K, bool need_T, bool need_Ks) {
+  const char* op = "packops.reproject_backward";
+  check_reproject(op, image_in, depth_in, K, T, K_src, image_in.scalar_type());
+  check_grad(op, grad_in, reproject_out_shape(image_in, depth_in), image_in);
+  const at::Tensor g = grad_in.contiguous(), image = image_in.contiguous(),
+                   depth = depth_in.contiguous();
+  const Cameras c = cameras(K, T, K_src);
+  const bool has_src = K_src.has_value();
+  need_Ks = need_Ks && has_src;
+  const bool need_pose = need_K || need_T || need_Ks;
+  const int64_t B = image.size(0);
+  at::Tensor gi = need_image ? at::zeros(image.sizes(), image.options()) : at::empty({0}, image.options());
+  at::Tensor gd = maybe_grad(need_depth, depth);
+  at::Tensor gK = at::zeros({B, 3, 3}, c.K.options()), gKs = at::zeros({B, 3, 3}, c.K.options());
+  at::Tensor gT = at::zeros({B, c.t_rows, 4}, c.T.options());
+  if (depth.numel() > 0 && (need_image || need_depth || need_pose)) {
+    PACKOPS_CPU_DTYPES(op, image, [&] {
+      std::vector<scalar_t> P(B * 12), dP(need_pose ? B * 12 : 0);
+      const scalar_t *Kp = c.K.data_ptr<scalar_t>(), *Tp = c.T.data_ptr<scalar_t>(),
+                     *Ksp = c.Ks.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b)
+        fold(Kp + b * c.k_stride, Tp + b * c.t_stride, Ksp + b * c.ks_stride, P.data() + b * 12);
+      cpu::reproject_backward<scalar_t>(
+          g.data_ptr<scalar_t>(), image.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
+          P.data(), ptr_or_null<scalar_t>(need_image, gi), ptr_or_null<scalar_t>(need_depth, gd),
+          need_pose ? dP.data() : nullptr, B, image.size(1), depth.size(2), depth.size(3),
+          image.size(2), image.size(3));
+      if (!need_pose) return;
+      scalar_t *gKp = gK.data_ptr<scalar_t>(), *gTp = gT.data_ptr<scalar_t>(),
+               *gKsp = gKs.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        scalar_t dT[12];
+        unfold_grad(Kp + b * c.k_stride, Tp + b * c.t_stride, Ksp + b * c.ks_stride,
+                    dP.data() + b * 12, gKp + b * 9, dT, gKsp + b * 9);
+        std::copy(dT, dT + 12, gTp + b * c.t_rows * 4);
+      }
+    });
+  }
+  auto [rK, rT, rKs] = reduce_camera_grads(c, has_src, need_K, need_T, need_Ks, gK, gT, gKs);
+  return {gi, gd, rK, rT, rKs};
+}
+
 #undef PACKOPS_CPU_DTYPES
 
 // ------------------------------------------------------------------ CUDA
@@ -246,6 +405,75 @@ std::tuple<at::Tensor, at::Tensor> photometric_bwd_cuda(const at::Tensor& grad_i
                                           C2, at::cuda::getCurrentCUDAStream()));
   return {gp, gt};
 }
+at::ScalarType cuda_geometry(const at::Tensor& image) {
+  return image.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+cuda::GeometryArgs geometry_args(const Cameras& c) {
+  return {c.K.data_ptr(), c.T.data_ptr(), c.Ks.data_ptr(), c.k_stride, c.t_stride, c.ks_stride};
+}
+
+std::tuple<at::Tensor, at::Tensor> reproject_fwd_cuda(
+    const at::Tensor& image_in, const at::Tensor& depth_in, const at::Tensor& K,
+    const at::Tensor& T, const std::optional<at::Tensor>& K_src, bool with_mask) {
+  const char* op = "packops.reproject";
+  check_reproject(op, image_in, depth_in, K, T, K_src, cuda_geometry(image_in));
+  const c10::cuda::CUDAGuard guard(image_in.device());
+  const at::Tensor image = image_in.contiguous(), depth = depth_in.contiguous();
+  const Cameras c = cameras(K, T, K_src);
+  at::Tensor out = at::empty(reproject_out_shape(image, depth), image.options());
+  at::Tensor mask = with_mask ? at::empty(depth.sizes(), image.options()) : at::empty({0}, image.options());
+  if (depth.numel() == 0) return {out, mask};
+  check_launch(op, cuda::reproject_forward(to_dtype(op, image), image.data_ptr(), depth.data_ptr(),
+                                           geometry_args(c), out.data_ptr(),
+                                           ptr_or_null(with_mask, mask), image.size(0),
+                                           image.size(1), depth.size(2), depth.size(3),
+                                           image.size(2), image.size(3),
+                                           at::cuda::getCurrentCUDAStream()));
+  return {out, mask};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> reproject_bwd_cuda(
+    const at::Tensor& grad_in, const at::Tensor& image_in, const at::Tensor& depth_in,
+    const at::Tensor& K, const at::Tensor& T, const std::optional<at::Tensor>& K_src,
+    bool need_image, bool need_depth, bool need_K, bool need_T, bool need_Ks) {
+  const char* op = "packops.reproject_backward";
+  check_reproject(op, image_in, depth_in, K, T, K_src, cuda_geometry(image_in));
+  check_grad(op, grad_in, reproject_out_shape(image_in, depth_in), image_in);
+  const c10::cuda::CUDAGuard guard(image_in.device());
+  const at::Tensor g = grad_in.contiguous(), image = image_in.contiguous(),
+                   depth = depth_in.contiguous();
+  const Cameras c = cameras(K, T, K_src);
+  const bool has_src = K_src.has_value();
+  need_Ks = need_Ks && has_src;
+  const bool need_pose = need_K || need_T || need_Ks;
+  const int64_t B = image.size(0), H = depth.size(2), W = depth.size(3);
+  const auto geo_opts = c.K.options();
+  // The image gradient accumulates in the geometry type (atomics), then is
+  // rounded to the image's dtype once.
+  at::Tensor gi_acc = need_image ? at::zeros(image.sizes(), geo_opts) : at::empty({0}, geo_opts);
+  at::Tensor gd = maybe_grad(need_depth, depth);
+  at::Tensor partial = need_pose ? at::empty({B, cuda::reproject_blocks(H, W), 12}, geo_opts)
+                                 : at::empty({0}, geo_opts);
+  // K's gradient as K_src is needed to add into K's when K_src is absent.
+  const bool want_Ks = need_Ks || (need_K && !has_src);
+  at::Tensor gK = need_K ? at::empty({B, 3, 3}, geo_opts) : at::empty({0}, geo_opts);
+  at::Tensor gKs = want_Ks ? at::empty({B, 3, 3}, geo_opts) : at::empty({0}, geo_opts);
+  at::Tensor gT = need_T ? (c.t_rows == 4 ? at::zeros({B, 4, 4}, geo_opts) : at::empty({B, 3, 4}, geo_opts))
+                         : at::empty({0}, geo_opts);
+  if (B > 0 && (need_image || need_depth || need_pose)) {
+    check_launch(op, cuda::reproject_backward(
+                         to_dtype(op, image), g.data_ptr(), image.data_ptr(), depth.data_ptr(),
+                         geometry_args(c), ptr_or_null(need_image, gi_acc),
+                         ptr_or_null(need_depth, gd), ptr_or_null(need_pose, partial),
+                         ptr_or_null(need_K, gK), ptr_or_null(need_T, gT), c.t_rows,
+                         ptr_or_null(want_Ks, gKs), B, image.size(1), H, W, image.size(2),
+                         image.size(3), at::cuda::getCurrentCUDAStream()));
+  }
+  at::Tensor gi = need_image ? gi_acc.to(image.scalar_type()) : at::empty({0}, image.options());
+  auto [rK, rT, rKs] = reduce_camera_grads(c, has_src, need_K, need_T, need_Ks, gK, gT, gKs);
+  return {gi, gd, rK, rT, rKs};
+}
 #endif  // PACKOPS_WITH_CUDA
 
 bool built_with_cuda() {
@@ -270,6 +498,15 @@ TORCH_LIBRARY(packops, m) {
   // grad: [B,1,H,W] -> (grad_pred, grad_target)
   m.def("photometric_bwd(Tensor grad, Tensor pred, Tensor target, float alpha, float C1, float C2,"
         " bool need_pred, bool need_target) -> (Tensor, Tensor)");
+  // image: [B,C,Hs,Ws], depth: [B,1,H,W], K, K_src: [B|1,3,3], T: [B|1,3|4,4]
+  //   -> (out [B,C,H,W], mask [B,1,H,W] or empty)
+  m.def("reproject_fwd(Tensor image, Tensor depth, Tensor K, Tensor T, Tensor? K_src,"
+        " bool with_mask) -> (Tensor, Tensor)");
+  // grad: [B,C,H,W] -> (grad_image, grad_depth, grad_K, grad_T, grad_K_src); unneeded ones
+  // (and grad_K_src without K_src) are empty
+  m.def("reproject_bwd(Tensor grad, Tensor image, Tensor depth, Tensor K, Tensor T, Tensor? K_src,"
+        " bool need_image, bool need_depth, bool need_K, bool need_T, bool need_K_src)"
+        " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(packops, CPU, m) {
@@ -277,6 +514,8 @@ TORCH_LIBRARY_IMPL(packops, CPU, m) {
   m.impl("ssim_bwd", &ssim_bwd_cpu);
   m.impl("photometric_fwd", &photometric_fwd_cpu);
   m.impl("photometric_bwd", &photometric_bwd_cpu);
+  m.impl("reproject_fwd", &reproject_fwd_cpu);
+  m.impl("reproject_bwd", &reproject_bwd_cpu);
 }
 
 #ifdef PACKOPS_WITH_CUDA
@@ -285,6 +524,8 @@ TORCH_LIBRARY_IMPL(packops, CUDA, m) {
   m.impl("ssim_bwd", &ssim_bwd_cuda);
   m.impl("photometric_fwd", &photometric_fwd_cuda);
   m.impl("photometric_bwd", &photometric_bwd_cuda);
+  m.impl("reproject_fwd", &reproject_fwd_cuda);
+  m.impl("reproject_bwd", &reproject_bwd_cuda);
 }
 #endif
 

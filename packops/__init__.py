@@ -9,6 +9,7 @@ from ._ext import has_cpu_ext, has_cuda_ext
 from .photometric import photometric_loss, photometric_loss_reference, ssim, ssim_reference
 from .pack import (pack3d, pack3d_reference, pack_conv, pack_conv_reference, unpack3d,
                    unpack3d_reference)
+from .reproject import projection_matrix, reproject, reproject_reference, scale_intrinsics
 
 __version__ = "0.1.0"
 
@@ -16,6 +17,7 @@ __all__ = [
     "BACKENDS", "backends", "get_backend", "set_backend", "use_backend",
     "has_cpu_ext", "has_cuda_ext",
     "ssim", "ssim_reference", "photometric_loss", "photometric_loss_reference",
+    "reproject", "reproject_reference", "projection_matrix", "scale_intrinsics",
     "nn",
     "pack3d", "pack3d_reference", "unpack3d", "unpack3d_reference",
     "pack_conv", "pack_conv_reference",

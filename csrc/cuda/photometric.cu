@@ -10,6 +10,7 @@
 #include <cuda_bf16.h>
 #include <cstdint>
 
+#include "element.cuh"
 #include "packops/ssim.h"
 #include "photometric.h"
 
@@ -30,21 +31,6 @@ constexpr int64_t kMaxGridYZ = 65535;
 // Keeps every padded coordinate (tile origin - 2 ... + TH + 2) and the tile
 // count comfortably inside int.
 constexpr int64_t kMaxDim = int64_t(1) << 30;
-
-// ===========================================================================
-// Element <-> accumulator conversion
-// ===========================================================================
-// Half and bfloat16 are widened to float on load and rounded once on store, so
-// all arithmetic happens in AccType<T>.
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(double* p, double v) { *p = v; }
-__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
-__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 // |v| that keeps NaN (a compare-based version would too, but this is one op).
 __device__ __forceinline__ float abs_acc(float v) { return fabsf(v); }
@@ -296,20 +282,6 @@ backward_kernel(const T* __restrict__ g, const T* __restrict__ x, const T* __res
 // ===========================================================================
 // Launch helpers
 // ===========================================================================
-template <typename T> struct Tag { using type = T; };
-
-// Runs fn(Tag<T>{}) for the element type dt names.
-template <typename Fn>
-cudaError_t dispatch(DType dt, Fn&& fn) {
-  switch (dt) {
-    case DType::Float32: return fn(Tag<float>{});
-    case DType::Float64: return fn(Tag<double>{});
-    case DType::Float16: return fn(Tag<__half>{});
-    case DType::BFloat16: return fn(Tag<__nv_bfloat16>{});
-  }
-  return cudaErrorInvalidValue;
-}
-
 // Grid over (column tiles, row tiles, batch). Returns false for shapes the
 // kernels do not support (negative or too large extents).
 bool make_grid(int64_t B, int64_t C, int64_t H, int64_t W, dim3* grid, int* tiles_h) {

@@ -1,0 +1,176 @@
+// OpenMP reprojection-warp kernels; the per-pixel math is the shared
+// csrc/include/packops/reproject.h (the CUDA kernels use the same functions).
+//
+// Forward: one target row per task; each pixel is projected once and all its
+// channels sampled. Nothing but the output (and the optional mask) is written.
+//
+// Backward, deterministic by construction:
+//  * depth and pose: one target row per task; the row's 12 pose-gradient sums
+//    go to a [B*H, 12] buffer (double), summed per batch element in row order
+//    afterwards, so the result does not depend on the thread count.
+//  * image: one (batch, channel) plane per task, which owns its output plane:
+//    the scatter of the bilinear weights needs no atomics, and each plane's
+//    additions happen in pixel order. The projection is recomputed per plane
+//    (a dozen flops against four scattered read-modify-writes).
+#include "reproject.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "packops/reproject.h"
+
+namespace packops {
+namespace cpu {
+namespace {
+
+constexpr int64_t kParallelGrain = 1 << 14;
+
+}  // namespace
+
+template <typename T>
+void reproject_forward(const T* image, const T* depth, const T* P, T* out, T* mask,
+                       int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws) {
+  const int64_t plane = Hs * Ws, HW = H * W;
+#pragma omp parallel for collapse(2) schedule(static) if (B * HW * (C + 1) > kParallelGrain)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      const T* Pb = P + b * 12;
+      const T* img = image + b * C * plane;
+      const int64_t row = h * W;
+      for (int64_t w = 0; w < W; ++w) {
+        const int64_t pix = row + w;
+        const auto r = project<T>(Pb, depth[b * HW + pix], T(w), T(h));
+        Bilinear<T> s;
+        const bool any = bilinear_setup(r.x, r.y, Hs, Ws, s);
+        if (mask) mask[b * HW + pix] = any && inside(r.x, r.y, Hs, Ws) ? T(1) : T(0);
+        T* o = out + b * C * HW + pix;
+        if (!any) {
+          const T e = empty_sample(r.x, r.y);
+          for (int64_t c = 0; c < C; ++c) o[c * HW] = e;
+          continue;
+        }
+        const int64_t i00 = s.y0 * Ws + s.x0;
+        const T w00 = s.w00(), w01 = s.w01(), w10 = s.w10(), w11 = s.w11();
+        for (int64_t c = 0; c < C; ++c) {
+          const T* p = img + c * plane;
+          T v = T(0);
+          if (s.in_y0 && s.in_x0) v += w00 * p[i00];
+          if (s.in_y0 && s.in_x1) v += w01 * p[i00 + 1];
+          if (s.in_y1 && s.in_x0) v += w10 * p[i00 + Ws];
+          if (s.in_y1 && s.in_x1) v += w11 * p[i00 + Ws + 1];
+          o[c * HW] = v;
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+static void depth_pose_grads(const T* grad_out, const T* image, const T* depth, const T* P,
+                             T* grad_depth, T* grad_P, int64_t B, int64_t C, int64_t H,
+                             int64_t W, int64_t Hs, int64_t Ws) {
+  using A = typename AccType<T>::type;
+  const int64_t plane = Hs * Ws, HW = H * W;
+  std::vector<double> rows(grad_P ? B * H * 12 : 0, 0.0);
+#pragma omp parallel for collapse(2) schedule(static) if (B * HW * C > kParallelGrain)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      const T* Pb = P + b * 12;
+      const T* img = image + b * C * plane;
+      const T* g = grad_out + b * C * HW;
+      double acc[12] = {0};
+      for (int64_t w = 0; w < W; ++w) {
+        const int64_t pix = h * W + w;
+        const T d = depth[b * HW + pix];
+        const auto r = project<T>(Pb, d, T(w), T(h));
+        Bilinear<T> s;
+        if (!bilinear_setup(r.x, r.y, Hs, Ws, s)) {
+          if (grad_depth) grad_depth[b * HW + pix] = T(0);
+          continue;
+        }
+        const int64_t i00 = s.y0 * Ws + s.x0;
+        const bool k00 = s.in_y0 && s.in_x0, k01 = s.in_y0 && s.in_x1;
+        const bool k10 = s.in_y1 && s.in_x0, k11 = s.in_y1 && s.in_x1;
+        A gx = 0, gy = 0;
+        for (int64_t c = 0; c < C; ++c) {
+          const T* p = img + c * plane;
+          const A v00 = k00 ? A(p[i00]) : A(0), v01 = k01 ? A(p[i00 + 1]) : A(0);
+          const A v10 = k10 ? A(p[i00 + Ws]) : A(0), v11 = k11 ? A(p[i00 + Ws + 1]) : A(0);
+          const A gc = g[c * HW + pix];
+          gx += gc * ((v01 - v00) * (A(1) - s.fy) + (v11 - v10) * s.fy);
+          gy += gc * ((v10 - v00) * (A(1) - s.fx) + (v11 - v01) * s.fx);
+        }
+        T dpx, dpy, dpz;
+        grad_p<T>(r, T(gx), T(gy), dpx, dpy, dpz);
+        if (grad_depth) grad_depth[b * HW + pix] = dpx * r.a0 + dpy * r.a1 + dpz * r.a2;
+        if (grad_P) {
+          const double dp[3] = {double(dpx), double(dpy), double(dpz)};
+          const double q[3] = {double(d) * w, double(d) * h, double(d)};
+          for (int i = 0; i < 3; ++i) {
+            acc[i * 4 + 0] += dp[i] * q[0];
+            acc[i * 4 + 1] += dp[i] * q[1];
+            acc[i * 4 + 2] += dp[i] * q[2];
+            acc[i * 4 + 3] += dp[i];
+          }
+        }
+      }
+      if (grad_P) std::copy(acc, acc + 12, rows.begin() + (b * H + h) * 12);
+    }
+  }
+  if (!grad_P) return;
+  for (int64_t b = 0; b < B; ++b) {
+    double sum[12] = {0};
+    for (int64_t h = 0; h < H; ++h)
+      for (int k = 0; k < 12; ++k) sum[k] += rows[(b * H + h) * 12 + k];
+    for (int k = 0; k < 12; ++k) grad_P[b * 12 + k] = T(sum[k]);
+  }
+}
+
+template <typename T>
+static void image_grad(const T* grad_out, const T* depth, const T* P, T* grad_image,
+                       int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws) {
+  const int64_t plane = Hs * Ws, HW = H * W;
+#pragma omp parallel for schedule(static) if (B * C * HW > kParallelGrain)
+  for (int64_t bc = 0; bc < B * C; ++bc) {
+    const int64_t b = bc / C;
+    const T* Pb = P + b * 12;
+    const T* g = grad_out + bc * HW;
+    T* gi = grad_image + bc * plane;
+    std::fill(gi, gi + plane, T(0));
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t w = 0; w < W; ++w) {
+        const int64_t pix = h * W + w;
+        const auto r = project<T>(Pb, depth[b * HW + pix], T(w), T(h));
+        Bilinear<T> s;
+        if (!bilinear_setup(r.x, r.y, Hs, Ws, s)) continue;
+        const T gc = g[pix];
+        const int64_t i00 = s.y0 * Ws + s.x0;
+        if (s.in_y0 && s.in_x0) gi[i00] += gc * s.w00();
+        if (s.in_y0 && s.in_x1) gi[i00 + 1] += gc * s.w01();
+        if (s.in_y1 && s.in_x0) gi[i00 + Ws] += gc * s.w10();
+        if (s.in_y1 && s.in_x1) gi[i00 + Ws + 1] += gc * s.w11();
+      }
+    }
+  }
+}
+
+template <typename T>
+void reproject_backward(const T* grad_out, const T* image, const T* depth, const T* P,
+                        T* grad_image, T* grad_depth, T* grad_P, int64_t B, int64_t C,
+                        int64_t H, int64_t W, int64_t Hs, int64_t Ws) {
+  if (grad_depth || grad_P)
+    depth_pose_grads(grad_out, image, depth, P, grad_depth, grad_P, B, C, H, W, Hs, Ws);
+  if (grad_image) image_grad(grad_out, depth, P, grad_image, B, C, H, W, Hs, Ws);
+}
+
+#define PACKOPS_INSTANTIATE(T)                                                                \
+  template void reproject_forward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t, \
+                                     int64_t, int64_t, int64_t, int64_t);                    \
+  template void reproject_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*,    \
+                                      int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+PACKOPS_INSTANTIATE(float)
+PACKOPS_INSTANTIATE(double)
+#undef PACKOPS_INSTANTIATE
+
+}  // namespace cpu
+}  // namespace packops
