@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import packops
 from packnet import geometry
@@ -207,6 +208,8 @@ def test_macs_posenet():
         cin = c
     expected += 12 * 256 * h * w
     assert count_flops_and_params(net, 64, 96)["macs"] == expected
+    del net.config  # no constructor arguments: measured by a real forward pass
+    assert count_flops_and_params(net, 64, 96)["macs"] == expected
 
 
 # -------------------------------------------------------------- forward
@@ -268,6 +271,78 @@ def test_gradients_reach_every_parameter_and_match_reference(net_1a):
     for k, r in grads["reference"].items():
         rel = float((grads["auto"][k] - r).norm() / r.norm())
         assert rel < 1e-3, f"{k}: default vs reference gradient, relative error {rel:.2e}"
+
+
+def _release_forward(sd, x, stacking):
+    """The release's depth forward written with plain functional ops over a
+    state_dict: its packing permutation, layer order and skip order, so a
+    checkpoint means the same thing here as there. Train-mode outputs."""
+    def block(p, x):  # Conv2D: zero pad k//2, conv, GroupNorm(16), ELU
+        w = sd[f"{p}.conv_base.weight"]
+        x = F.conv2d(F.pad(x, [w.shape[-1] // 2] * 4), w, sd[f"{p}.conv_base.bias"])
+        return F.elu(F.group_norm(x, 16, sd[f"{p}.normalize.weight"], sd[f"{p}.normalize.bias"]))
+
+    def conv3d(p, x):  # [B,C,H,W] -> Conv3d(1 -> d) over the channel axis -> [B,d*C,H,W]
+        b, c, h, w = x.shape
+        v = F.conv3d(x.unsqueeze(1), sd[f"{p}.conv3d.weight"], sd[f"{p}.conv3d.bias"], padding=1)
+        return v.reshape(b, -1, h, w)
+
+    def pack(p, x):
+        b, c, h, w = x.shape
+        u = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+        return block(f"{p}.conv", conv3d(p, u.reshape(b, 4 * c, h // 2, w // 2)))
+
+    def unpack(p, x):
+        return F.pixel_shuffle(conv3d(p, block(f"{p}.conv", x)), 2)
+
+    def residual(p, x):
+        for i in range(len({k.split(".")[1] for k in sd if k.startswith(p + ".")})):
+            q = f"{p}.{i}"
+            out = block(f"{q}.conv2", block(f"{q}.conv1", x))
+            out = out + F.conv2d(x, sd[f"{q}.conv3.weight"], sd[f"{q}.conv3.bias"])
+            x = F.elu(F.group_norm(out, 16, sd[f"{q}.normalize.weight"],
+                                   sd[f"{q}.normalize.bias"]))
+        return x
+
+    def inv_depth(i, x):
+        p = f"disp{i}_layer.conv1"
+        return torch.sigmoid(F.conv2d(F.pad(x, [1] * 4), sd[f"{p}.weight"], sd[f"{p}.bias"])) / 0.5
+
+    def join(u, skip, *extra):
+        return torch.cat((u, skip) + extra if stacking == "A" else (u + skip,) + extra, 1)
+
+    def up(t):
+        return F.interpolate(t, scale_factor=2, mode="nearest")
+
+    x0 = block("pre_calc", x)
+    x1p = pack("pack1", block("conv1", x0))
+    x2p = pack("pack2", residual("conv2", x1p))
+    x3p = pack("pack3", residual("conv3", x2p))
+    x4p = pack("pack4", residual("conv4", x3p))
+    x5p = pack("pack5", residual("conv5", x4p))
+    i5 = block("iconv5", join(unpack("unpack5", x5p), x4p))
+    i4 = block("iconv4", join(unpack("unpack4", i5), x3p))
+    d4 = inv_depth(4, i4)
+    i3 = block("iconv3", join(unpack("unpack3", i4), x2p, up(d4)))
+    d3 = inv_depth(3, i3)
+    i2 = block("iconv2", join(unpack("unpack2", i3), x1p, up(d3)))
+    d2 = inv_depth(2, i2)
+    i1 = block("iconv1", join(unpack("unpack1", i2), x0, up(d2)))
+    return [inv_depth(1, i1), d2, d3, d4]
+
+
+@pytest.mark.parametrize("name", ["1B", "slim"])
+def test_matches_release_forward(name, net_1b, net_slim):
+    net = (net_1b if name == "1B" else net_slim).train()
+    x = _image(seed=15)
+    with torch.no_grad():
+        expected = _release_forward(net.state_dict(), x, "B" if name == "1B" else "A")
+        with packops.use_backend("reference"):
+            ref = net(x)
+        outs = net(x)
+    for i, (e, r, o) in enumerate(zip(expected, ref, outs)):
+        assert_close(r, e, 1e-5, f"{name} scale {i}: reference backend vs release forward")
+        assert_close(o, e, 1e-4, f"{name} scale {i}: default backend vs release forward")
 
 
 # ---------------------------------------------------------------- PoseNet
