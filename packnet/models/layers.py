@@ -21,7 +21,8 @@ class ResidualConv(nn.Module):
 
     With `dropout`, the shortcut becomes Sequential(conv, Dropout2d) exactly as
     in the release, which renames its parameters to conv3.0.weight / conv3.0.bias;
-    checkpoints trained with dropout only load into a model built with dropout.
+    such keys load into a model built with dropout, or rename them to conv3.*
+    (what the release's loader does for its older checkpoints).
     """
 
     def __init__(self, in_channels, out_channels, stride, dropout=None):
