@@ -184,3 +184,23 @@ def test_supervised_loss(method):
     assert pred.grad[0, 0, :, 1].eq(0).all()  # no ground truth, no gradient
     with pytest.raises(ValueError, match="method must be"):
         SupervisedLoss("l2")
+
+
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_gradients_flow_to_depth_and_pose_networks(backend):
+    """The whole self-supervised objective, end to end through both networks."""
+    from packnet import models
+    torch.manual_seed(0)
+    depth_net, pose_net = models.PackNetSlim01().train(), models.PoseNet(nb_ref_imgs=2).train()
+    image, contexts, _, K, _ = _scene(B=1, H=32, W=64)
+    with packops.use_backend(backend):
+        inv_depths = depth_net(image)
+        vec = pose_net(image, contexts)
+        poses = [geometry.pose_vec2mat(vec[:, j]) for j in range(2)]
+        loss = MultiViewPhotometricLoss()(image, contexts, inv_depths, K, poses)["loss"]
+        loss = loss + VelocityLoss()(poses, torch.full((1, 2), 0.3))
+        loss.backward()
+    for name, net in (("depth", depth_net), ("pose", pose_net)):
+        grads = [p.grad for p in net.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), name
+        assert sum(int(g.abs().sum() > 0) for g in grads) > 0.9 * len(grads), name

@@ -17,6 +17,10 @@
 #include <algorithm>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "packops/reproject.h"
 
 namespace packops {
@@ -51,6 +55,13 @@ void reproject_forward(const T* image, const T* depth, const T* P, T* out, T* ma
         }
         const int64_t i00 = s.y0 * Ws + s.x0;
         const T w00 = s.w00(), w01 = s.w01(), w10 = s.w10(), w11 = s.w11();
+        if (s.in_x0 && s.in_x1 && s.in_y0 && s.in_y1) {  // the common case: no branches per tap
+          for (int64_t c = 0; c < C; ++c) {
+            const T* p = img + c * plane + i00;
+            o[c * HW] = w00 * p[0] + w01 * p[1] + w10 * p[Ws] + w11 * p[Ws + 1];
+          }
+          continue;
+        }
         for (int64_t c = 0; c < C; ++c) {
           const T* p = img + c * plane;
           T v = T(0);
@@ -92,8 +103,17 @@ static void depth_pose_grads(const T* grad_out, const T* image, const T* depth, 
         const bool k00 = s.in_y0 && s.in_x0, k01 = s.in_y0 && s.in_x1;
         const bool k10 = s.in_y1 && s.in_x0, k11 = s.in_y1 && s.in_x1;
         A gx = 0, gy = 0;
+        const bool all_in = k00 && k11;  // then k01 and k10 hold too
         for (int64_t c = 0; c < C; ++c) {
           const T* p = img + c * plane;
+          if (all_in) {
+            const T* q = p + i00;
+            const A v00 = q[0], v01 = q[1], v10 = q[Ws], v11 = q[Ws + 1];
+            const A gc = g[c * HW + pix];
+            gx += gc * ((v01 - v00) * (A(1) - s.fy) + (v11 - v10) * s.fy);
+            gy += gc * ((v10 - v00) * (A(1) - s.fx) + (v11 - v01) * s.fx);
+            continue;
+          }
           const A v00 = k00 ? A(p[i00]) : A(0), v01 = k01 ? A(p[i00 + 1]) : A(0);
           const A v10 = k10 ? A(p[i00 + Ws]) : A(0), v11 = k11 ? A(p[i00 + Ws + 1]) : A(0);
           const A gc = g[c * HW + pix];
@@ -126,30 +146,64 @@ static void depth_pose_grads(const T* grad_out, const T* image, const T* depth, 
   }
 }
 
+// Scatters the gradient of channels [c0, c1) of batch element b into their
+// planes, in pixel order; the caller gives each task planes of its own.
+template <typename T>
+static void scatter_planes(const T* grad_out, const T* depth, const T* Pb, T* grad_image,
+                           int64_t b, int64_t c0, int64_t c1, int64_t C, int64_t H, int64_t W,
+                           int64_t Hs, int64_t Ws) {
+  const int64_t plane = Hs * Ws, HW = H * W;
+  std::fill(grad_image + (b * C + c0) * plane, grad_image + (b * C + c1) * plane, T(0));
+  for (int64_t h = 0; h < H; ++h) {
+    for (int64_t w = 0; w < W; ++w) {
+      const int64_t pix = h * W + w;
+      const auto r = project<T>(Pb, depth[b * HW + pix], T(w), T(h));
+      Bilinear<T> s;
+      if (!bilinear_setup(r.x, r.y, Hs, Ws, s)) continue;
+      const int64_t i00 = s.y0 * Ws + s.x0;
+      const T w00 = s.w00(), w01 = s.w01(), w10 = s.w10(), w11 = s.w11();
+      const bool all_in = s.in_x0 && s.in_x1 && s.in_y0 && s.in_y1;
+      for (int64_t c = c0; c < c1; ++c) {
+        const T gc = grad_out[(b * C + c) * HW + pix];
+        T* q = grad_image + (b * C + c) * plane + i00;
+        if (all_in) {
+          q[0] += gc * w00;
+          q[1] += gc * w01;
+          q[Ws] += gc * w10;
+          q[Ws + 1] += gc * w11;
+          continue;
+        }
+        if (s.in_y0 && s.in_x0) q[0] += gc * w00;
+        if (s.in_y0 && s.in_x1) q[1] += gc * w01;
+        if (s.in_y1 && s.in_x0) q[Ws] += gc * w10;
+        if (s.in_y1 && s.in_x1) q[Ws + 1] += gc * w11;
+      }
+    }
+  }
+}
+
+// One task per batch element (all its channels: the projection is computed
+// once per pixel) when there are enough of them for the threads, else one per
+// (batch, channel) plane. Either way each task owns its planes: no atomics,
+// and the result does not depend on the thread count.
 template <typename T>
 static void image_grad(const T* grad_out, const T* depth, const T* P, T* grad_image,
                        int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws) {
-  const int64_t plane = Hs * Ws, HW = H * W;
-#pragma omp parallel for schedule(static) if (B * C * HW > kParallelGrain)
-  for (int64_t bc = 0; bc < B * C; ++bc) {
-    const int64_t b = bc / C;
-    const T* Pb = P + b * 12;
-    const T* g = grad_out + bc * HW;
-    T* gi = grad_image + bc * plane;
-    std::fill(gi, gi + plane, T(0));
-    for (int64_t h = 0; h < H; ++h) {
-      for (int64_t w = 0; w < W; ++w) {
-        const int64_t pix = h * W + w;
-        const auto r = project<T>(Pb, depth[b * HW + pix], T(w), T(h));
-        Bilinear<T> s;
-        if (!bilinear_setup(r.x, r.y, Hs, Ws, s)) continue;
-        const T gc = g[pix];
-        const int64_t i00 = s.y0 * Ws + s.x0;
-        if (s.in_y0 && s.in_x0) gi[i00] += gc * s.w00();
-        if (s.in_y0 && s.in_x1) gi[i00 + 1] += gc * s.w01();
-        if (s.in_y1 && s.in_x0) gi[i00 + Ws] += gc * s.w10();
-        if (s.in_y1 && s.in_x1) gi[i00 + Ws + 1] += gc * s.w11();
-      }
+  const bool big = B * C * H * W > kParallelGrain;
+#ifdef _OPENMP
+  const bool per_batch = B >= omp_get_max_threads();
+#else
+  const bool per_batch = true;
+#endif
+  if (per_batch) {
+#pragma omp parallel for schedule(static) if (big)
+    for (int64_t b = 0; b < B; ++b)
+      scatter_planes(grad_out, depth, P + b * 12, grad_image, b, 0, C, C, H, W, Hs, Ws);
+  } else {
+#pragma omp parallel for schedule(static) if (big)
+    for (int64_t bc = 0; bc < B * C; ++bc) {
+      const int64_t b = bc / C, c = bc % C;
+      scatter_planes(grad_out, depth, P + b * 12, grad_image, b, c, c + 1, C, H, W, Hs, Ws);
     }
   }
 }
