@@ -193,11 +193,23 @@ def _folded_weights(w3, b3, w2, r):
     return w_x, b_eff
 
 
+# Folding w2 with w3 costs about as much as the direct conv over a few
+# thousand output pixels, whatever the batch (it scales with the weights, not
+# the activations), and the border strips cost more per pixel than the
+# interior. Below this many output pixels (B*h*w) the direct route (the fused
+# pack3d kernel, then conv2d) is faster, and the d-times-larger tensor it
+# materialises is small there. Measured on the 2-core CPU: PackNet01 pack3 at
+# a 64x192 input (192 px) ran 4.8x slower folded, pack1 (3072 px) 1.75x
+# faster. Tests set it to 0 to exercise the folded route on small shapes.
+FOLD_MIN_PIXELS = 2048
+
+
 def _pack_conv_fused(x, w3, b3, w2, b2, r, pack_op):
     h, w = x.shape[2] // r, x.shape[3] // r
     p = w2.shape[-1] // 2
-    if h - 2 * p < 1 or w - 2 * p < 1:
-        # no interior: the strips would cover the whole image anyway
+    if h - 2 * p < 1 or w - 2 * p < 1 or x.shape[0] * h * w < FOLD_MIN_PIXELS:
+        # no interior (the strips would cover the whole image anyway), or too
+        # small for the folding to pay: pack3d + conv2d directly
         return _pack_conv_window(x, w3, b3, w2, b2, r, pack_op, 0, h, 0, w)
     w_x, b_eff = _folded_weights(w3, b3, w2, r)
     if b2 is not None:

@@ -17,6 +17,13 @@ PACK_SHAPES = [(2, 3, 4, 6, 2), (1, 1, 2, 2, 4), (1, 5, 6, 10, 8), (2, 2, 8, 4, 
 UNPACK_SHAPES = [(2, 3, 3, 5, 4), (1, 1, 2, 2, 4), (1, 2, 5, 4, 8), (2, 4, 4, 3, 1)]
 # (B, C, H, W, d, k, Cout): H/2 or W/2 as small as 2 so the border ring covers
 # or nearly covers the image, and shapes with an interior
+@pytest.fixture(autouse=True)
+def _folded_route_everywhere(monkeypatch):
+    """Small test shapes would take pack_conv's direct route (FOLD_MIN_PIXELS):
+    force the folded route, the one with the border-ring logic, in this file."""
+    monkeypatch.setattr(packops.pack, "FOLD_MIN_PIXELS", 0)
+
+
 CONV_SHAPES = [
     (1, 2, 4, 12, 2, 5, 3),   # h = 2 < k: no interior, computed directly
     (2, 3, 8, 10, 2, 3, 5),   # h=4, w=5, k=3: interior 2x3
@@ -373,3 +380,19 @@ def test_module_repr_and_defaults():
     assert "d=8" in repr(m)
     u = packops.nn.UnpackLayerConv3d(32, 64, 3)
     assert u.conv.conv_base.weight.shape == (64 * 4 // 8, 32, 3, 3)
+
+
+@pytest.mark.parametrize("backend,device", FUSED)
+def test_pack_conv_route_choice_agrees(backend, device, monkeypatch):
+    """Direct (pack3d + conv2d) and folded routes give the same values and
+    gradients; the automatic choice takes direct below FOLD_MIN_PIXELS."""
+    args = [a.to(device).requires_grad_() for a in _conv_inputs((1, 3, 12, 16, 8, 3, 3))]
+    got = {}
+    for name, threshold in (("folded", 0), ("direct", 10 ** 9)):
+        monkeypatch.setattr(packops.pack, "FOLD_MIN_PIXELS", threshold)
+        with packops.use_backend(backend):
+            out = packops.pack_conv(*args)
+        got[name] = (out, torch.autograd.grad(out.square().sum(), args))
+    assert_close(got["folded"][0], got["direct"][0], 1e-10, "values")
+    for a, b in zip(got["folded"][1], got["direct"][1]):
+        assert_close(a, b, 1e-9 * max(1.0, float(b.abs().max())), "grads")
