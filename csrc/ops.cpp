@@ -318,7 +318,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> reproject
   return {gi, gd, rK, rT, rKs};
 }
 
-#undef PACKOPS_CPU_DTYPES
 
 // ------------------------------------------------------------------ CUDA
 #ifdef PACKOPS_WITH_CUDA
@@ -582,19 +581,6 @@ PackArgs pack_inputs(const at::Tensor& x, const at::Tensor& weight, const at::Te
   return {x.contiguous(), weight.contiguous(), bias.contiguous()};
 }
 
-#define PACKOPS_PACK_CPU_DTYPES(op, t, ...)                                                \
-  do {                                                                                     \
-    if (t.scalar_type() == at::kFloat) {                                                   \
-      using scalar_t = float;                                                              \
-      __VA_ARGS__();                                                                       \
-    } else if (t.scalar_type() == at::kDouble) {                                           \
-      using scalar_t = double;                                                             \
-      __VA_ARGS__();                                                                       \
-    } else {                                                                               \
-      TORCH_CHECK(false, op, ": the cpu backend supports float32 and float64, got ",       \
-                  t.scalar_type(), "; use the reference or triton backend for this dtype"); \
-    }                                                                                      \
-  } while (0)
 
 template <bool UNPACK>
 at::Tensor pack_fwd_cpu(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& b_in,
@@ -605,7 +591,7 @@ at::Tensor pack_fwd_cpu(const at::Tensor& x_in, const at::Tensor& w_in, const at
   const int64_t d = a.weight.size(0);
   at::Tensor out = at::empty(pack_out_shape(a.x, d, r, UNPACK), a.x.options());
   if (out.numel() == 0) return out;
-  PACKOPS_PACK_CPU_DTYPES(op, a.x, [&] {
+  PACKOPS_CPU_DTYPES(op, a.x, [&] {
     auto fn = UNPACK ? &cpu::unpack3d_forward<scalar_t> : &cpu::pack3d_forward<scalar_t>;
     fn(a.x.data_ptr<scalar_t>(), a.weight.data_ptr<scalar_t>(), a.bias.data_ptr<scalar_t>(),
        out.data_ptr<scalar_t>(), a.x.size(0), a.x.size(1), a.x.size(2), a.x.size(3), d, r);
@@ -631,7 +617,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_bwd_cpu(
     if (need_x) gx.zero_();
     return {gx, gw, gb};
   }
-  PACKOPS_PACK_CPU_DTYPES(op, x, [&] {
+  PACKOPS_CPU_DTYPES(op, x, [&] {
     auto fn = UNPACK ? &cpu::unpack3d_backward<scalar_t> : &cpu::pack3d_backward<scalar_t>;
     fn(g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
        ptr_or_null<scalar_t>(need_x, gx), ptr_or_null<scalar_t>(need_w, gw),
@@ -641,7 +627,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_bwd_cpu(
   return {gx, gw, gb};
 }
 
-#undef PACKOPS_PACK_CPU_DTYPES
+#undef PACKOPS_CPU_DTYPES
 
 #ifdef PACKOPS_WITH_CUDA
 template <bool UNPACK>
@@ -723,3 +709,5 @@ TORCH_LIBRARY_IMPL(packops, CUDA, m) {
 #endif
 
 }  // namespace packops
+
+#undef PACKOPS_CPU_DTYPES

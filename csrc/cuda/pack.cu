@@ -17,6 +17,7 @@
 #include <cuda_bf16.h>
 #include <cstdint>
 
+#include "element.cuh"
 #include "packops/pack.h"
 #include "pack.h"
 
@@ -27,19 +28,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kChunks = 256;               // weight-gradient blocks per output channel
 constexpr int64_t kMaxBlocks = 1 << 20;    // grid-stride beyond this
-
-// ===========================================================================
-// Element <-> accumulator conversion
-// ===========================================================================
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(double* p, double v) { *p = v; }
-__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
-__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 // ===========================================================================
 // The packed volumes: U [Cu, h, w] (conv input), V [d*Cu, h, w] (conv output)
@@ -206,19 +194,6 @@ grad_weight_final_kernel(const typename AccType<T>::type* __restrict__ partial,
 // ===========================================================================
 // Launch helpers
 // ===========================================================================
-template <typename T> struct Tag { using type = T; };
-
-template <typename Fn>
-cudaError_t dispatch(DType dt, Fn&& fn) {
-  switch (dt) {
-    case DType::Float32: return fn(Tag<float>{});
-    case DType::Float64: return fn(Tag<double>{});
-    case DType::Float16: return fn(Tag<__half>{});
-    case DType::BFloat16: return fn(Tag<__nv_bfloat16>{});
-  }
-  return cudaErrorInvalidValue;
-}
-
 unsigned blocks_for(int64_t n) {
   const int64_t b = (n + kThreads - 1) / kThreads;
   return static_cast<unsigned>(b < kMaxBlocks ? b : kMaxBlocks);
