@@ -24,9 +24,9 @@ because packops' layers also initialise themselves when built.
 Costs: `count_flops_and_params(model, H, W)` -> dict, `summary(model, H, W)` -> str.
 """
 from .layers import InvDepth, ResidualBlock, ResidualConv
-from .packnet01 import PackNet01, PackNetSlim01
+from .packnet01 import PackNet01, PackNetSlim01, PackNetTiny
 from .posenet import PoseNet
 from .utils import count_flops_and_params, count_params, strip_prefix, summary
 
-__all__ = ["PackNet01", "PackNetSlim01", "PoseNet", "ResidualConv", "ResidualBlock",
+__all__ = ["PackNet01", "PackNetSlim01", "PackNetTiny", "PoseNet", "ResidualConv", "ResidualBlock",
            "InvDepth", "strip_prefix", "count_params", "count_flops_and_params", "summary"]

@@ -15,7 +15,7 @@ from torch import nn
 from .layers import (Conv2D, InvDepth, PackLayerConv3d, ResidualBlock, UnpackLayerConv3d,
                      check_image, init_weights)
 
-__all__ = ["PackNet01", "PackNetSlim01"]
+__all__ = ["PackNet01", "PackNetSlim01", "PackNetTiny"]
 
 NUM_BLOCKS = (2, 2, 3, 3)
 PACK_KERNELS = (5, 3, 3, 3, 3)
@@ -171,3 +171,13 @@ class PackNetSlim01(_PackNet):
                              "1B adds a 64-channel unpack2 output to a 32-channel skip and "
                              "cannot run); use '1A'")
         super().__init__("PackNetSlim01", 32, (32, 64, 128, 256, 512), 4, version, dropout)
+
+
+class PackNetTiny(_PackNet):
+    """Not a release architecture: PackNet01's layout at widths 16/16/32/64/128
+    with four 3D features (about 1/60 of PackNet01's parameters), for CPU runs
+    such as `packnet train`'s default preset and the tests. Returns what
+    PackNet01 returns."""
+
+    def __init__(self, version="1A", dropout=None):
+        super().__init__("PackNetTiny", 16, (16, 16, 32, 64, 128), 4, version, dropout)
