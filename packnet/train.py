@@ -268,6 +268,7 @@ class Trainer:
             if new:
                 writer.writerow(["step", "loss", "photometric", "smoothness", "velocity", "lr",
                                  "images_per_s"])
+        tb = _tensorboard(self.run_dir) if self.rank == 0 else None
         backend = "reference" if cfg.ops == "reference" else "auto"
         t0, seen = time.perf_counter(), 0
         try:
@@ -288,6 +289,12 @@ class Trainer:
                                              terms["smoothness"], terms.get("velocity", ""),
                                              self.sched.get_last_lr()[0], f"{ips:.2f}"])
                             log_file.flush()
+                            if tb is not None:
+                                for k, v in terms.items():
+                                    tb.add_scalar(f"train/{k}", v, self.step)
+                                tb.add_scalar("train/images_per_s", ips, self.step)
+                        if self.rank == 0 and cfg.preview_every and self.step % cfg.preview_every == 0:
+                            self.write_preview(batch)
                         if self.step % cfg.ckpt_every == 0:
                             self.save()
                         if self.step >= target:
@@ -297,8 +304,37 @@ class Trainer:
                 bar.close()
             if log_file is not None:
                 log_file.close()
+            if tb is not None:
+                tb.close()
         self.save()
         return self
+
+
+    @torch.no_grad()
+    def write_preview(self, batch):
+        """previews/step_<N>.png: the input, the colourised predicted depth and,
+        when the batch has it, the ground truth."""
+        from . import visualize
+        was_training = self.depth_net.training
+        self.depth_net.eval()
+        try:
+            rgb = batch["rgb"][:1].to(self.device)
+            depth = geometry.inv2depth(self.depth_net(rgb).float())[0].cpu()
+        finally:
+            self.depth_net.train(was_training)
+        gt = batch["depth"][0] if "depth" in batch else None
+        path = os.path.join(self.run_dir, "previews", f"step_{self.step:07d}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        visualize.save_png(path, visualize.preview(rgb[0].cpu(), depth, gt))
+        return path
+
+
+def _tensorboard(run_dir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional: the CSV log has the same numbers
+        return None
+    return SummaryWriter(os.path.join(run_dir, "tensorboard"))
 
 
 def _progress(total, initial, enabled):

@@ -40,7 +40,7 @@ class _Pairs(torch.utils.data.Dataset):
 
 def _cfg(tmp_path, **kw):
     base = dict(name="t", out_dir=str(tmp_path), size=(H, W), batch_size=2, steps=6,
-                log_every=1, ckpt_every=3, progress=False, num_scales=2)
+                log_every=1, ckpt_every=3, progress=False, num_scales=2, preview_every=0)
     base.update(kw)
     return TrainConfig(**base)
 

@@ -1,0 +1,6 @@
+"""`python -m packnet ...` is the `packnet` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
