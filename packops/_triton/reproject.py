@@ -19,7 +19,13 @@ _MIN_Z = tl.constexpr(1e-5)
 
 
 @triton.jit
-def _project(depth, P, b, offs, valid, HW, W, Hs, Ws):
+def _project(depth, P, H, W, Hs, Ws, BLOCK: tl.constexpr):
+    """This program's pixels (block pid of batch element b) and where they land."""
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    HW = H * W
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < HW
     G = depth.dtype.element_ty
     u = (offs % W).to(G)
     v = (offs // W).to(G)
@@ -51,20 +57,15 @@ def _project(depth, P, b, offs, valid, HW, W, Hs, Ws):
     k01 = hit & in_y0 & in_x1
     k10 = hit & in_y1 & in_x0
     k11 = hit & in_y1 & in_x1
-    return u, v, d, a0, a1, a2, pz, z, x, y, hit, fx, fy, iy * Ws + ix, k00, k01, k10, k11
+    return (pid, b, HW, Hs * Ws, offs, valid, u, v, d, a0, a1, a2, pz, z, x, y, hit, fx, fy,
+            iy * Ws + ix, k00, k01, k10, k11)
 
 
 @triton.jit
 def _forward_kernel(image, depth, P, out, mask, C, H, W, Hs, Ws, WITH_MASK: tl.constexpr,
                     BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    HW = H * W
-    plane = Hs * Ws
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < HW
-    (u, v, d, a0, a1, a2, pz, z, x, y, hit, fx, fy, i00,
-     k00, k01, k10, k11) = _project(depth, P, b, offs, valid, HW, W, Hs, Ws)
+    (pid, b, HW, plane, offs, valid, u, v, d, a0, a1, a2, pz, z, x, y, hit, fx, fy, i00,
+     k00, k01, k10, k11) = _project(depth, P, H, W, Hs, Ws, BLOCK)
     if WITH_MASK:
         ins = hit & (x >= 0) & (x <= Ws - 1) & (y >= 0) & (y <= Hs - 1)
         tl.store(mask + b * HW + offs, ins.to(mask.dtype.element_ty), mask=valid)
@@ -89,14 +90,8 @@ def _forward_kernel(image, depth, P, out, mask, C, H, W, Hs, Ws, WITH_MASK: tl.c
 def _backward_kernel(grad, image, depth, P, grad_image, grad_depth, partial, C, H, W, Hs, Ws,
                      NEED_IMAGE: tl.constexpr, NEED_DEPTH: tl.constexpr, NEED_P: tl.constexpr,
                      BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    HW = H * W
-    plane = Hs * Ws
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < HW
-    (u, v, d, a0, a1, a2, pz, z, x, y, hit, fx, fy, i00,
-     k00, k01, k10, k11) = _project(depth, P, b, offs, valid, HW, W, Hs, Ws)
+    (pid, b, HW, plane, offs, valid, u, v, d, a0, a1, a2, pz, z, x, y, hit, fx, fy, i00,
+     k00, k01, k10, k11) = _project(depth, P, H, W, Hs, Ws, BLOCK)
     gx = tl.zeros_like(fx)
     gy = tl.zeros_like(fx)
     for c in range(C):
