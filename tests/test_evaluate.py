@@ -5,15 +5,26 @@ trips, inference on a temp directory and ONNX export of a tiny PackNet.
 Kept small (the machine is shared, no GPU): the only real network is a
 PackNet01 architecture with 16-channel layers at 64x64.
 """
+import importlib.util
 import math
+import os
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import packops
 from packnet.evaluate import compute_depth_metrics, evaluate, format_metrics, garg_crop_mask
+from packnet.export import export_onnx
+from packnet.infer import infer, load_depth_net
 from packnet.models.packnet01 import _PackNet
+from packnet.visualize import (COLORMAPS, colorize_depth, decode_png, load_png, preview,
+                               save_png)
+
+HAVE_PIL = importlib.util.find_spec("PIL") is not None
+HAVE_ONNX = importlib.util.find_spec("onnx") is not None
+HAVE_ORT = importlib.util.find_spec("onnxruntime") is not None
 
 
 def approx(x):
@@ -189,3 +200,173 @@ def test_evaluate_tiny_packnet_runs():
         assert all(math.isfinite(v) for v in result[part].values())
     # depth = 1/inv, inv in (0, 2): every prediction is > 0.5
     assert result["scale"] > 0
+
+
+# ---------------------------------------------------------------- visualize
+def _luminance(img):
+    return img.astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])
+
+
+def test_colorize_monotonic_and_shapes():
+    ramp = torch.linspace(0.1, 2.0, 200).view(1, 200).expand(3, 200)
+    img = colorize_depth(ramp, percentiles=(0.0, 100.0))
+    assert img.shape == (3, 200, 3) and img.dtype == np.uint8
+    lum = _luminance(img[0])
+    # brighter for larger values; rounding each channel to uint8 may dip < 1 level
+    assert np.diff(lum).min() > -1.0 and lum[-1] - lum[0] > 200
+    assert np.array_equal(img[0], img[2])
+    # depth shown as inverse depth: near (small depth) is bright
+    inv_img = colorize_depth(ramp[:1], inverse=True, percentiles=(0.0, 100.0))
+    assert _luminance(inv_img[0])[0] > _luminance(inv_img[0])[-1]
+    # [1,H,W] input, invalid pixels black, vmin/vmax clip
+    x = torch.tensor([[[0.0, 1.0, float("nan"), 5.0]]])
+    out = colorize_depth(x, vmin=1.0, vmax=2.0)
+    assert out.shape == (1, 4, 3)
+    assert out[0, 0].tolist() == [0, 0, 0] and out[0, 2].tolist() == [0, 0, 0]
+    assert out[0, 3].tolist() == COLORMAPS["magma"][-1].tolist()
+    assert out[0, 1].tolist() == COLORMAPS["magma"][0].tolist()
+    assert colorize_depth(torch.zeros(4, 5)).sum() == 0
+    with pytest.raises(ValueError, match="cmap"):
+        colorize_depth(ramp, cmap="jet")
+
+
+def test_colormap_table_lightness_monotonic():
+    from packnet.visualize import _MAGMA_POINTS
+    assert np.all(np.diff(_MAGMA_POINTS @ np.array([0.2126, 0.7152, 0.0722])) > 0)
+
+
+@pytest.mark.parametrize("channels", [None, 3, 4])
+@pytest.mark.parametrize("writer", ["own", "pil"])
+def test_png_round_trip(tmp_path, channels, writer):
+    if writer == "pil" and not HAVE_PIL:
+        pytest.skip("Pillow is not installed")
+    rng = np.random.default_rng(0)
+    shape = (7, 5) if channels is None else (7, 5, channels)
+    img = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    path = save_png(str(tmp_path / "x.png"), img, backend=writer)
+    assert np.array_equal(load_png(path, backend="own"), img)
+    if HAVE_PIL:
+        assert np.array_equal(load_png(path, backend="pil"), img)
+
+
+def test_png_reader_all_filters(tmp_path):
+    """Pillow picks per-row filters (sub/up/average/paeth) on a smooth image;
+    our reader must undo each of them."""
+    if not HAVE_PIL:
+        pytest.skip("Pillow is not installed (it makes the filtered test file)")
+    from PIL import Image
+    yy, xx = np.mgrid[0:40, 0:50]
+    img = np.stack([xx * 5, yy * 6, (xx * yy) % 256], -1).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "f.png", optimize=True)
+    raw = (tmp_path / "f.png").read_bytes()
+    assert np.array_equal(decode_png(raw), img)
+    with pytest.raises(ValueError, match="not a PNG"):
+        decode_png(b"GIF89a....")
+
+
+def test_preview_stacks_rows():
+    rgb = torch.rand(3, 16, 24)
+    pred = torch.rand(1, 8, 12) * 10 + 1  # half size: resized
+    img = preview(rgb, pred)
+    assert img.shape == (32, 24, 3) and img.dtype == np.uint8
+    assert np.array_equal(img[:16], (rgb.permute(1, 2, 0) * 255).round().byte().numpy())
+    gt = torch.zeros(1, 16, 24)
+    gt[0, ::3, ::3] = 5.0
+    img = preview(rgb, pred, gt)
+    assert img.shape == (48, 24, 3)
+    assert img[16:32].reshape(-1, 3).sum(1).min() > 0  # dense prediction: no black
+    assert img[32 + 1, 1].tolist() == [0, 0, 0]  # no gt -> black
+    assert img[32, 0].sum() > 0
+
+
+# -------------------------------------------------------------------- infer
+def _write_images(directory):
+    rng = np.random.default_rng(0)
+    save_png(str(directory / "a.png"), rng.integers(0, 256, (40, 70, 3), dtype=np.uint8))
+    save_png(str(directory / "b.png"), rng.integers(0, 256, (64, 48), dtype=np.uint8))  # grey
+    (directory / "notes.txt").write_text("not an image")
+
+
+def _tiny_checkpoint(path):
+    torch.manual_seed(0)
+    net = TinyPackNet()
+    torch.save({"model": {"depth_net": net.state_dict(), "pose_net": {}},
+                "config": {"model": "TinyPackNet", "model_kwargs": {"version": "1A"}}}, path)
+    return net
+
+
+def test_infer_directory_with_checkpoint(tmp_path, monkeypatch):
+    import packnet.models
+    # the checkpoint names a class of packnet.models: register the tiny one there
+    monkeypatch.setattr(packnet.models, "TinyPackNet", TinyPackNet, raising=False)
+    images, out = tmp_path / "images", tmp_path / "out"
+    images.mkdir()
+    _write_images(images)
+    net = _tiny_checkpoint(tmp_path / "ck.pt")
+    loaded = load_depth_net(tmp_path / "ck.pt")
+    assert not loaded.training
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+    with packops.use_backend("reference"):
+        written = infer(str(images), str(tmp_path / "ck.pt"), str(out))
+    names = [os.path.basename(p) for p in written]
+    assert names == ["a_depth.png", "a_depth.npy", "b_depth.png", "b_depth.npy"]
+    a = np.load(out / "a_depth.npy")
+    assert a.shape == (40, 70) and a.dtype == np.float32
+    assert np.all(a > 0.5) and np.all(np.isfinite(a))  # depth = 1 / (0..2)
+    assert load_png(str(out / "a_depth.png")).shape == (40, 70, 3)
+    assert np.load(out / "b_depth.npy").shape == (64, 48)  # ran at 64x64 (48 -> 64)
+
+    # a module works too, and a fixed network size gives the same output size
+    with packops.use_backend("reference"):
+        written = infer(str(images / "a.png"), loaded, str(tmp_path / "o2"), size=(64, 96))
+    assert np.load(written[1]).shape == (40, 70)
+
+
+def test_infer_and_load_errors(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        infer(str(tmp_path / "missing.png"), ConstantInvDepth(), str(tmp_path / "o"))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match="bad.png"):
+        infer(str(bad), ConstantInvDepth(), str(tmp_path / "o"))
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_depth_net(tmp_path / "nope.pt")
+    torch.save({"model": {"depth_net": {}}, "config": {"model": "NoSuchNet"}}, tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="unknown model 'NoSuchNet'"):
+        load_depth_net(tmp_path / "c.pt")
+    torch.save({"weights": 1}, tmp_path / "d.pt")
+    with pytest.raises(ValueError, match="not a packnet checkpoint"):
+        load_depth_net(tmp_path / "d.pt")
+    with pytest.raises(ValueError, match="multiples of 32"):
+        infer(str(tmp_path), ConstantInvDepth(), str(tmp_path / "o"), size=(40, 64))
+
+
+def test_load_checkpoint_with_numpy_state(tmp_path, monkeypatch):
+    """Training checkpoints hold numpy RNG state: weights_only refuses it, the
+    trusted fallback reads it, trusted=False says why it will not."""
+    import packnet.models
+    monkeypatch.setattr(packnet.models, "TinyPackNet", TinyPackNet, raising=False)
+    torch.save({"model": {"depth_net": TinyPackNet().state_dict()},
+                "config": {"model": "TinyPackNet"}, "rng": {"numpy": np.random.get_state()}},
+               tmp_path / "ck.pt")
+    assert isinstance(load_depth_net(tmp_path / "ck.pt"), TinyPackNet)
+    with pytest.raises(ValueError, match="trusted=True"):
+        load_depth_net(tmp_path / "ck.pt", trusted=False)
+
+
+# ------------------------------------------------------------------- export
+def test_export_onnx_tiny_packnet(tmp_path):
+    if not HAVE_ONNX:
+        pytest.skip("onnx is not installed: pip install onnx onnxruntime")
+    net = TinyPackNet().train()
+    diff = export_onnx(net, str(tmp_path / "tiny.onnx"), size=(64, 64))
+    assert net.training, "export_onnx must restore the net's mode"
+    assert (tmp_path / "tiny.onnx").stat().st_size > 0
+    if HAVE_ORT:
+        assert diff is not None and diff < 1e-4
+    else:
+        assert diff is None
+    with pytest.raises(ValueError, match="multiples of 32"):
+        export_onnx(net, str(tmp_path / "x.onnx"), size=(60, 64))
