@@ -190,9 +190,10 @@ def encode_png(img):
 
 
 def _paeth(a, b, c):
+    """Paeth predictor on int arrays of one pixel's bytes."""
     p = a + b - c
-    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-    return a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
 
 
 def _unfilter(raw, H, stride, bpp):
@@ -206,17 +207,20 @@ def _unfilter(raw, H, stride, bpp):
             cur = line
         elif ftype == 2:
             cur = (line + prev) & 0xFF
-        elif ftype in (1, 3, 4):  # depend on the left neighbour: byte by byte
-            cur = line.copy()
-            for i in range(stride):
-                left = int(cur[i - bpp]) if i >= bpp else 0
-                if ftype == 1:
-                    pred = left
-                elif ftype == 3:
-                    pred = (left + int(prev[i])) // 2
+        elif ftype == 1:  # Sub: a running sum along each byte lane of the pixels
+            cur = (np.cumsum(line.reshape(-1, bpp), axis=0) & 0xFF).reshape(-1)
+        elif ftype in (3, 4):  # Average / Paeth: sequential in x, one pixel at a time
+            cur = line.reshape(-1, bpp).copy()
+            up = prev.reshape(-1, bpp)
+            zero = np.zeros(bpp, dtype=np.int32)
+            for x in range(cur.shape[0]):
+                left = cur[x - 1] if x else zero
+                if ftype == 3:
+                    pred = (left + up[x]) // 2
                 else:
-                    pred = _paeth(left, int(prev[i]), int(prev[i - bpp]) if i >= bpp else 0)
-                cur[i] = (cur[i] + pred) & 0xFF
+                    pred = _paeth(left, up[x], up[x - 1] if x else zero)
+                cur[x] = (cur[x] + pred) & 0xFF
+            cur = cur.reshape(-1)
         else:
             raise ValueError(f"bad PNG filter type {ftype} in row {y}")
         out[y] = cur

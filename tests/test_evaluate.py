@@ -249,17 +249,41 @@ def test_png_round_trip(tmp_path, channels, writer):
         assert np.array_equal(load_png(path, backend="pil"), img)
 
 
-def test_png_reader_all_filters(tmp_path):
-    """Pillow picks per-row filters (sub/up/average/paeth) on a smooth image;
-    our reader must undo each of them."""
-    if not HAVE_PIL:
-        pytest.skip("Pillow is not installed (it makes the filtered test file)")
-    from PIL import Image
-    yy, xx = np.mgrid[0:40, 0:50]
-    img = np.stack([xx * 5, yy * 6, (xx * yy) % 256], -1).astype(np.uint8)
-    Image.fromarray(img).save(tmp_path / "f.png", optimize=True)
-    raw = (tmp_path / "f.png").read_bytes()
-    assert np.array_equal(decode_png(raw), img)
+def _filtered_png(img, bpp):
+    """PNG bytes of uint8 [H, W*bpp] rows, row y filtered with type y % 5
+    (None, Sub, Up, Average, Paeth), written out from the PNG spec."""
+    import struct
+    import zlib
+    from packnet.visualize import _chunk
+    H, stride = img.shape
+    a = img.astype(np.int64)
+    raw = b""
+    for y in range(H):
+        cur = a[y]
+        up = a[y - 1] if y else np.zeros(stride, np.int64)
+        left = np.concatenate([np.zeros(bpp, np.int64), cur[:-bpp]])
+        upleft = np.concatenate([np.zeros(bpp, np.int64), up[:-bpp]])
+        p = left + up - upleft
+        pa, pb, pc = abs(p - left), abs(p - up), abs(p - upleft)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+        pred = [0 * cur, left, up, (left + up) // 2, paeth][y % 5]
+        raw += bytes([y % 5]) + ((cur - pred) % 256).astype(np.uint8).tobytes()
+    header = struct.pack(">IIBBBBB", stride // bpp, H, 8, {3: 2, 4: 6}[bpp], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw))
+            + _chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("bpp", [3, 4])
+def test_png_reader_all_filters(bpp):
+    """Rows filtered with each of the five PNG filter types decode exactly
+    (and Pillow, when present, agrees on the test file)."""
+    img = np.random.default_rng(1).integers(0, 256, (10, 6, bpp), dtype=np.uint8)
+    data = _filtered_png(img.reshape(10, -1), bpp)
+    assert np.array_equal(decode_png(data), img)
+    if HAVE_PIL:
+        import io
+        from PIL import Image
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), img)
     with pytest.raises(ValueError, match="not a PNG"):
         decode_png(b"GIF89a....")
 
@@ -370,3 +394,28 @@ def test_export_onnx_tiny_packnet(tmp_path):
         assert diff is None
     with pytest.raises(ValueError, match="multiples of 32"):
         export_onnx(net, str(tmp_path / "x.onnx"), size=(60, 64))
+
+
+def test_without_pillow_png_only(tmp_path, monkeypatch):
+    """Without Pillow: our writer and reader do PNG; JPEG fails naming the file."""
+    import packnet.infer
+    import packnet.visualize
+    monkeypatch.setattr(packnet.visualize, "_have_pillow", lambda: False)
+    monkeypatch.setattr(packnet.infer, "_have_pillow", lambda: False)
+    images = tmp_path / "images"
+    images.mkdir()
+    _write_images(images)
+    written = infer(str(images), ConstantInvDepth(0.25), str(tmp_path / "out"))
+    assert np.allclose(np.load(written[1]), 4.0)
+    assert load_png(written[0]).shape == (40, 70, 3)
+    (images / "c.jpg").write_bytes(b"\xff\xd8\xff\xe0 fake jpeg")
+    with pytest.raises(ValueError, match=r"c\.jpg.*pip install pillow"):
+        infer(str(images / "c.jpg"), ConstantInvDepth(), str(tmp_path / "out"))
+
+
+def test_export_missing_onnx_says_what_to_install(tmp_path, monkeypatch):
+    def no_onnx(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'onnx'")
+    monkeypatch.setattr(torch.onnx, "export", no_onnx)
+    with pytest.raises(RuntimeError, match="pip install onnx onnxruntime"):
+        export_onnx(ConstantInvDepth(), str(tmp_path / "x.onnx"), size=(32, 32))
