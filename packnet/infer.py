@@ -1,0 +1,195 @@
+"""Depth from images on disk: load a checkpoint, run the depth net, write
+`<name>_depth.png` (colourised inverse depth) and `<name>_depth.npy` (depth,
+float32 [H,W], at the image's own resolution) per image.
+
+A checkpoint is what packnet.train saves: a dict with at least
+{"model": {"depth_net": state_dict, ...}, "config": {"model": "PackNet01", ...
+"model_kwargs": {...}}}. config["model"] names a class of packnet.models, or
+"package.module:Class" for a model defined elsewhere.
+"""
+import importlib
+import os
+import pickle
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import models
+from .geometry import inv2depth
+from .visualize import _have_pillow, colorize_depth, load_png, save_png
+
+__all__ = ["IMAGE_EXTENSIONS", "load_depth_net", "load_image", "list_images", "infer"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+DIVISOR = 32  # PackNet packs five times by 2
+
+
+def _model_class(name, path):
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"load_depth_net: {path}: config['model'] must be a class name, "
+                         f"got {name!r}")
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"load_depth_net: {path}: cannot find model {name!r} ({e})") from None
+    else:
+        cls = getattr(models, name, None)
+        if cls is None:
+            raise ValueError(f"load_depth_net: {path}: unknown model {name!r}; packnet.models "
+                             f"has {', '.join(models.__all__)} (or give 'module:Class')")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ValueError(f"load_depth_net: {path}: {name!r} is not an nn.Module class")
+    return cls
+
+
+def load_depth_net(checkpoint_path, map_location="cpu", trusted=True):
+    """Build config["model"](**config.get("model_kwargs", {})) and load
+    checkpoint["model"]["depth_net"] into it; returns the net in eval mode.
+
+    The file is read with torch.load(weights_only=True) first; training
+    checkpoints also hold numpy RNG state, which that refuses, and then the
+    full unpickler is used if `trusted` (a pickle can run code: pass
+    trusted=False for files from elsewhere).
+    """
+    path = os.fspath(checkpoint_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"load_depth_net: checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not trusted:
+            raise ValueError(f"load_depth_net: {path} needs the full unpickler "
+                             f"({str(e).splitlines()[0]}); pass trusted=True if you trust "
+                             f"the file") from None
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise ValueError(f"load_depth_net: cannot read checkpoint {path}: {e}") from None
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+        keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"load_depth_net: {path} is not a packnet checkpoint: expected a dict "
+                         f"with 'model' and 'config', got {keys}")
+    if not isinstance(ckpt["model"], dict) or "depth_net" not in ckpt["model"]:
+        raise ValueError(f"load_depth_net: {path}: checkpoint['model'] has no 'depth_net' "
+                         f"state_dict")
+    config = ckpt["config"]
+    cls = _model_class(config.get("model"), path)
+    net = cls(**(config.get("model_kwargs") or {}))
+    net.load_state_dict(ckpt["model"]["depth_net"])
+    return net.eval()
+
+
+def list_images(paths):
+    """A file, a directory (its image files, sorted, not recursive) or a list
+    of either -> list of image paths. Raises FileNotFoundError naming the path."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out = []
+    for p in map(os.fspath, paths):
+        if os.path.isdir(p):
+            found = sorted(os.path.join(p, f) for f in os.listdir(p)
+                           if f.lower().endswith(IMAGE_EXTENSIONS)
+                           and os.path.isfile(os.path.join(p, f)))
+            if not found:
+                raise FileNotFoundError(f"infer: no {'/'.join(IMAGE_EXTENSIONS)} images in "
+                                        f"directory {p}")
+            out.extend(found)
+        elif os.path.isfile(p):
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"infer: no such image file or directory: {p}")
+    return out
+
+
+def load_image(path):
+    """Image file -> float32 [3,H,W] in [0,1] (grey is repeated, alpha dropped).
+    Pillow reads PNG and JPEG; without it only PNG (built-in reader)."""
+    path = os.fspath(path)
+    try:
+        if _have_pillow():
+            from PIL import Image
+            with Image.open(path) as im:
+                img = np.asarray(im.convert("RGB"))
+        elif path.lower().endswith(".png"):
+            img = load_png(path, backend="own")
+        else:
+            raise ValueError("only PNG can be read without Pillow (pip install pillow)")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"infer: image not found: {path}") from None
+    except Exception as e:  # noqa: BLE001 - PIL / the PNG reader raise various types
+        raise ValueError(f"infer: cannot read image {path}: {e}") from None
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] in (1, 2):  # grey (+ alpha)
+        img = np.repeat(img[:, :, :1], 3, axis=2)
+    img = img[:, :, :3]
+    return torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1) / 255.0
+
+
+def _network_size(H, W, size):
+    if size is not None:
+        h, w = (int(s) for s in size)
+        if h % DIVISOR or w % DIVISOR or h < DIVISOR or w < DIVISOR:
+            raise ValueError(f"infer: size must be positive multiples of {DIVISOR}, got {size}")
+        return h, w
+    # nearest multiple of 32 (halves round up), at least 32
+    return (max(DIVISOR, int(H / DIVISOR + 0.5) * DIVISOR),
+            max(DIVISOR, int(W / DIVISOR + 0.5) * DIVISOR))
+
+
+def infer(paths, checkpoint_or_model, out_dir, size=None, device="cpu"):
+    """Predict depth for each image; returns the written files
+    [<name>_depth.png, <name>_depth.npy, ...] in input order.
+
+    paths: image file, directory or list of them. checkpoint_or_model: a
+    checkpoint path (see load_depth_net) or an nn.Module returning inverse
+    depth [B,1,h,w] in eval mode. size: (H, W) for the network (multiples of
+    32) or None for each image's size rounded to the nearest multiple of 32.
+    The inverse depth is resized back to the image's size (bilinear) before
+    it becomes depth (1 / inverse depth: metric if the net was trained with
+    the velocity loss, else up to scale).
+    """
+    if size is not None:
+        _network_size(DIVISOR, DIVISOR, size)  # check it before any work
+    files = list_images(paths)
+    if isinstance(checkpoint_or_model, nn.Module):
+        net = checkpoint_or_model
+    else:
+        net = load_depth_net(checkpoint_or_model)
+    device = torch.device(device)
+    was_training = net.training
+    net.eval().to(device)
+    os.makedirs(out_dir, exist_ok=True)
+
+    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    written = []
+    try:
+        with torch.no_grad():
+            for f, stem in zip(files, stems):
+                if stems.count(stem) > 1:  # a.png and a.jpg: keep both apart
+                    stem = f"{stem}_{os.path.splitext(f)[1][1:].lower()}"
+                rgb = load_image(f)
+                H, W = rgb.shape[-2:]
+                x = rgb[None].to(device)
+                h, w = _network_size(H, W, size)
+                if (h, w) != (H, W):
+                    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False,
+                                      antialias=h < H or w < W)
+                inv = net(x)
+                if isinstance(inv, (list, tuple)):
+                    inv = inv[0]
+                inv = inv.float()
+                if inv.shape[-2:] != (H, W):
+                    inv = F.interpolate(inv, size=(H, W), mode="bilinear", align_corners=False)
+                depth = inv2depth(inv)[0, 0].cpu()
+                png = os.path.join(out_dir, f"{stem}_depth.png")
+                npy = os.path.join(out_dir, f"{stem}_depth.npy")
+                save_png(png, colorize_depth(inv[0, 0].cpu()))
+                np.save(npy, depth.numpy().astype(np.float32))
+                written += [png, npy]
+    finally:
+        net.train(was_training)
+    return written

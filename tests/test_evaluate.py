@@ -1,0 +1,421 @@
+"""packnet.evaluate / visualize / infer / export: metrics against numbers worked
+out by hand in each test, evaluate() on a stub net, colour maps, PNG round
+trips, inference on a temp directory and ONNX export of a tiny PackNet.
+
+Kept small (the machine is shared, no GPU): the only real network is a
+PackNet01 architecture with 16-channel layers at 64x64.
+"""
+import importlib.util
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import packops
+from packnet.evaluate import compute_depth_metrics, evaluate, format_metrics, garg_crop_mask
+from packnet.export import export_onnx
+from packnet.infer import infer, load_depth_net
+from packnet.models.packnet01 import _PackNet
+from packnet.visualize import (COLORMAPS, colorize_depth, decode_png, load_png, preview,
+                               save_png)
+
+HAVE_PIL = importlib.util.find_spec("PIL") is not None
+HAVE_ONNX = importlib.util.find_spec("onnx") is not None
+HAVE_ORT = importlib.util.find_spec("onnxruntime") is not None
+
+
+def approx(x):
+    return pytest.approx(x, rel=1e-9, abs=1e-12)
+
+
+def depth(rows):
+    """Nested list [H][W] -> [1,1,H,W] float tensor."""
+    return torch.tensor(rows, dtype=torch.float32)[None, None]
+
+
+class TinyPackNet(_PackNet):
+    """The PackNet01 architecture ("1A") with 16-channel layers (GroupNorm(16)
+    needs multiples of 16) and two 3D features: ~0.1 M parameters."""
+
+    def __init__(self, version="1A", dropout=None):
+        super().__init__("TinyPackNet", 16, (16, 16, 16, 16, 16), 2, version, dropout)
+
+
+class ConstantInvDepth(nn.Module):
+    """Eval mode: inverse depth `value` everywhere, [B,1,H,W]; train mode: a
+    list (like the real nets), so evaluate() must switch to eval mode."""
+
+    def __init__(self, value=0.5):
+        super().__init__()
+        self.value = value
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, rgb):
+        out = torch.full_like(rgb[:, :1], self.value)
+        return [out, out[..., ::2, ::2]] if self.training else out
+
+
+# ------------------------------------------------------------------ metrics
+def test_metrics_hand_computed():
+    # Valid gt pixels 2, 4, 10 (0 = no depth); their predictions 1, 4, 8.
+    gt = depth([[2.0, 4.0], [0.0, 10.0]])
+    pred = depth([[1.0, 4.0], [5.0, 8.0]])
+    m = compute_depth_metrics(gt, pred)
+    assert m["n"] == 1
+    assert m["abs_rel"] == approx((1 / 2 + 0 + 2 / 10) / 3)
+    assert m["sq_rel"] == approx((1 / 2 + 0 + 4 / 10) / 3)
+    assert m["rmse"] == approx(math.sqrt((1 + 0 + 4) / 3))
+    assert m["rmse_log"] == approx(math.sqrt((math.log(2) ** 2 + 0 + math.log(10 / 8) ** 2) / 3))
+    # max(gt/pred, pred/gt) = 2, 1, 1.25: 1.25 is not < 1.25; 2 is not < 1.25^3 = 1.953
+    assert m["a1"] == approx(1 / 3)
+    assert m["a2"] == approx(2 / 3)
+    assert m["a3"] == approx(2 / 3)
+    assert "scale" not in m
+
+
+def test_metrics_median_scaling():
+    # Valid gt 2, 4, 10 (median 4); pred 1, 2, 3 (median 2) -> scale 2 -> 2, 4, 6.
+    gt = depth([[2.0, 4.0], [0.0, 10.0]])
+    pred = depth([[1.0, 2.0], [7.0, 3.0]])
+    m = compute_depth_metrics(gt, pred, median_scaling=True)
+    assert m["scale"] == approx(2.0)
+    assert m["abs_rel"] == approx((0 + 0 + 4 / 10) / 3)
+    assert m["sq_rel"] == approx((0 + 0 + 16 / 10) / 3)
+    assert m["rmse"] == approx(math.sqrt(16 / 3))
+    assert m["rmse_log"] == approx(math.sqrt(math.log(10 / 6) ** 2 / 3))
+    # ratios 1, 1, 10/6 = 1.667: < 1.25^3 = 1.953 but not < 1.5625
+    assert (m["a1"], m["a2"], m["a3"]) == (approx(2 / 3), approx(2 / 3), approx(1.0))
+
+
+def test_median_scaling_even_count_uses_lower_median():
+    # torch.median (as the release) takes the lower middle value: gt 1,2,3,4 -> 2,
+    # pred 1,1,1,1 -> 1, scale 2 (numpy's median would say 2.5).
+    gt = depth([[1.0, 2.0], [3.0, 4.0]])
+    m = compute_depth_metrics(gt, torch.ones_like(gt), median_scaling=True)
+    assert m["scale"] == approx(2.0)
+
+
+def test_metrics_clamp_and_max_depth():
+    # pred 100 clamps to max_depth 80; gt 90 (>= max_depth) is not valid.
+    gt = depth([[50.0, 90.0]])
+    pred = depth([[100.0, 1.0]])
+    m = compute_depth_metrics(gt, pred, max_depth=80.0)
+    assert m["abs_rel"] == approx(30 / 50)
+    assert m["rmse"] == approx(30.0)
+    # min_depth clamps a prediction of 0 up to min_depth (no division by zero)
+    m = compute_depth_metrics(depth([[1.0]]), depth([[0.0]]), min_depth=0.5)
+    assert m["abs_rel"] == approx(0.5)
+
+
+def test_garg_crop_mask_known_size():
+    # H=10: rows int(4.081)=4 .. int(9.919)=9 (exclusive); W=30: cols int(1.078)=1 .. int(28.92)=28
+    mask = garg_crop_mask(10, 30)
+    expected = torch.zeros(10, 30, dtype=torch.bool)
+    expected[4:9, 1:28] = True
+    assert torch.equal(mask, expected)
+    assert int(mask.sum()) == 5 * 27
+
+
+def test_metrics_garg_crop():
+    # pred right inside the crop (135 pixels), off by 2x outside it (165 pixels).
+    gt = torch.full((1, 1, 10, 30), 5.0)
+    pred = torch.full((1, 1, 10, 30), 10.0)
+    pred[..., 4:9, 1:28] = 5.0
+    assert compute_depth_metrics(gt, pred, crop="garg")["abs_rel"] == approx(0.0)
+    m = compute_depth_metrics(gt, pred)
+    assert m["abs_rel"] == approx(165 / 300 * 1.0)
+    assert m["a1"] == approx(135 / 300)
+    with pytest.raises(ValueError, match="crop"):
+        compute_depth_metrics(gt, pred, crop="eigen")
+
+
+def test_metrics_resize_bilinear_align_corners():
+    # pred [1,2] = 1, 3 resized to 1x3 with align_corners=True -> 1, 2, 3.
+    gt = depth([[1.0, 2.0, 3.0]])
+    assert compute_depth_metrics(gt, depth([[1.0, 3.0]]))["abs_rel"] == approx(0.0)
+
+
+def test_metrics_mean_over_images_skips_images_without_depth():
+    # image 0: abs_rel 0.5; image 1: abs_rel 0; image 2: no valid gt -> left out.
+    gt = torch.tensor([[[[4.0]]], [[[3.0]]], [[[0.0]]]])
+    pred = torch.tensor([[[[2.0]]], [[[3.0]]], [[[5.0]]]])
+    m = compute_depth_metrics(gt, pred)
+    assert m["n"] == 2
+    assert m["abs_rel"] == approx(0.25)
+    empty = compute_depth_metrics(gt[2:], pred[2:])
+    assert empty["n"] == 0 and math.isnan(empty["abs_rel"])
+
+
+def test_metrics_bad_shapes():
+    with pytest.raises(ValueError, match=r"gt must be \[B,1,H,W\]"):
+        compute_depth_metrics(torch.ones(2, 2), torch.ones(1, 1, 2, 2))
+    with pytest.raises(ValueError, match="batch sizes"):
+        compute_depth_metrics(torch.ones(2, 1, 2, 2), torch.ones(1, 1, 2, 2))
+
+
+# ----------------------------------------------------------------- evaluate
+def _items():
+    # Stub net predicts inverse depth 0.5 -> depth 2 everywhere.
+    # Image A: gt 4 -> abs_rel 0.5, scale 2; image B: gt 1 -> abs_rel 1, scale 0.5.
+    rgb = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return [{"rgb": rgb, "depth": torch.full((1, 32, 32), 4.0)},
+            {"rgb": rgb, "depth": torch.full((1, 32, 32), 1.0)}]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_evaluate_stub_net(batch_size):
+    net = ConstantInvDepth(0.5).train()
+    loader = torch.utils.data.DataLoader(_items(), batch_size=batch_size)
+    result = evaluate(net, loader, "cpu", progress=False)
+    assert net.training, "evaluate() must restore the net's mode"
+    assert result["n"] == 2
+    assert result["metric"]["abs_rel"] == approx((0.5 + 1.0) / 2)
+    assert result["metric"]["rmse"] == approx((2.0 + 1.0) / 2)
+    assert result["metric"]["a1"] == approx(0.0)
+    assert result["scale"] == approx((2.0 + 0.5) / 2)
+    assert result["median_scaled"]["abs_rel"] == approx(0.0)
+    assert result["median_scaled"]["a1"] == approx(1.0)
+    table = format_metrics(result)
+    assert "median_scaled" in table and "abs_rel" in table and "1.2500" in table
+
+
+def test_evaluate_unbatched_list_and_progress(capsys):
+    result = evaluate(ConstantInvDepth(0.5), _items(), "cpu", progress=True)
+    assert result["metric"]["abs_rel"] == approx(0.75)
+    with pytest.raises(ValueError, match="'rgb' and 'depth'"):
+        evaluate(ConstantInvDepth(), [{"image": torch.rand(3, 8, 8)}], progress=False)
+
+
+def test_evaluate_tiny_packnet_runs():
+    torch.manual_seed(0)
+    items = [{"rgb": torch.rand(3, 64, 64), "depth": torch.rand(1, 64, 64) * 10 + 1}
+             for _ in range(2)]
+    with packops.use_backend("reference"):
+        result = evaluate(TinyPackNet(), items, "cpu", crop="garg", progress=False)
+    assert result["n"] == 2
+    for part in ("metric", "median_scaled"):
+        assert all(math.isfinite(v) for v in result[part].values())
+    # depth = 1/inv, inv in (0, 2): every prediction is > 0.5
+    assert result["scale"] > 0
+
+
+# ---------------------------------------------------------------- visualize
+def _luminance(img):
+    return img.astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])
+
+
+def test_colorize_monotonic_and_shapes():
+    ramp = torch.linspace(0.1, 2.0, 200).view(1, 200).expand(3, 200)
+    img = colorize_depth(ramp, percentiles=(0.0, 100.0))
+    assert img.shape == (3, 200, 3) and img.dtype == np.uint8
+    lum = _luminance(img[0])
+    # brighter for larger values; rounding each channel to uint8 may dip < 1 level
+    assert np.diff(lum).min() > -1.0 and lum[-1] - lum[0] > 200
+    assert np.array_equal(img[0], img[2])
+    # depth shown as inverse depth: near (small depth) is bright
+    inv_img = colorize_depth(ramp[:1], inverse=True, percentiles=(0.0, 100.0))
+    assert _luminance(inv_img[0])[0] > _luminance(inv_img[0])[-1]
+    # [1,H,W] input, invalid pixels black, vmin/vmax clip
+    x = torch.tensor([[[0.0, 1.0, float("nan"), 5.0]]])
+    out = colorize_depth(x, vmin=1.0, vmax=2.0)
+    assert out.shape == (1, 4, 3)
+    assert out[0, 0].tolist() == [0, 0, 0] and out[0, 2].tolist() == [0, 0, 0]
+    assert out[0, 3].tolist() == COLORMAPS["magma"][-1].tolist()
+    assert out[0, 1].tolist() == COLORMAPS["magma"][0].tolist()
+    assert colorize_depth(torch.zeros(4, 5)).sum() == 0
+    with pytest.raises(ValueError, match="cmap"):
+        colorize_depth(ramp, cmap="jet")
+
+
+def test_colormap_table_lightness_monotonic():
+    from packnet.visualize import _MAGMA_POINTS
+    assert np.all(np.diff(_MAGMA_POINTS @ np.array([0.2126, 0.7152, 0.0722])) > 0)
+
+
+@pytest.mark.parametrize("channels", [None, 3, 4])
+@pytest.mark.parametrize("writer", ["own", "pil"])
+def test_png_round_trip(tmp_path, channels, writer):
+    if writer == "pil" and not HAVE_PIL:
+        pytest.skip("Pillow is not installed")
+    rng = np.random.default_rng(0)
+    shape = (7, 5) if channels is None else (7, 5, channels)
+    img = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    path = save_png(str(tmp_path / "x.png"), img, backend=writer)
+    assert np.array_equal(load_png(path, backend="own"), img)
+    if HAVE_PIL:
+        assert np.array_equal(load_png(path, backend="pil"), img)
+
+
+def _filtered_png(img, bpp):
+    """PNG bytes of uint8 [H, W*bpp] rows, row y filtered with type y % 5
+    (None, Sub, Up, Average, Paeth), written out from the PNG spec."""
+    import struct
+    import zlib
+    from packnet.visualize import _chunk
+    H, stride = img.shape
+    a = img.astype(np.int64)
+    raw = b""
+    for y in range(H):
+        cur = a[y]
+        up = a[y - 1] if y else np.zeros(stride, np.int64)
+        left = np.concatenate([np.zeros(bpp, np.int64), cur[:-bpp]])
+        upleft = np.concatenate([np.zeros(bpp, np.int64), up[:-bpp]])
+        p = left + up - upleft
+        pa, pb, pc = abs(p - left), abs(p - up), abs(p - upleft)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+        pred = [0 * cur, left, up, (left + up) // 2, paeth][y % 5]
+        raw += bytes([y % 5]) + ((cur - pred) % 256).astype(np.uint8).tobytes()
+    header = struct.pack(">IIBBBBB", stride // bpp, H, 8, {3: 2, 4: 6}[bpp], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw))
+            + _chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("bpp", [3, 4])
+def test_png_reader_all_filters(bpp):
+    """Rows filtered with each of the five PNG filter types decode exactly
+    (and Pillow, when present, agrees on the test file)."""
+    img = np.random.default_rng(1).integers(0, 256, (10, 6, bpp), dtype=np.uint8)
+    data = _filtered_png(img.reshape(10, -1), bpp)
+    assert np.array_equal(decode_png(data), img)
+    if HAVE_PIL:
+        import io
+        from PIL import Image
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), img)
+    with pytest.raises(ValueError, match="not a PNG"):
+        decode_png(b"GIF89a....")
+
+
+def test_preview_stacks_rows():
+    rgb = torch.rand(3, 16, 24)
+    pred = torch.rand(1, 8, 12) * 10 + 1  # half size: resized
+    img = preview(rgb, pred)
+    assert img.shape == (32, 24, 3) and img.dtype == np.uint8
+    assert np.array_equal(img[:16], (rgb.permute(1, 2, 0) * 255).round().byte().numpy())
+    gt = torch.zeros(1, 16, 24)
+    gt[0, ::3, ::3] = 5.0
+    img = preview(rgb, pred, gt)
+    assert img.shape == (48, 24, 3)
+    assert img[16:32].reshape(-1, 3).sum(1).min() > 0  # dense prediction: no black
+    assert img[32 + 1, 1].tolist() == [0, 0, 0]  # no gt -> black
+    assert img[32, 0].sum() > 0
+
+
+# -------------------------------------------------------------------- infer
+def _write_images(directory):
+    rng = np.random.default_rng(0)
+    save_png(str(directory / "a.png"), rng.integers(0, 256, (40, 70, 3), dtype=np.uint8))
+    save_png(str(directory / "b.png"), rng.integers(0, 256, (64, 48), dtype=np.uint8))  # grey
+    (directory / "notes.txt").write_text("not an image")
+
+
+def _tiny_checkpoint(path):
+    torch.manual_seed(0)
+    net = TinyPackNet()
+    torch.save({"model": {"depth_net": net.state_dict(), "pose_net": {}},
+                "config": {"model": "TinyPackNet", "model_kwargs": {"version": "1A"}}}, path)
+    return net
+
+
+def test_infer_directory_with_checkpoint(tmp_path, monkeypatch):
+    import packnet.models
+    # the checkpoint names a class of packnet.models: register the tiny one there
+    monkeypatch.setattr(packnet.models, "TinyPackNet", TinyPackNet, raising=False)
+    images, out = tmp_path / "images", tmp_path / "out"
+    images.mkdir()
+    _write_images(images)
+    net = _tiny_checkpoint(tmp_path / "ck.pt")
+    loaded = load_depth_net(tmp_path / "ck.pt")
+    assert not loaded.training
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+    with packops.use_backend("reference"):
+        written = infer(str(images), str(tmp_path / "ck.pt"), str(out))
+    names = [os.path.basename(p) for p in written]
+    assert names == ["a_depth.png", "a_depth.npy", "b_depth.png", "b_depth.npy"]
+    a = np.load(out / "a_depth.npy")
+    assert a.shape == (40, 70) and a.dtype == np.float32
+    assert np.all(a > 0.5) and np.all(np.isfinite(a))  # depth = 1 / (0..2)
+    assert load_png(str(out / "a_depth.png")).shape == (40, 70, 3)
+    assert np.load(out / "b_depth.npy").shape == (64, 48)  # ran at 64x64 (48 -> 64)
+
+    # a module works too, and a fixed network size gives the same output size
+    with packops.use_backend("reference"):
+        written = infer(str(images / "a.png"), loaded, str(tmp_path / "o2"), size=(64, 96))
+    assert np.load(written[1]).shape == (40, 70)
+
+
+def test_infer_and_load_errors(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        infer(str(tmp_path / "missing.png"), ConstantInvDepth(), str(tmp_path / "o"))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match="bad.png"):
+        infer(str(bad), ConstantInvDepth(), str(tmp_path / "o"))
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_depth_net(tmp_path / "nope.pt")
+    torch.save({"model": {"depth_net": {}}, "config": {"model": "NoSuchNet"}}, tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="unknown model 'NoSuchNet'"):
+        load_depth_net(tmp_path / "c.pt")
+    torch.save({"weights": 1}, tmp_path / "d.pt")
+    with pytest.raises(ValueError, match="not a packnet checkpoint"):
+        load_depth_net(tmp_path / "d.pt")
+    with pytest.raises(ValueError, match="multiples of 32"):
+        infer(str(tmp_path), ConstantInvDepth(), str(tmp_path / "o"), size=(40, 64))
+
+
+def test_load_checkpoint_with_numpy_state(tmp_path, monkeypatch):
+    """Training checkpoints hold numpy RNG state: weights_only refuses it, the
+    trusted fallback reads it, trusted=False says why it will not."""
+    import packnet.models
+    monkeypatch.setattr(packnet.models, "TinyPackNet", TinyPackNet, raising=False)
+    torch.save({"model": {"depth_net": TinyPackNet().state_dict()},
+                "config": {"model": "TinyPackNet"}, "rng": {"numpy": np.random.get_state()}},
+               tmp_path / "ck.pt")
+    assert isinstance(load_depth_net(tmp_path / "ck.pt"), TinyPackNet)
+    with pytest.raises(ValueError, match="trusted=True"):
+        load_depth_net(tmp_path / "ck.pt", trusted=False)
+
+
+# ------------------------------------------------------------------- export
+def test_export_onnx_tiny_packnet(tmp_path):
+    if not HAVE_ONNX:
+        pytest.skip("onnx is not installed: pip install onnx onnxruntime")
+    net = TinyPackNet().train()
+    diff = export_onnx(net, str(tmp_path / "tiny.onnx"), size=(64, 64))
+    assert net.training, "export_onnx must restore the net's mode"
+    assert (tmp_path / "tiny.onnx").stat().st_size > 0
+    if HAVE_ORT:
+        assert diff is not None and diff < 1e-4
+    else:
+        assert diff is None
+    with pytest.raises(ValueError, match="multiples of 32"):
+        export_onnx(net, str(tmp_path / "x.onnx"), size=(60, 64))
+
+
+def test_without_pillow_png_only(tmp_path, monkeypatch):
+    """Without Pillow: our writer and reader do PNG; JPEG fails naming the file."""
+    import packnet.infer
+    import packnet.visualize
+    monkeypatch.setattr(packnet.visualize, "_have_pillow", lambda: False)
+    monkeypatch.setattr(packnet.infer, "_have_pillow", lambda: False)
+    images = tmp_path / "images"
+    images.mkdir()
+    _write_images(images)
+    written = infer(str(images), ConstantInvDepth(0.25), str(tmp_path / "out"))
+    assert np.allclose(np.load(written[1]), 4.0)
+    assert load_png(written[0]).shape == (40, 70, 3)
+    (images / "c.jpg").write_bytes(b"\xff\xd8\xff\xe0 fake jpeg")
+    with pytest.raises(ValueError, match=r"c\.jpg.*pip install pillow"):
+        infer(str(images / "c.jpg"), ConstantInvDepth(), str(tmp_path / "out"))
+
+
+def test_export_missing_onnx_says_what_to_install(tmp_path, monkeypatch):
+    def no_onnx(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'onnx'")
+    monkeypatch.setattr(torch.onnx, "export", no_onnx)
+    with pytest.raises(RuntimeError, match="pip install onnx onnxruntime"):
+        export_onnx(ConstantInvDepth(), str(tmp_path / "x.onnx"), size=(32, 32))
