@@ -1,0 +1,58 @@
+"""The packnet command: train preview, infer and export-onnx on a trained checkpoint."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from packnet import cli, visualize
+from packnet.train import Trainer, TrainConfig
+
+from test_train import _Pairs
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(name="t", out_dir=str(tmp), size=(32, 64), batch_size=2, steps=2,
+                      ckpt_every=100, preview_every=2, progress=False, num_scales=2)
+    tr = Trainer(cfg, dataset=_Pairs(), log=lambda m: None).fit()
+    previews = os.listdir(os.path.join(tmp, "t", "previews"))
+    assert previews == ["step_0000002.png"]
+    img = visualize.load_png(os.path.join(tmp, "t", "previews", previews[0]))
+    assert img.shape == (3 * 32, 64, 3)  # input, prediction, ground truth
+    return tr.ckpt_path
+
+
+def test_infer_writes_png_and_npy(checkpoint, tmp_path):
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i in range(2):
+        visualize.save_png(str(src / f"f{i}.png"),
+                           (np.random.default_rng(i).random((64, 96, 3)) * 255).astype(np.uint8))
+    out = tmp_path / "out"
+    assert cli.main(["infer", str(src), "--checkpoint", checkpoint, "--out", str(out),
+                     "--device", "cpu"]) == 0
+    names = sorted(os.listdir(out))
+    assert names == ["f0_depth.npy", "f0_depth.png", "f1_depth.npy", "f1_depth.png"]
+    depth = np.load(out / "f0_depth.npy")
+    assert depth.shape == (64, 96) and np.isfinite(depth).all() and (depth > 0).all()
+
+
+def test_export_onnx(checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is needed to check the export")
+    out = tmp_path / "depth.onnx"
+    assert cli.main(["export-onnx", "--checkpoint", checkpoint, "--out", str(out),
+                     "--size", "64", "64"]) == 0
+    assert out.stat().st_size > 0
+
+
+def test_train_flags_build_the_config():
+    args = cli.build_parser().parse_args(["train", "--steps", "7", "--size", "64", "128",
+                                          "--no-velocity", "--set", "lr=0.001",
+                                          "--set", "data_kwargs={num_sequences: 2}"])
+    cfg = cli._config(args)
+    assert cfg.steps == 7 and cfg.size == (64, 128) and cfg.velocity_weight == 0
+    assert cfg.lr == 0.001 and cfg.data_kwargs == {"num_sequences": 2}
+    with pytest.raises(ValueError, match="unknown setting"):
+        cli._config(cli.build_parser().parse_args(["train", "--set", "nope=1"]))
