@@ -1,0 +1,1 @@
+"""Data: synthetic driving renderer, KITTI raw and folder loaders, augmentation."""
