@@ -9,7 +9,13 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
+
+from . import png
+
+try:  # Pillow is optional: without it PNG files go through our own codec (png.py)
+    from PIL import Image
+except ImportError:  # pragma: no cover - depends on the environment
+    Image = None
 
 __all__ = ["DataError", "read_rgb", "write_rgb", "read_text", "SkipBadMixin", "IMAGE_EXTS"]
 
@@ -29,19 +35,36 @@ def read_rgb(path):
     if not os.path.isfile(path):
         raise DataError(path, "image file not found")
     try:
-        with Image.open(path) as im:
-            im.load()  # decode now: truncated / corrupt data fails here, not later
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        arr = _decode_rgb(path)
     except Exception as e:  # PIL raises several types (OSError, SyntaxError, ValueError ...)
         raise DataError(path, f"cannot decode image ({type(e).__name__}: {e})") from e
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def write_rgb(path, rgb):
-    """rgb: [3,H,W] float in [0,1] -> 8-bit PNG (or any PIL format by extension)."""
+def _decode_rgb(path, use_pil=None):
+    """[H,W,3] uint8 from an image file (Pillow, else png.py for PNG files)."""
+    if Image is not None and use_pil is not False:
+        with Image.open(path) as im:
+            im.load()  # decode now: truncated / corrupt data fails here, not later
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    if not str(path).lower().endswith(".png"):
+        raise ValueError("only PNG can be read without Pillow")
+    with open(path, "rb") as f:
+        arr = png.decode(f.read())
+    if arr.ndim == 2:
+        arr = (arr >> 8).astype(np.uint8)[..., None]
+    return arr[..., :3] if arr.shape[2] >= 3 else np.repeat(arr[..., :1], 3, axis=2)
+
+
+def write_rgb(path, rgb, use_pil=None):
+    """rgb: [3,H,W] float in [0,1] -> 8-bit PNG (with Pillow: any format by extension)."""
     arr = (rgb.detach().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(arr).save(path)
+    if Image is not None and use_pil is not False:
+        Image.fromarray(arr).save(path)
+        return
+    with open(path, "wb") as f:
+        f.write(png.encode(arr))
 
 
 def read_text(path):
