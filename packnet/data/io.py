@@ -1,0 +1,125 @@
+"""Image I/O and the corrupt/missing-file policy shared by the loaders.
+
+Every failure to read a file raises DataError naming the file. Loaders built
+with skip_bad=True catch it instead, skip the sample (the next good one is
+returned in its place), count it in `dataset.skipped` and list the file in
+`dataset.bad_files`. With DataLoader workers each worker counts its own.
+"""
+import os
+
+import numpy as np
+import torch
+
+from . import png
+
+try:  # Pillow is optional: without it PNG files go through our own codec (png.py)
+    from PIL import Image
+except ImportError:  # pragma: no cover - depends on the environment
+    Image = None
+
+__all__ = ["DataError", "read_rgb", "write_rgb", "read_text", "SkipBadMixin", "IMAGE_EXTS"]
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
+
+
+class DataError(RuntimeError):
+    """A data file is missing, corrupt or malformed; `.path` names it."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+
+
+def read_rgb(path):
+    """Image file -> [3,H,W] float32 in [0,1]. DataError naming the file on failure."""
+    if not os.path.isfile(path):
+        raise DataError(path, "image file not found")
+    try:
+        arr = _decode_rgb(path)
+    except Exception as e:  # PIL raises several types (OSError, SyntaxError, ValueError ...)
+        raise DataError(path, f"cannot decode image ({type(e).__name__}: {e})") from e
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def _decode_rgb(path, use_pil=None):
+    """[H,W,3] uint8 from an image file (Pillow, else png.py for PNG files)."""
+    if Image is not None and use_pil is not False:
+        with Image.open(path) as im:
+            im.load()  # decode now: truncated / corrupt data fails here, not later
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    if not str(path).lower().endswith(".png"):
+        raise ValueError("only PNG can be read without Pillow")
+    with open(path, "rb") as f:
+        arr = png.decode(f.read())
+    if arr.ndim == 2:
+        arr = (arr >> 8).astype(np.uint8)[..., None]
+    return arr[..., :3] if arr.shape[2] >= 3 else np.repeat(arr[..., :1], 3, axis=2)
+
+
+def write_rgb(path, rgb, use_pil=None):
+    """rgb: [3,H,W] float in [0,1] -> 8-bit PNG (with Pillow: any format by extension)."""
+    arr = (rgb.detach().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if Image is not None and use_pil is not False:
+        Image.fromarray(arr).save(path)
+        return
+    with open(path, "wb") as f:
+        f.write(png.encode(arr))
+
+
+def read_text(path):
+    if not os.path.isfile(path):
+        raise DataError(path, "file not found")
+    try:
+        with open(path) as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(path, f"cannot read ({e})") from e
+
+
+def parse_floats(path, text=None):
+    """All whitespace/comma separated numbers of a text file as a float64 array."""
+    text = read_text(path) if text is None else text
+    try:
+        return np.array([float(x) for x in text.replace(",", " ").split()], dtype=np.float64)
+    except ValueError as e:
+        raise DataError(path, f"expected numbers ({e})") from e
+
+
+class SkipBadMixin:
+    """__getitem__ with the skip_bad policy; subclasses implement _load(idx)."""
+
+    skip_bad = False
+
+    def _init_skip(self, skip_bad):
+        self.skip_bad = bool(skip_bad)
+        self.skipped = 0
+        self.bad_files = []
+        self._bad = set()
+
+    def _record_bad(self, idx, path):
+        self._bad.add(idx)
+        self.skipped += 1
+        self.bad_files.append(str(path))
+
+    def __getitem__(self, idx):
+        n = len(self)
+        if not -n <= idx < n:
+            raise IndexError(f"index {idx} out of range for {n} items")
+        idx %= n
+        if not self.skip_bad:
+            sample = self._load(idx)
+        else:
+            for k in range(n):
+                j = (idx + k) % n
+                if j in self._bad:
+                    continue
+                try:
+                    sample = self._load(j)
+                    break
+                except DataError as e:
+                    self._record_bad(j, e.path)
+            else:
+                raise DataError(getattr(self, "root", "?"), f"all {n} samples are bad")
+        transform = getattr(self, "transform", None)
+        return transform(sample) if transform is not None else sample

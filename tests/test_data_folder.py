@@ -1,0 +1,81 @@
+"""FolderDataset on a few written synthetic frames."""
+import os
+
+import pytest
+import torch
+
+from packnet.data.folder import FolderDataset
+from packnet.data.io import DataError, write_rgb
+from packnet.data.synthetic import SyntheticDriving
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder")
+    syn = SyntheticDriving("val", "64x192", num_sequences=1, frames_per_sequence=5, seed=5)
+    d = root / "frames"
+    for i in range(5):
+        write_rgb(str(d / f"frame_{i:03d}.png"), syn.frame(0, i)[0])
+    K = syn.K
+    (root / "K3x3.txt").write_text("\n".join(" ".join(f"{x:.10f}" for x in row) for row in K))
+    (root / "K4.txt").write_text(f"{K[0, 0]:.10f}, {K[1, 1]:.10f}, {K[0, 2]:.10f}, {K[1, 2]:.10f}\n")
+    _, traj = syn.sequence(0)
+    (root / "speed.txt").write_text("\n".join(repr(traj.speed(i)) for i in range(5)))
+    return root, syn
+
+
+@pytest.mark.parametrize("kfile", ["K3x3.txt", "K4.txt"])
+def test_folder_items(frames, kfile):
+    root, syn = frames
+    ds = FolderDataset(str(root / "frames"), str(root / kfile), speed_file=str(root / "speed.txt"))
+    assert len(ds) == 3
+    s, ref = ds[1], syn[1]
+    assert s["filename"].endswith("frame_002.png")
+    assert torch.allclose(s["intrinsics"], ref["intrinsics"])
+    assert s["speed"] == pytest.approx(ref["speed"], rel=1e-12)
+    assert (s["rgb"] - ref["rgb"]).abs().max() <= 0.5 / 255 + 1e-6
+    assert (s["rgb_context"][1] - ref["rgb_context"][1]).abs().max() <= 0.5 / 255 + 1e-6
+    assert s["timestamps_context"] == pytest.approx([0.1, 0.3])
+
+
+def test_folder_resize_and_context(frames):
+    root, _ = frames
+    ds = FolderDataset(str(root / "frames"), str(root / "K4.txt"), size=(32, 96), context=(-2, 1))
+    assert len(ds) == 2 and "speed" not in ds[0]
+    s = ds[0]
+    assert s["rgb"].shape == (3, 32, 96) and len(s["rgb_context"]) == 2
+    full = FolderDataset(str(root / "frames"), str(root / "K4.txt"))[0]["intrinsics"]
+    assert s["intrinsics"][0, 0] == pytest.approx(full[0, 0] / 2)
+    assert s["intrinsics"][1, 2] == pytest.approx((full[1, 2] + 0.5) / 2 - 0.5)
+
+
+def test_folder_errors(frames, tmp_path):
+    root, _ = frames
+    with pytest.raises(DataError, match="nope.txt"):
+        FolderDataset(str(root / "frames"), str(root / "nope.txt"))
+    with pytest.raises(DataError, match="nothere"):
+        FolderDataset(str(root / "nothere"), str(root / "K4.txt"))
+    bad_k = tmp_path / "K5.txt"
+    bad_k.write_text("1 2 3 4 5")
+    with pytest.raises(DataError, match="K5.txt"):
+        FolderDataset(str(root / "frames"), str(bad_k))
+    short = tmp_path / "speed.txt"
+    short.write_text("1.0\n2.0\n")
+    with pytest.raises(DataError, match="2 speeds for 5 frames"):
+        FolderDataset(str(root / "frames"), str(root / "K4.txt"), speed_file=str(short))
+
+
+def test_folder_corrupt_skip(frames, tmp_path):
+    root, _ = frames
+    d = tmp_path / "frames"
+    d.mkdir()
+    for f in sorted(os.listdir(root / "frames")):
+        (d / f).write_bytes((root / "frames" / f).read_bytes())
+    (d / "frame_004.png").write_bytes(b"not a png at all")
+    ds = FolderDataset(str(d), str(root / "K4.txt"))
+    assert ds[0]["rgb"].shape == (3, 64, 192)
+    with pytest.raises(DataError, match="frame_004.png"):
+        ds[2]
+    ds = FolderDataset(str(d), str(root / "K4.txt"), skip_bad=True)
+    assert ds[2]["filename"].endswith("frame_001.png")  # wraps around to the next good item
+    assert ds.skipped == 1 and ds.bad_files == [str(d / "frame_004.png")]
