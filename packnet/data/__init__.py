@@ -10,3 +10,27 @@ from .synthetic import PRESETS, SyntheticDriving
 __all__ = ["SyntheticDriving", "PRESETS", "write_kitti", "KITTIRaw", "FolderDataset",
            "read_intrinsics", "DataError", "Augmentation", "color_jitter", "hflip",
            "resize_sample"]
+
+
+def make_dataset(name, split="train", size=(192, 640), **kwargs):
+    """The dataset the trainer and `packnet eval` use, by name.
+
+    synthetic: SyntheticDriving(split, size, **kwargs)
+    kitti:     KITTIRaw(root, split_file=kwargs['split_files'][split] or kwargs['split_file'], size)
+    folder:    FolderDataset(root, intrinsics_file, size=size, **kwargs) (one sequence: every split)
+    """
+    size = tuple(size)
+    if name == "synthetic":
+        return SyntheticDriving(split=split, size=size, **kwargs)
+    if name == "kitti":
+        kw = dict(kwargs)
+        files = kw.pop("split_files", None)
+        split_file = files[split] if files else kw.pop("split_file")
+        return KITTIRaw(kw.pop("root"), split_file, size=size, **kw)
+    if name == "folder":
+        kw = dict(kwargs)
+        return FolderDataset(kw.pop("root"), kw.pop("intrinsics_file"), size=size, **kw)
+    raise ValueError(f"make_dataset: unknown dataset {name!r}; choose synthetic, kitti or folder")
+
+
+__all__ += ["make_dataset"]
