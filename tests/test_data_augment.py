@@ -1,14 +1,10 @@
 """Augmentation: flip, resize, colour jitter on synthetic items."""
-import os
+import pytest
+import torch
 
-os.environ.setdefault("PACKOPS_BACKEND", "reference")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-import packops  # noqa: E402
-from packnet.data.augment import Augmentation, color_jitter, hflip, resize_sample  # noqa: E402
-from packnet.data.synthetic import SyntheticDriving  # noqa: E402
+import packops
+from packnet.data.augment import Augmentation, color_jitter, hflip, resize_sample
+from packnet.data.synthetic import SyntheticDriving
 
 
 @pytest.fixture(scope="module")

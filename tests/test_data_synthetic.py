@@ -1,17 +1,14 @@
 """The synthetic renderer: determinism, splits, speed, and exact depth/pose
 (reprojecting frame t+1 into t with the true depth and pose reproduces it)."""
-import os
 import time
 
-os.environ.setdefault("PACKOPS_BACKEND", "reference")
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-import packops  # noqa: E402
-from packnet.data.synthetic import PRESETS, SyntheticDriving  # noqa: E402
+import packops
+from packnet.data.synthetic import PRESETS, SyntheticDriving
 
 
 def _ds(split="train", size="64x192", **kw):

@@ -73,7 +73,9 @@ def test_auto_fallback_warns_once():
 
 
 def _run_python(code, **env):
-    full_env = dict(os.environ, **env)
+    # a clean packops environment: only what the test sets
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PACKOPS_")}
+    full_env.update(env)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
                           capture_output=True, text=True, timeout=300)
 
