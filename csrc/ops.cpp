@@ -287,7 +287,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> reproject
   need_Ks = need_Ks && has_src;
   const bool need_pose = need_K || need_T || need_Ks;
   const int64_t B = image.size(0);
-  at::Tensor gi = need_image ? at::zeros(image.sizes(), image.options()) : at::empty({0}, image.options());
+  // The kernel writes every element of grad_image; with no pixels it is zero.
+  at::Tensor gi = maybe_grad(need_image, image);
+  if (need_image && depth.numel() == 0) gi.zero_();
   at::Tensor gd = maybe_grad(need_depth, depth);
   at::Tensor gK = at::zeros({B, 3, 3}, c.K.options()), gKs = at::zeros({B, 3, 3}, c.K.options());
   at::Tensor gT = at::zeros({B, c.t_rows, 4}, c.T.options());

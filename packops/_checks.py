@@ -24,12 +24,7 @@ def same(op, a_name, a, b_name, b):
     if a.shape != b.shape:
         raise ValueError(f"packops.{op}: {a_name} and {b_name} must have the same shape, got "
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
-    if a.dtype != b.dtype:
-        raise ValueError(f"packops.{op}: {a_name} and {b_name} must have the same dtype, got "
-                         f"{_desc(a)} and {_desc(b)}")
-    if a.device != b.device:
-        raise ValueError(f"packops.{op}: {a_name} and {b_name} must be on the same device, got "
-                         f"{_desc(a)} and {_desc(b)}")
+    same_dtype_device(op, a_name, a, b_name, b)
 
 
 def min_spatial(op, name, t, n):
