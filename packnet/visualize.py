@@ -9,17 +9,15 @@ through 17 points sampled from matplotlib's magma (black -> purple -> orange
 reads correctly in grey too); "gray" is the identity ramp.
 
 PNG: Pillow writes and reads when installed; otherwise (or with
-`backend="own"`) a small zlib writer (8-bit grey / RGB / RGBA, filter 0) and
-reader (8-bit grey / grey+alpha / RGB / RGBA, non-interlaced, all five
-filters) do it.
+`backend="own"`) the built-in codec packnet.png does it.
 """
 import os
-import struct
-import zlib
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from . import png
 
 __all__ = ["COLORMAPS", "colorize_depth", "save_png", "load_png", "to_uint8_image", "preview"]
 
@@ -145,11 +143,6 @@ def preview(rgb, pred_depth, gt_depth=None, cmap="magma"):
 
 
 # ------------------------------------------------------------------ PNG
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_COLOR_TYPES = {1: 0, 3: 2, 4: 6}        # channels -> PNG colour type
-_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}     # PNG colour type -> channels
-
-
 def _have_pillow():
     try:
         import PIL.Image  # noqa: F401
@@ -172,94 +165,17 @@ def _check_image_array(img):
     return np.ascontiguousarray(img)
 
 
-def _chunk(kind, data):
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-
 def encode_png(img):
-    """uint8 [H,W] / [H,W,3] / [H,W,4] -> PNG bytes (filter 0 on every row)."""
-    img = _check_image_array(img)
-    H, W = img.shape[:2]
-    channels = 1 if img.ndim == 2 else img.shape[2]
-    header = struct.pack(">IIBBBBB", W, H, 8, _COLOR_TYPES[channels], 0, 0, 0)
-    rows = img.reshape(H, W * channels)
-    raw = np.concatenate([np.zeros((H, 1), np.uint8), rows], axis=1).tobytes()
-    return (_PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 6))
-            + _chunk(b"IEND", b""))
-
-
-def _paeth(a, b, c):
-    """Paeth predictor on int arrays of one pixel's bytes."""
-    p = a + b - c
-    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
-    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-
-
-def _unfilter(raw, H, stride, bpp):
-    out = np.zeros((H, stride), dtype=np.uint8)
-    prev = np.zeros(stride, dtype=np.int32)
-    pos = 0
-    for y in range(H):
-        ftype, line = raw[pos], np.frombuffer(raw, np.uint8, stride, pos + 1).astype(np.int32)
-        pos += stride + 1
-        if ftype == 0:
-            cur = line
-        elif ftype == 2:
-            cur = (line + prev) & 0xFF
-        elif ftype == 1:  # Sub: a running sum along each byte lane of the pixels
-            cur = (np.cumsum(line.reshape(-1, bpp), axis=0) & 0xFF).reshape(-1)
-        elif ftype in (3, 4):  # Average / Paeth: sequential in x, one pixel at a time
-            cur = line.reshape(-1, bpp).copy()
-            up = prev.reshape(-1, bpp)
-            zero = np.zeros(bpp, dtype=np.int32)
-            for x in range(cur.shape[0]):
-                left = cur[x - 1] if x else zero
-                if ftype == 3:
-                    pred = (left + up[x]) // 2
-                else:
-                    pred = _paeth(left, up[x], up[x - 1] if x else zero)
-                cur[x] = (cur[x] + pred) & 0xFF
-            cur = cur.reshape(-1)
-        else:
-            raise ValueError(f"bad PNG filter type {ftype} in row {y}")
-        out[y] = cur
-        prev = cur
-    return out
+    """uint8 [H,W] / [H,W,3] / [H,W,4] -> PNG bytes (packnet.png, filter 0 on every row)."""
+    return png.encode(_check_image_array(img))
 
 
 def decode_png(data, name="<bytes>"):
-    """PNG bytes -> uint8 [H,W] (grey) or [H,W,C] (C = 2, 3, 4); 8-bit, not interlaced."""
-    if data[:8] != _PNG_SIGNATURE:
-        raise ValueError(f"{name}: not a PNG file")
-    pos, header, idat = 8, None, []
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-    if header is None or not idat:
-        raise ValueError(f"{name}: truncated PNG (no IHDR or IDAT chunk)")
-    W, H, depth, ctype, _, _, interlace = header
-    if depth != 8 or ctype not in _CHANNELS or interlace:
-        raise ValueError(f"{name}: unsupported PNG (bit depth {depth}, colour type {ctype}, "
-                         f"interlace {interlace}); the built-in reader handles 8-bit "
-                         f"grey/RGB/RGBA without interlacing; install Pillow for the rest")
-    channels = _CHANNELS[ctype]
-    try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error as e:
-        raise ValueError(f"{name}: corrupt PNG data ({e})") from None
-    stride = W * channels
-    if len(raw) != H * (stride + 1):
-        raise ValueError(f"{name}: PNG data has {len(raw)} bytes, expected {H * (stride + 1)}")
-    img = _unfilter(raw, H, stride, channels).reshape(H, W, channels)
-    return img[:, :, 0] if channels == 1 else img
+    """PNG bytes -> uint8 [H,W] (grey) or [H,W,C] (C = 2, 3, 4); see packnet.png."""
+    img = png.decode(data, name=name)
+    if img.dtype != np.uint8:
+        raise ValueError(f"{name}: a 16-bit PNG is not an 8-bit picture")
+    return img
 
 
 def save_png(path, img, backend="auto"):

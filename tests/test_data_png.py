@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from packnet.data import png
+from packnet import png
 from packnet.data.io import DataError, _decode_rgb, read_rgb
 
 

@@ -254,7 +254,7 @@ def _filtered_png(img, bpp):
     (None, Sub, Up, Average, Paeth), written out from the PNG spec."""
     import struct
     import zlib
-    from packnet.visualize import _chunk
+    from packnet.png import chunk as _chunk
     H, stride = img.shape
     a = img.astype(np.int64)
     raw = b""

@@ -10,9 +10,9 @@ import os
 import numpy as np
 import torch
 
-from . import png
+from .. import png
 
-try:  # Pillow is optional: without it PNG files go through our own codec (png.py)
+try:  # Pillow is optional: without it PNG files go through our own codec (packnet.png)
     from PIL import Image
 except ImportError:  # pragma: no cover - depends on the environment
     Image = None
@@ -42,7 +42,7 @@ def read_rgb(path):
 
 
 def _decode_rgb(path, use_pil=None):
-    """[H,W,3] uint8 from an image file (Pillow, else png.py for PNG files)."""
+    """[H,W,3] uint8 from an image file (Pillow, else packnet.png for PNG files)."""
     if Image is not None and use_pil is not False:
         with Image.open(path) as im:
             im.load()  # decode now: truncated / corrupt data fails here, not later
@@ -50,9 +50,9 @@ def _decode_rgb(path, use_pil=None):
     if not str(path).lower().endswith(".png"):
         raise ValueError("only PNG can be read without Pillow")
     with open(path, "rb") as f:
-        arr = png.decode(f.read())
+        arr = png.decode(f.read(), name=str(path))
     if arr.ndim == 2:
-        arr = (arr >> 8).astype(np.uint8)[..., None]
+        arr = (arr >> 8 if arr.dtype == np.uint16 else arr).astype(np.uint8)[..., None]
     return arr[..., :3] if arr.shape[2] >= 3 else np.repeat(arr[..., :1], 3, axis=2)
 
 
