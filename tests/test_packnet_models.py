@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import packops
 from packnet import geometry
-from packnet.models import (PackNet01, PackNetSlim01, PoseNet, count_flops_and_params,
+from packnet.models import (PackNet01, PackNetSlim01, PackNetTiny, PoseNet, count_flops_and_params,
                             count_params, strip_prefix, summary)
 
 from _assert import assert_close
@@ -433,3 +433,39 @@ def test_bad_constructor_arguments():
         PackNetSlim01("1B")
     with pytest.raises(ValueError, match="nb_ref_imgs"):
         PoseNet(0)
+
+
+def test_posenet_translation_and_rotation_scales():
+    """The output scales multiply the raw (tx, ty, tz) and (rx, ry, rz) and
+    change no parameter: the same weights give proportional outputs."""
+    torch.manual_seed(15)
+    base = PoseNet(2)
+    scaled = PoseNet(2, translation_scale=0.1, rotation_scale=0.02)
+    scaled.load_state_dict(base.state_dict())
+    img, ctx = _image(h=32, w=64, seed=16), [_image(h=32, w=64, seed=s) for s in (17, 18)]
+    a, b = base(img, ctx), scaled(img, ctx)
+    assert_close(b[..., :3], 10 * a[..., :3], 1e-6, "translation scale 0.1 vs 0.01")
+    assert_close(b[..., 3:], 2 * a[..., 3:], 1e-6, "rotation scale 0.02 vs 0.01")
+    assert list(scaled.state_dict()) == list(base.state_dict())
+    for bad in (0, -0.1, float("inf"), "0.1"):
+        with pytest.raises(ValueError, match="translation_scale must be a positive number"):
+            PoseNet(2, translation_scale=bad)
+    with pytest.raises(ValueError, match="rotation_scale must be a positive number"):
+        PoseNet(2, rotation_scale=float("nan"))
+
+
+@pytest.mark.parametrize("init_depth", [None, 10.0, 40.0])
+def test_init_depth_sets_the_initial_depth_and_keeps_the_layout(init_depth):
+    torch.manual_seed(19)
+    net = PackNetTiny(init_depth=init_depth).eval()
+    assert list(net.state_dict()) == list(PackNetTiny().state_dict())
+    with torch.no_grad(), packops.use_backend("reference"):
+        depth = 1.0 / net(_image(h=64, w=96, seed=20))
+    median = float(depth.median())
+    if init_depth is None:  # the release's zero bias: sigmoid(~0) / 0.5 ~ 1
+        assert 0.5 < median < 2.0, median
+    else:  # the weights are the release's init, so the outputs spread around the prior
+        assert init_depth / 2 < median < init_depth * 2, (init_depth, median)
+    for bad in (0.5, 0.1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="init_depth must be a finite depth > min_depth"):
+            PackNetTiny(init_depth=bad)

@@ -26,15 +26,21 @@ DIVISOR = 32  # five packings by 2
 
 class _PackNet(nn.Module):
     """The shared PackNet01 architecture; ni = pre_calc width, n = (n1..n5)
-    encoder widths, d = 3D features of the (un)packing layers."""
+    encoder widths, d = 3D features of the (un)packing layers; init_depth: see
+    PackNet01."""
 
-    def __init__(self, name, ni, n, d, version, dropout):
+    def __init__(self, name, ni, n, d, version, dropout, init_depth=None):
         super().__init__()
         if not isinstance(version, str) or len(version) != 2 or version[1] not in "AB":
             raise ValueError(f"{name}: unknown version {version!r}, expected '1A' "
                              f"(concatenated skips) or '1B' (added skips)")
         self.version = version[1:]  # the release keeps only the stacking letter
+        if init_depth is not None and not 0.5 < init_depth < float("inf"):
+            raise ValueError(f"{name}: init_depth must be a finite depth > min_depth 0.5, "
+                             f"got {init_depth!r}")
         self.config = dict(version=version, dropout=dropout)
+        if init_depth is not None:
+            self.config["init_depth"] = float(init_depth)
         no = 1  # one inverse-depth channel
         n1, n2, n3, n4, n5 = n
         if self.version == "A":
@@ -89,6 +95,12 @@ class _PackNet(nn.Module):
         self.disp1_layer = InvDepth(n1, out_channels=no)
 
         init_weights(self)
+        if init_depth is not None:
+            # sigmoid(b) / min_depth = 1 / init_depth on a zero input; the
+            # weights keep the release's init, so outputs start spread around it
+            for head in (self.disp1_layer, self.disp2_layer, self.disp3_layer, self.disp4_layer):
+                p = head.min_depth / float(init_depth)
+                nn.init.constant_(head.conv1.bias, float(torch.logit(torch.tensor(p))))
 
     def _join(self, unpacked, skip, *extra):
         # "A" concatenates the skip; "B" adds it (same width by construction).
@@ -144,7 +156,11 @@ class PackNet01(_PackNet):
     """PackNet with 3D packing, version 01 (the CVPR paper's network).
 
     version: "1A" (concatenated skips, 128.29M parameters) or "1B" (added
-    skips); dropout: Dropout2d probability on the residual shortcuts, or None.
+    skips); dropout: Dropout2d probability on the residual shortcuts, or None;
+    init_depth: None (the release's zero bias: inverse depths start near 1,
+    depths near 1) or a depth the inverse-depth heads' biases start at, a
+    prior for short runs where a metric pose is learned fast (changes no
+    parameter shape or name).
 
     forward(rgb [B,3,H,W]) returns, in train mode, the list of four inverse
     depths [full, 1/2, 1/4, 1/8] and, in eval mode, the full-resolution one
@@ -152,8 +168,9 @@ class PackNet01(_PackNet):
     bare (the form of the first release) and leave the dict to the trainer.
     """
 
-    def __init__(self, version="1A", dropout=None):
-        super().__init__("PackNet01", 64, (64, 64, 128, 256, 512), 8, version, dropout)
+    def __init__(self, version="1A", dropout=None, init_depth=None):
+        super().__init__("PackNet01", 64, (64, 64, 128, 256, 512), 8, version, dropout,
+                         init_depth)
 
 
 class PackNetSlim01(_PackNet):
@@ -165,12 +182,13 @@ class PackNetSlim01(_PackNet):
     Returns what PackNet01 returns.
     """
 
-    def __init__(self, version="1A", dropout=None):
+    def __init__(self, version="1A", dropout=None, init_depth=None):
         if version == "1B":
             raise ValueError("PackNetSlim01: version '1B' is not supported (the release's "
                              "1B adds a 64-channel unpack2 output to a 32-channel skip and "
                              "cannot run); use '1A'")
-        super().__init__("PackNetSlim01", 32, (32, 64, 128, 256, 512), 4, version, dropout)
+        super().__init__("PackNetSlim01", 32, (32, 64, 128, 256, 512), 4, version, dropout,
+                         init_depth)
 
 
 class PackNetTiny(_PackNet):
@@ -179,5 +197,6 @@ class PackNetTiny(_PackNet):
     such as `packnet train`'s default preset and the tests. Returns what
     PackNet01 returns."""
 
-    def __init__(self, version="1A", dropout=None):
-        super().__init__("PackNetTiny", 16, (16, 16, 32, 64, 128), 4, version, dropout)
+    def __init__(self, version="1A", dropout=None, init_depth=None):
+        super().__init__("PackNetTiny", 16, (16, 16, 32, 64, 128), 4, version, dropout,
+                         init_depth)

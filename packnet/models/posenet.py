@@ -28,21 +28,32 @@ class PoseNet(nn.Module):
     forward(image [B,3,H,W], context: list of nb_ref_imgs [B,3,H,W]) stacks the
     images on channels (target first, then the context in list order), runs
     seven stride-2 conv_gn layers and a 1x1 conv, averages over space and
-    returns 0.01 * [B, nb_ref_imgs, 6]: (tx, ty, tz, rx, ry, rz), the
-    target -> context transform; packnet.geometry.pose_vec2mat makes it a 4x4
-    with R = Rx @ Ry @ Rz. The 0.01 keeps the initial poses near identity.
+    returns [B, nb_ref_imgs, 6]: (tx, ty, tz, rx, ry, rz), the target ->
+    context transform, the raw outputs times translation_scale (tx, ty, tz)
+    and rotation_scale (rx, ry, rz); packnet.geometry.pose_vec2mat makes it a
+    4x4 with R = Rx @ Ry @ Rz. The release's 0.01 for both keeps the initial
+    poses near identity; it also means a translation of 1 m needs a raw output
+    of 100, which Adam at 2e-4 takes thousands of steps to reach, so short
+    metric-scale runs raise translation_scale (it changes no parameter).
     """
 
-    def __init__(self, nb_ref_imgs=2, rotation_mode="euler"):
+    def __init__(self, nb_ref_imgs=2, rotation_mode="euler", translation_scale=0.01,
+                 rotation_scale=0.01):
         super().__init__()
         if not isinstance(nb_ref_imgs, int) or nb_ref_imgs < 1:
             raise ValueError(f"PoseNet: nb_ref_imgs must be a positive int, got {nb_ref_imgs!r}")
         if rotation_mode != "euler":
             raise ValueError(f"PoseNet: only rotation_mode='euler' is supported, got "
                              f"{rotation_mode!r}")
+        for name, v in (("translation_scale", translation_scale),
+                        ("rotation_scale", rotation_scale)):
+            if not isinstance(v, (int, float)) or not 0 < v < float("inf"):
+                raise ValueError(f"PoseNet: {name} must be a positive number, got {v!r}")
         self.nb_ref_imgs = nb_ref_imgs
+        self.translation_scale, self.rotation_scale = float(translation_scale), float(rotation_scale)
         self.rotation_mode = rotation_mode
-        self.config = dict(nb_ref_imgs=nb_ref_imgs)
+        self.config = dict(nb_ref_imgs=nb_ref_imgs, translation_scale=self.translation_scale,
+                           rotation_scale=self.rotation_scale)
         c_in = 3 * (1 + nb_ref_imgs)
         for i, (c_out, k) in enumerate(zip(CONV_CHANNELS, CONV_KERNELS), start=1):
             setattr(self, f"conv{i}", conv_gn(c_in, c_out, kernel_size=k))
@@ -67,7 +78,9 @@ class PoseNet(nn.Module):
         for i in range(1, len(CONV_CHANNELS) + 1):
             x = getattr(self, f"conv{i}")(x)
         pose = self.pose_pred(x).mean(3).mean(2)  # [B, 6*nb_ref_imgs]
-        return 0.01 * pose.view(pose.size(0), self.nb_ref_imgs, 6)
+        pose = pose.view(pose.size(0), self.nb_ref_imgs, 2, 3)
+        scale = pose.new_tensor([self.translation_scale, self.rotation_scale]).view(2, 1)
+        return (pose * scale).view(pose.size(0), self.nb_ref_imgs, 6)
 
     def example_inputs(self, batch=1, height=192, width=640, device="cpu"):
         """Positional arguments of forward for [batch, 3, height, width] images."""
