@@ -79,3 +79,28 @@ def test_folder_corrupt_skip(frames, tmp_path):
     ds = FolderDataset(str(d), str(root / "K4.txt"), skip_bad=True)
     assert ds[2]["filename"].endswith("frame_001.png")  # wraps around to the next good item
     assert ds.skipped == 1 and ds.bad_files == [str(d / "frame_004.png")]
+
+
+def test_make_dataset_folder_defaults_and_velocity_needs_speed(frames, tmp_path):
+    """--data folder --data-root DIR: DIR/intrinsics.txt, DIR/speed.txt when present;
+    without speeds the velocity loss stops with a message saying what to do."""
+    import shutil
+
+    from packnet.data import make_dataset
+    from packnet.train import Trainer, TrainConfig
+    root, syn = frames
+    d = tmp_path / "video"
+    shutil.copytree(root / "frames", d)
+    shutil.copy(root / "K4.txt", d / "intrinsics.txt")
+    no_speed = make_dataset("folder", root=str(d), size=(32, 64))
+    assert len(no_speed) == 3 and "speed" not in no_speed[0]
+    cfg = TrainConfig(name="f", out_dir=str(tmp_path / "runs"), data="folder",
+                      data_kwargs={"root": str(d)}, size=(32, 64), batch_size=2, steps=1,
+                      progress=False, num_scales=1, preview_every=0)
+    with pytest.raises(ValueError, match="velocity loss needs each sample's speed.*--no-velocity"):
+        Trainer(cfg, log=lambda m: None).fit()
+    shutil.copy(root / "speed.txt", d / "speed.txt")
+    ds = make_dataset("folder", root=str(d), size=(32, 64))
+    assert ds[0]["speed"] == pytest.approx(syn[0]["speed"], rel=1e-12)
+    tr = Trainer(cfg, log=lambda m: None).fit()
+    assert tr.step == 1

@@ -113,3 +113,15 @@ def test_reprojection_reproduces_next_frame():
               f"translation x1.5 {wrong:.4f}")
         assert exact < 0.01
         assert scaled > 2 * exact and wrong > 2 * exact
+
+
+def test_default_cache_keeps_every_frame_when_it_fits(monkeypatch):
+    from packnet.data import synthetic
+    ds = _ds()
+    assert ds.cache_frames == 2 * 5
+    for i in range(len(ds)):
+        ds[i]
+    assert len(ds._frames) == 10          # every frame rendered once, none evicted
+    monkeypatch.setattr(synthetic, "CACHE_BYTES", 10 * 4 * 4 * 64 * 192 - 1)
+    assert _ds().cache_frames == 32       # one byte short: the bounded LRU
+    assert _ds(cache_frames=3).cache_frames == 3

@@ -1,5 +1,7 @@
 """Data: the synthetic driving renderer (embedded default), KITTI raw and
 folder loaders, and augmentation. Items are dicts; see each module."""
+import os
+
 from .augment import Augmentation, color_jitter, hflip, resize_sample
 from .folder import FolderDataset, read_intrinsics
 from .io import DataError
@@ -17,7 +19,9 @@ def make_dataset(name, split="train", size=(192, 640), **kwargs):
 
     synthetic: SyntheticDriving(split, size, **kwargs)
     kitti:     KITTIRaw(root, split_file=kwargs['split_files'][split] or kwargs['split_file'], size)
-    folder:    FolderDataset(root, intrinsics_file, size=size, **kwargs) (one sequence: every split)
+    folder:    FolderDataset(root, intrinsics_file, size=size, **kwargs) (one sequence: every
+               split); intrinsics_file defaults to root/intrinsics.txt and speed_file to
+               root/speed.txt when that exists
     """
     size = tuple(size)
     if name == "synthetic":
@@ -29,7 +33,11 @@ def make_dataset(name, split="train", size=(192, 640), **kwargs):
         return KITTIRaw(kw.pop("root"), split_file, size=size, **kw)
     if name == "folder":
         kw = dict(kwargs)
-        return FolderDataset(kw.pop("root"), kw.pop("intrinsics_file"), size=size, **kw)
+        root = kw.pop("root")
+        intrinsics = kw.pop("intrinsics_file", None) or os.path.join(root, "intrinsics.txt")
+        if "speed_file" not in kw and os.path.isfile(os.path.join(root, "speed.txt")):
+            kw["speed_file"] = os.path.join(root, "speed.txt")
+        return FolderDataset(root, intrinsics, size=size, **kw)
     raise ValueError(f"make_dataset: unknown dataset {name!r}; choose synthetic, kitti or folder")
 
 

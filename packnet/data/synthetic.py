@@ -29,6 +29,7 @@ __all__ = ["SyntheticDriving", "PRESETS", "SPLITS", "default_intrinsics", "resol
 PRESETS = {"192x640": (192, 640), "96x320": (96, 320), "64x192": (64, 192)}
 SPLITS = {"train": 0, "val": 1, "test": 2}
 DEFAULT_SEQUENCES = {"train": 20, "val": 4, "test": 4}
+CACHE_BYTES = 1 << 30
 
 
 def resolve_size(size):
@@ -55,12 +56,15 @@ class SyntheticDriving(torch.utils.data.Dataset):
     split: "train" | "val" | "test" (disjoint sequences); size: preset name or
     (H, W); num_sequences: default 20 / 4 / 4; context: frame offsets of the
     context frames (targets without all of them in the sequence are not
-    items); cache_frames: LRU of rendered frames shared by neighbouring items;
+    items); cache_frames: how many rendered frames an LRU cache keeps
+    (neighbouring items share frames); None (default) keeps every frame of
+    the split when they fit in CACHE_BYTES (1 GiB: 64x192 and 96x320 at the
+    default sequence counts), else 32;
     transform: optional callable on the item dict (e.g. augment.Augmentation).
     """
 
     def __init__(self, split="train", size="192x640", num_sequences=None, frames_per_sequence=30,
-                 seed=0, context=(-1, 1), cache_frames=32, transform=None, fps=FPS):
+                 seed=0, context=(-1, 1), cache_frames=None, transform=None, fps=FPS):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
         self.split, self.seed, self.fps = split, int(seed), float(fps)
@@ -77,6 +81,10 @@ class SyntheticDriving(torch.utils.data.Dataset):
                              f"context {self.context}")
         self.K = default_intrinsics(self.H, self.W)
         self.transform = transform
+        if cache_frames is None:
+            frame_bytes = 4 * 4 * self.H * self.W          # rgb + depth, float32
+            total = self.num_sequences * self.frames_per_sequence
+            cache_frames = total if total * frame_bytes <= CACHE_BYTES else 32
         self.cache_frames = int(cache_frames)
         self._frames = OrderedDict()
         self._sequences = {}
