@@ -62,13 +62,17 @@ def cmd_train(args):
     test = make_dataset(cfg, split="test")
     loader = torch.utils.data.DataLoader(test, batch_size=cfg.batch_size)
     result = evaluate(trainer.depth_net, loader, trainer.device)
-    summary = {"step": trainer.step, "skipped_steps": trainer.skipped_steps, "eval": result,
+    summary = {"step": trainer.step, "skipped_steps": trainer.skipped_steps,
+               "train_seconds": round(trainer.train_seconds, 1),
+               "images_per_s": round(trainer.images_per_s, 2), "eval": result,
                "checkpoint": trainer.ckpt_path}
     with open(os.path.join(trainer.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
     print(format_metrics(result))
     print(f"abs_rel: metric (no scaling) {result['metric']['abs_rel']:.4f}, median-scaled "
           f"{result['median_scaled']['abs_rel']:.4f}, median scale factor {result['scale']:.3f}")
+    print(f"trained {trainer.step} steps in {trainer.train_seconds / 60:.1f} min "
+          f"({trainer.images_per_s:.1f} images/s); {trainer.skipped_steps} skipped")
     print(f"wrote {trainer.run_dir}/ (checkpoint.pt, log.csv, previews/, summary.json)")
     return 0
 
@@ -83,16 +87,33 @@ def cmd_eval(args):
     from .train import TrainConfig, load_checkpoint, make_dataset
     ck = load_checkpoint(args.checkpoint)
     cfg = TrainConfig.from_dict(ck["config"])
-    if args.data:
-        cfg = dataclasses.replace(cfg, data=args.data)
+    kwargs = dict(cfg.data_kwargs)
+    if args.data and args.data != cfg.data:  # another data set: the run's settings do not apply
+        cfg, kwargs = dataclasses.replace(cfg, data=args.data), {}
     if args.data_root:
-        cfg = dataclasses.replace(cfg, data_kwargs={**cfg.data_kwargs, "root": args.data_root})
+        kwargs["root"] = args.data_root
+    if args.split_file:
+        kwargs.pop("split_files", None)
+        kwargs["split_file"] = args.split_file
+    if cfg.data == "kitti" and "split_file" not in kwargs and "split_files" not in kwargs:
+        raise SystemExit("packnet eval: KITTI needs --split-file (e.g. eigen_test_files.txt)")
+    if cfg.data in ("kitti", "folder") and "root" not in kwargs:
+        raise SystemExit(f"packnet eval: --data {cfg.data} needs --data-root")
+    cfg = dataclasses.replace(cfg, data_kwargs=kwargs)
     net = _load_for_eval(args.checkpoint)
     device = torch.device(args.device)
     data = make_dataset(cfg, split=args.split)
     loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size)
-    result = evaluate(net.to(device), loader, device, crop="garg" if cfg.data == "kitti" else None)
+    crop = "garg" if cfg.data == "kitti" else None
+    result = evaluate(net.to(device), loader, device, crop=crop)
     print(format_metrics(result))
+    print(f"abs_rel: metric (no scaling) {result['metric']['abs_rel']:.4f}, median-scaled "
+          f"{result['median_scaled']['abs_rel']:.4f}, median scale factor {result['scale']:.3f}"
+          + (" (Garg crop)" if crop else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"checkpoint": args.checkpoint, "data": cfg.data, "split": args.split,
+                       "crop": crop, "eval": result}, f, indent=1, default=float)
     return 0
 
 
@@ -139,7 +160,10 @@ def build_parser():
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data", choices=("synthetic", "kitti", "folder"))
     e.add_argument("--data-root")
-    e.add_argument("--split", default="test")
+    e.add_argument("--split", default="test", help="train | val | test (synthetic, or the "
+                   "run's KITTI split_files)")
+    e.add_argument("--split-file", dest="split_file", help="KITTI: a split file (Eigen/Zhou)")
+    e.add_argument("--json", help="also write the metrics to this JSON file")
     e.add_argument("--batch-size", type=int, default=4, dest="batch_size")
     e.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     e.set_defaults(fn=cmd_eval)

@@ -120,8 +120,9 @@ def preview(rgb, pred_depth, gt_depth=None, cmap="magma"):
 
     rgb: [3,H,W] in [0,1]; pred_depth, gt_depth: [1,H',W'] or [H',W'] depth
     (0 = none), resized to H,W (pred bilinear, sparse gt nearest). Both depth
-    maps are shown as inverse depth on the prediction's colour scale, so the
-    same colour means the same depth. Returns uint8 [2H or 3H, W, 3].
+    maps are shown as inverse depth on one colour scale (from the ground
+    truth's range when given, else the prediction's), so the same colour
+    means the same depth. Returns uint8 [2H or 3H, W, 3].
     """
     top = to_uint8_image(rgb)
     H, W = top.shape[:2]
@@ -130,14 +131,19 @@ def preview(rgb, pred_depth, gt_depth=None, cmap="magma"):
         pred = F.interpolate(pred[None, None], size=(H, W), mode="bilinear",
                              align_corners=False)[0, 0]
     inv_pred = torch.where(pred > 0, 1.0 / pred.clamp(min=1e-12), torch.zeros_like(pred))
-    valid = inv_pred[inv_pred > 0]
-    vmin = float(valid.min()) if valid.numel() else 0.0
-    vmax = float(torch.quantile(valid.double(), 0.95)) if valid.numel() else 1.0
-    rows = [top, colorize_depth(inv_pred, cmap, vmin=vmin, vmax=vmax)]
+    gt = None
     if gt_depth is not None:
         gt = _as_2d("preview: gt_depth", gt_depth)
         if gt.shape != (H, W):  # nearest: never blend a measured depth with "no depth"
             gt = F.interpolate(gt[None, None], size=(H, W), mode="nearest")[0, 0]
+    # the colour scale: the ground truth's inverse depth when there is one (so a
+    # wrongly near sky or a wrong scale shows as such), else the prediction's
+    inv_gt = None if gt is None else 1.0 / gt[gt > 0]
+    valid = inv_gt if inv_gt is not None and inv_gt.numel() else inv_pred[inv_pred > 0]
+    vmin = float(valid.min()) if valid.numel() else 0.0
+    vmax = float(torch.quantile(valid.double(), 0.95)) if valid.numel() else 1.0
+    rows = [top, colorize_depth(inv_pred, cmap, vmin=vmin, vmax=vmax)]
+    if gt is not None:
         rows.append(colorize_depth(gt, cmap, vmin=vmin, vmax=vmax, inverse=True))
     return np.concatenate(rows, axis=0)
 

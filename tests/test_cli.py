@@ -69,3 +69,31 @@ def test_packnet_train_on_the_synthetic_data(tmp_path, capsys):
     assert "abs_rel: metric (no scaling)" in out and "median-scaled" in out
     run = tmp_path / "synthetic-tiny"
     assert {"checkpoint.pt", "log.csv", "summary.json"} <= set(os.listdir(run))
+
+
+def test_eval_on_kitti_layout_with_garg_crop(checkpoint, tmp_path, capsys):
+    """`packnet eval --data kitti`: a synthetic KITTI-layout drive, sparse
+    velodyne depth, the Garg crop; the metrics match evaluate() on the same data."""
+    import json
+
+    from packnet.data import KITTIRaw, write_kitti
+    from packnet.evaluate import evaluate
+    from packnet.infer import load_depth_net
+    info = write_kitti(str(tmp_path / "kitti"), num_sequences=1, frames_per_sequence=4)
+    split = info["split_files"]["eigen_test_files.txt"]
+    out = tmp_path / "m.json"
+    assert cli.main(["eval", "--checkpoint", checkpoint, "--data", "kitti", "--data-root",
+                     str(tmp_path / "kitti"), "--split-file", split, "--device", "cpu",
+                     "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "median_scaled" in text and "(Garg crop)" in text
+    got = json.load(open(out))
+    assert got["crop"] == "garg" and got["eval"]["n"] == 2
+    data = KITTIRaw(str(tmp_path / "kitti"), split, size=(32, 64))
+    want = evaluate(load_depth_net(checkpoint), torch.utils.data.DataLoader(data, batch_size=4),
+                    "cpu", crop="garg", progress=False)
+    assert got["eval"]["median_scaled"]["abs_rel"] == pytest.approx(
+        want["median_scaled"]["abs_rel"], rel=1e-6)
+    with pytest.raises(SystemExit, match="needs --split-file"):
+        cli.main(["eval", "--checkpoint", checkpoint, "--data", "kitti", "--data-root",
+                  str(tmp_path / "kitti")])

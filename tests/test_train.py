@@ -61,11 +61,13 @@ def test_steps_end_to_end_write_checkpoint_and_log(tmp_path):
     assert not any(f.endswith(".tmp") or ".tmp." in f for f in os.listdir(os.path.join(tmp_path, "t")))
 
 
-def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path):
-    full = Trainer(_cfg(tmp_path / "a"), dataset=_Pairs(), log=lambda m: None).fit()
-    part = Trainer(_cfg(tmp_path / "b"), dataset=_Pairs(), log=lambda m: None)
+@pytest.mark.parametrize("augment", [False, True])
+def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path, augment):
+    full = Trainer(_cfg(tmp_path / "a", augment=augment), dataset=_Pairs(), log=lambda m: None).fit()
+    part = Trainer(_cfg(tmp_path / "b", augment=augment), dataset=_Pairs(), log=lambda m: None)
     part.fit(stop_after=3)  # "killed" after the checkpoint at step 3
-    resumed = Trainer(_cfg(tmp_path / "b"), dataset=_Pairs(), log=lambda m: None).fit(resume=True)
+    resumed = Trainer(_cfg(tmp_path / "b", augment=augment), dataset=_Pairs(),
+                      log=lambda m: None).fit(resume=True)
     assert resumed.step == full.step == 6
     for a, b in zip(_params(full), _params(resumed)):
         assert torch.equal(a, b)
@@ -89,12 +91,43 @@ def test_non_finite_loss_is_skipped_then_stops(tmp_path):
     assert tr.skipped_steps == 4
 
 
+def test_velocity_warmup_ramps_the_weight(tmp_path):
+    """velocity_warmup=N: the velocity term is weight * min(1, step / N)."""
+    batch = torch.utils.data.default_collate([_Pairs()[i] for i in range(2)])
+    plain = Trainer(_cfg(tmp_path, velocity_weight=0.3, velocity_warmup=0), dataset=_Pairs(),
+                    log=lambda m: None)
+    ramp = Trainer(_cfg(tmp_path, velocity_weight=0.3, velocity_warmup=4), dataset=_Pairs(),
+                   log=lambda m: None)
+    ramp.load_state(plain.state())
+    full = plain.losses(batch)["velocity"]
+    assert full > 0
+    for step, frac in ((0, 0.0), (1, 0.25), (3, 0.75), (4, 1.0), (9, 1.0)):
+        ramp.step = step
+        assert torch.allclose(ramp.losses(batch)["velocity"], frac * full), step
+
+
+def test_augment_jitters_and_flips_deterministically(tmp_path):
+    from packnet.train import _batches
+    plain = list(_batches(_Pairs(), _cfg(tmp_path), 0, 1, epoch=0))
+    aug = [list(_batches(_Pairs(), _cfg(tmp_path, augment=True), 0, 1, epoch=0)) for _ in range(2)]
+    for a, b in zip(*aug):  # the same draws every time (resumable)
+        assert torch.equal(a["rgb"], b["rgb"]) and torch.equal(a["flipped"], b["flipped"])
+    flipped = torch.cat([b["flipped"] for b in aug[0]])
+    assert flipped.any() and not flipped.all()
+    assert not any(torch.equal(p["rgb"], a["rgb"]) for p, a in zip(plain, aug[0]))
+    other_epoch = list(_batches(_Pairs(), _cfg(tmp_path, augment=True), 0, 1, epoch=1))
+    assert not torch.equal(torch.cat([b["flipped"] for b in other_epoch]), flipped) or \
+        not torch.equal(other_epoch[0]["rgb"], aug[0][0]["rgb"])
+
+
 def test_config_checks():
     with pytest.raises(ValueError, match="divisible by 32"):
         TrainConfig(size=(30, 64)).validate()
     with pytest.raises(ValueError, match="unknown setting"):
         TrainConfig.from_dict({"lr": 1e-3, "bogus": 1})
     assert TrainConfig.from_dict({"size": [64, 192]}).size == (64, 192)
+    with pytest.raises(ValueError, match="velocity_warmup"):
+        TrainConfig(velocity_warmup=-1).validate()
 
 
 def _ddp_worker(rank, world, tmp, port):
