@@ -18,7 +18,8 @@ from torch import nn
 
 from . import models
 from .geometry import inv2depth
-from .visualize import _have_pillow, colorize_depth, load_png, save_png
+from .data.io import _decode_rgb
+from .visualize import _have_pillow, colorize_depth, save_png
 
 __all__ = ["IMAGE_EXTENSIONS", "load_depth_net", "load_image", "list_images", "infer"]
 
@@ -109,23 +110,11 @@ def load_image(path):
     Pillow reads PNG and JPEG; without it only PNG (built-in reader)."""
     path = os.fspath(path)
     try:
-        if _have_pillow():
-            from PIL import Image
-            with Image.open(path) as im:
-                img = np.asarray(im.convert("RGB"))
-        elif path.lower().endswith(".png"):
-            img = load_png(path, backend="own")
-        else:
-            raise ValueError("only PNG can be read without Pillow (pip install pillow)")
+        img = _decode_rgb(path, use_pil=_have_pillow())     # the data loaders' decoder
     except FileNotFoundError:
         raise FileNotFoundError(f"infer: image not found: {path}") from None
     except Exception as e:  # noqa: BLE001 - PIL / the PNG reader raise various types
         raise ValueError(f"infer: cannot read image {path}: {e}") from None
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[2] in (1, 2):  # grey (+ alpha)
-        img = np.repeat(img[:, :, :1], 3, axis=2)
-    img = img[:, :, :3]
     return torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1) / 255.0
 
 

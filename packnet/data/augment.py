@@ -16,6 +16,8 @@ import torch.nn.functional as F
 
 import packops
 
+from .io import resize_image
+
 __all__ = ["resize_sample", "color_jitter", "hflip", "Augmentation"]
 
 _IMAGE_KEYS = ("rgb", "rgb_context")
@@ -40,8 +42,7 @@ def resize_sample(sample, size):
         return dict(sample)
 
     def img(x):   # [3,h,w] -> [3,H,W]
-        return F.interpolate(x[None], size=(H, W), mode="bilinear", align_corners=False,
-                             antialias=True)[0].clamp(0, 1)
+        return resize_image(x, H, W)
 
     def dep(x):   # [1,h,w] -> [1,H,W]; nearest keeps metric values (and sparse zeros)
         return F.interpolate(x[None], size=(H, W), mode="nearest-exact")[0]

@@ -15,10 +15,8 @@ import os
 import numpy as np
 import torch
 
-import packops
-
+from .augment import resize_sample
 from .io import IMAGE_EXTS, DataError, SkipBadMixin, parse_floats, read_rgb
-from .kitti import _resize
 
 __all__ = ["FolderDataset", "read_intrinsics"]
 
@@ -78,14 +76,10 @@ class FolderDataset(SkipBadMixin, torch.utils.data.Dataset):
             if im.shape != rgb.shape:
                 raise DataError(self.files[t + c],
                                 f"size {tuple(im.shape[-2:])} differs from {self.files[t]}'s {(h, w)}")
-        K = torch.tensor(self.K, dtype=torch.float32)
-        if self.size is not None and tuple(self.size) != (h, w):
-            H, W = (int(s) for s in self.size)
-            rgb, ctx = _resize(rgb, H, W), [_resize(im, H, W) for im in ctx]
-            K = packops.scale_intrinsics(K, W / w, H / h)
         sample = {"idx": idx, "filename": self.files[t], "rgb": rgb, "rgb_context": ctx,
-                  "intrinsics": K, "timestamp": t / self.fps,
+                  "intrinsics": torch.tensor(self.K, dtype=torch.float32),
+                  "timestamp": t / self.fps,
                   "timestamps_context": [(t + c) / self.fps for c in self.context]}
         if self.speeds is not None:
             sample["speed"] = float(self.speeds[t])
-        return sample
+        return sample if self.size is None else resize_sample(sample, self.size)

@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .. import png
 
@@ -17,7 +18,8 @@ try:  # Pillow is optional: without it PNG files go through our own codec (packn
 except ImportError:  # pragma: no cover - depends on the environment
     Image = None
 
-__all__ = ["DataError", "read_rgb", "write_rgb", "read_text", "SkipBadMixin", "IMAGE_EXTS"]
+__all__ = ["DataError", "read_rgb", "write_rgb", "read_text", "resize_image", "SkipBadMixin",
+           "IMAGE_EXTS"]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
 
@@ -48,12 +50,19 @@ def _decode_rgb(path, use_pil=None):
             im.load()  # decode now: truncated / corrupt data fails here, not later
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     if not str(path).lower().endswith(".png"):
-        raise ValueError("only PNG can be read without Pillow")
+        raise ValueError("only PNG can be read without Pillow (pip install pillow)")
     with open(path, "rb") as f:
         arr = png.decode(f.read(), name=str(path))
     if arr.ndim == 2:
         arr = (arr >> 8 if arr.dtype == np.uint16 else arr).astype(np.uint8)[..., None]
     return arr[..., :3] if arr.shape[2] >= 3 else np.repeat(arr[..., :1], 3, axis=2)
+
+
+def resize_image(img, H, W):
+    """[3,h,w] in [0,1] -> [3,H,W] bilinear (antialiased when shrinking), pixel
+    centres mapped as packops.scale_intrinsics assumes (align_corners=False)."""
+    return F.interpolate(img[None], size=(H, W), mode="bilinear", align_corners=False,
+                         antialias=True)[0].clamp(0, 1)
 
 
 def write_rgb(path, rgb, use_pil=None):

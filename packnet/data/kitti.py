@@ -21,11 +21,10 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import packops
 
-from .io import DataError, SkipBadMixin, parse_floats, read_rgb, read_text
+from .io import DataError, SkipBadMixin, parse_floats, read_rgb, read_text, resize_image
 
 __all__ = ["KITTIRaw", "read_calib", "parse_split_line", "velodyne_depth"]
 
@@ -194,8 +193,8 @@ class KITTIRaw(SkipBadMixin, torch.utils.data.Dataset):
                                 f"size {tuple(im.shape[-2:])} differs from the target's {(h, w)}")
         H, W = (h, w) if self.size is None else tuple(int(s) for s in self.size)
         if (H, W) != (h, w):
-            rgb = _resize(rgb, H, W)
-            ctx = [_resize(im, H, W) for im in ctx]
+            rgb = resize_image(rgb, H, W)
+            ctx = [resize_image(im, H, W) for im in ctx]
             # packops.scale_intrinsics of the identity is the pixel-scaling matrix A;
             # A @ P_rect scales the whole 3x4 projection (its b column too)
             A = packops.scale_intrinsics(torch.eye(3, dtype=torch.float64), W / w, H / h).numpy()
@@ -221,9 +220,3 @@ class KITTIRaw(SkipBadMixin, torch.utils.data.Dataset):
             sample["depth"] = torch.from_numpy(depth)[None]                 # [1,H,W]
         return sample
 
-
-def _resize(img, H, W):
-    """[3,h,w] -> [3,H,W] bilinear (antialiased when shrinking), pixel centres
-    mapped as packops.scale_intrinsics assumes (align_corners=False)."""
-    return F.interpolate(img[None], size=(H, W), mode="bilinear", align_corners=False,
-                         antialias=True)[0].clamp(0, 1)
