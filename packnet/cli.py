@@ -49,6 +49,11 @@ def _config(args):
     return TrainConfig.from_dict(values).validate()
 
 
+def _abs_rel_line(result):
+    return (f"abs_rel: metric (no scaling) {result['metric']['abs_rel']:.4f}, median-scaled "
+            f"{result['median_scaled']['abs_rel']:.4f}, median scale factor {result['scale']:.3f}")
+
+
 def cmd_train(args):
     from .train import Trainer
     cfg = _config(args)
@@ -69,8 +74,7 @@ def cmd_train(args):
     with open(os.path.join(trainer.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
     print(format_metrics(result))
-    print(f"abs_rel: metric (no scaling) {result['metric']['abs_rel']:.4f}, median-scaled "
-          f"{result['median_scaled']['abs_rel']:.4f}, median scale factor {result['scale']:.3f}")
+    print(_abs_rel_line(result))
     print(f"trained {trainer.step} steps in {trainer.train_seconds / 60:.1f} min "
           f"({trainer.images_per_s:.1f} images/s); {trainer.skipped_steps} skipped")
     print(f"wrote {trainer.run_dir}/ (checkpoint.pt, log.csv, previews/, summary.json)")
@@ -107,9 +111,7 @@ def cmd_eval(args):
     crop = "garg" if cfg.data == "kitti" else None
     result = evaluate(net.to(device), loader, device, crop=crop)
     print(format_metrics(result))
-    print(f"abs_rel: metric (no scaling) {result['metric']['abs_rel']:.4f}, median-scaled "
-          f"{result['median_scaled']['abs_rel']:.4f}, median scale factor {result['scale']:.3f}"
-          + (" (Garg crop)" if crop else ""))
+    print(_abs_rel_line(result) + (" (Garg crop)" if crop else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"checkpoint": args.checkpoint, "data": cfg.data, "split": args.split,

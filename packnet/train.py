@@ -141,12 +141,7 @@ def _set_rng_state(s):
 
 # ------------------------------------------------------------------ data
 def make_dataset(cfg, split="train"):
-    try:
-        from . import data as data_pkg  # imported lazily: only training needs it
-    except ImportError as exc:
-        raise RuntimeError(f"packnet.train: no dataset named {cfg.data!r} is available in this "
-                           f"version (packnet.data is not built yet); pass a torch Dataset to "
-                           f"Trainer(cfg, dataset=...)") from exc
+    from . import data as data_pkg  # imported lazily: only training needs it
     return data_pkg.make_dataset(cfg.data, split=split, size=tuple(cfg.size), **cfg.data_kwargs)
 
 
