@@ -22,7 +22,10 @@ def want_cuda():
 
 def extension():
     include_dirs = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "include")]
-    sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    # csrc/ops.cpp (global), csrc/ops/<op>.cpp (schemas, checks, CPU registration),
+    # csrc/cpu/<op>.cpp (kernels); with CUDA also csrc/cuda/<op>.cu (kernels) and
+    # csrc/cuda/<op>_register.cpp (the CUDA registration)
+    sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/ops/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     cxx = ["-O3", "-std=c++17", "-fopenmp"]
     if not want_cuda():
         return cpp_extension.CppExtension(
@@ -30,7 +33,7 @@ def extension():
             extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"],
         )
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-    sources += sorted(glob.glob("csrc/cuda/*.cu"))
+    sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
     return cpp_extension.CUDAExtension(
         "packops._C", sources, include_dirs=include_dirs,
         define_macros=[("PACKOPS_WITH_CUDA", None)],

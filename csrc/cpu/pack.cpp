@@ -14,6 +14,8 @@
 // the parallel loop, so they do not depend on the thread count.
 #include "pack.h"
 
+#include "dispatch.h"
+
 #include <algorithm>
 #include <vector>
 
@@ -206,48 +208,56 @@ void backward(const T* grad, const T* in, const T* weight, T* grad_in, T* grad_w
 
 }  // namespace
 
-template <typename T>
-void pack3d_forward(const T* x, const T* weight, const T* bias, T* out, int64_t B, int64_t C,
-                    int64_t H, int64_t W, int64_t d, int64_t r) {
-  const Layout<false> L{C * r * r, H / r, W / r, r};
-  forward<T, false>(x, weight, bias, out, B, L, d);
+int64_t pack_workspace_elems(int64_t, Stream) { return 0; }
+
+Status pack3d_forward(DType dt, const void* x, const void* weight, const void* bias, void* out,
+                      int64_t B, int64_t C, int64_t H, int64_t W, int64_t d, int64_t r, Stream) {
+  if (H % r || W % r) return Status::kInvalidShape;
+  return dispatch(dt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    forward<T, false>(static_cast<const T*>(x), static_cast<const T*>(weight),
+                      static_cast<const T*>(bias), static_cast<T*>(out), B,
+                      Layout<false>{C * r * r, H / r, W / r, r}, d);
+  });
 }
 
-template <typename T>
-void pack3d_backward(const T* grad, const T* x, const T* weight, T* grad_x, T* grad_w,
-                     T* grad_b, int64_t B, int64_t C, int64_t H, int64_t W, int64_t d,
-                     int64_t r) {
-  const Layout<false> L{C * r * r, H / r, W / r, r};
-  backward<T, false>(grad, x, weight, grad_x, grad_w, grad_b, B, L, d);
+Status pack3d_backward(DType dt, const void* grad, const void* x, const void* weight,
+                       void* grad_x, void* grad_w, void* grad_b, void*, int64_t B, int64_t C,
+                       int64_t H, int64_t W, int64_t d, int64_t r, Stream) {
+  if (H % r || W % r) return Status::kInvalidShape;
+  return dispatch(dt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    backward<T, false>(static_cast<const T*>(grad), static_cast<const T*>(x),
+                       static_cast<const T*>(weight), static_cast<T*>(grad_x),
+                       static_cast<T*>(grad_w), static_cast<T*>(grad_b), B,
+                       Layout<false>{C * r * r, H / r, W / r, r}, d);
+  });
 }
 
-template <typename T>
-void unpack3d_forward(const T* x, const T* weight, const T* bias, T* out, int64_t B, int64_t C,
-                      int64_t H, int64_t W, int64_t d, int64_t r) {
-  const Layout<true> L{C, H, W, r};
-  forward<T, true>(x, weight, bias, out, B, L, d);
+Status unpack3d_forward(DType dt, const void* x, const void* weight, const void* bias, void* out,
+                        int64_t B, int64_t C, int64_t H, int64_t W, int64_t d, int64_t r,
+                        Stream) {
+  if ((d * C) % (r * r)) return Status::kInvalidShape;
+  return dispatch(dt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    forward<T, true>(static_cast<const T*>(x), static_cast<const T*>(weight),
+                     static_cast<const T*>(bias), static_cast<T*>(out), B,
+                     Layout<true>{C, H, W, r}, d);
+  });
 }
 
-template <typename T>
-void unpack3d_backward(const T* grad, const T* x, const T* weight, T* grad_x, T* grad_w,
-                       T* grad_b, int64_t B, int64_t C, int64_t H, int64_t W, int64_t d,
-                       int64_t r) {
-  const Layout<true> L{C, H, W, r};
-  backward<T, true>(grad, x, weight, grad_x, grad_w, grad_b, B, L, d);
+Status unpack3d_backward(DType dt, const void* grad, const void* x, const void* weight,
+                         void* grad_x, void* grad_w, void* grad_b, void*, int64_t B, int64_t C,
+                         int64_t H, int64_t W, int64_t d, int64_t r, Stream) {
+  if ((d * C) % (r * r)) return Status::kInvalidShape;
+  return dispatch(dt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    backward<T, true>(static_cast<const T*>(grad), static_cast<const T*>(x),
+                      static_cast<const T*>(weight), static_cast<T*>(grad_x),
+                      static_cast<T*>(grad_w), static_cast<T*>(grad_b), B,
+                      Layout<true>{C, H, W, r}, d);
+  });
 }
-
-#define PACKOPS_INSTANTIATE(T)                                                                \
-  template void pack3d_forward<T>(const T*, const T*, const T*, T*, int64_t, int64_t,         \
-                                  int64_t, int64_t, int64_t, int64_t);                        \
-  template void pack3d_backward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t,         \
-                                   int64_t, int64_t, int64_t, int64_t, int64_t);              \
-  template void unpack3d_forward<T>(const T*, const T*, const T*, T*, int64_t, int64_t,       \
-                                    int64_t, int64_t, int64_t, int64_t);                      \
-  template void unpack3d_backward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t,       \
-                                     int64_t, int64_t, int64_t, int64_t, int64_t);
-PACKOPS_INSTANTIATE(float)
-PACKOPS_INSTANTIATE(double)
-#undef PACKOPS_INSTANTIATE
 
 }  // namespace cpu
 }  // namespace packops

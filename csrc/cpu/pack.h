@@ -1,35 +1,40 @@
-// OpenMP kernels of pack3d / unpack3d on raw pointers. Same contract as
-// csrc/cuda/pack.h: dense NCHW, weight [d,1,3,3,3], bias [d], nullptr
-// gradient outputs are skipped, T is float or double (explicitly
-// instantiated). Results do not depend on the thread count.
+// Launchers of the pack3d / unpack3d OpenMP kernels on raw pointers: the same
+// functions, arguments and contract as csrc/cuda/pack.h, with a cpu::Stream
+// and a cpu::Status result. Dense, contiguous; weight [d,1,3,3,3], bias [d];
+// nullptr gradient outputs are skipped; float32 and float64. Results do not
+// depend on the thread count.
 #pragma once
 
 #include <cstdint>
 
+#include "packops/common.h"
+
 namespace packops {
 namespace cpu {
 
+// Elements of the backward workspace: 0, the CPU kernels reduce the weight
+// gradient in their own buffers (the argument is accepted and ignored).
+int64_t pack_workspace_elems(int64_t d, Stream device);
+
 // x: [B,C,H,W], H and W divisible by r -> out: [B, d*r*r*C, H/r, W/r]
-template <typename T>
-void pack3d_forward(const T* x, const T* weight, const T* bias, T* out, int64_t B, int64_t C,
-                    int64_t H, int64_t W, int64_t d, int64_t r);
+Status pack3d_forward(DType dt, const void* x, const void* weight, const void* bias, void* out,
+                      int64_t B, int64_t C, int64_t H, int64_t W, int64_t d, int64_t r,
+                      Stream stream);
 
 // grad: [B, d*r*r*C, H/r, W/r] -> grad_x: [B,C,H,W], grad_w: [d,1,3,3,3], grad_b: [d]
-template <typename T>
-void pack3d_backward(const T* grad, const T* x, const T* weight, T* grad_x, T* grad_w,
-                     T* grad_b, int64_t B, int64_t C, int64_t H, int64_t W, int64_t d,
-                     int64_t r);
+Status pack3d_backward(DType dt, const void* grad, const void* x, const void* weight,
+                       void* grad_x, void* grad_w, void* grad_b, void* workspace, int64_t B,
+                       int64_t C, int64_t H, int64_t W, int64_t d, int64_t r, Stream stream);
 
 // x: [B,C,H,W], d*C divisible by r*r -> out: [B, d*C/(r*r), H*r, W*r]
-template <typename T>
-void unpack3d_forward(const T* x, const T* weight, const T* bias, T* out, int64_t B, int64_t C,
-                      int64_t H, int64_t W, int64_t d, int64_t r);
+Status unpack3d_forward(DType dt, const void* x, const void* weight, const void* bias, void* out,
+                        int64_t B, int64_t C, int64_t H, int64_t W, int64_t d, int64_t r,
+                        Stream stream);
 
 // grad: [B, d*C/(r*r), H*r, W*r] -> grad_x: [B,C,H,W], grad_w: [d,1,3,3,3], grad_b: [d]
-template <typename T>
-void unpack3d_backward(const T* grad, const T* x, const T* weight, T* grad_x, T* grad_w,
-                       T* grad_b, int64_t B, int64_t C, int64_t H, int64_t W, int64_t d,
-                       int64_t r);
+Status unpack3d_backward(DType dt, const void* grad, const void* x, const void* weight,
+                         void* grad_x, void* grad_w, void* grad_b, void* workspace, int64_t B,
+                         int64_t C, int64_t H, int64_t W, int64_t d, int64_t r, Stream stream);
 
 }  // namespace cpu
 }  // namespace packops

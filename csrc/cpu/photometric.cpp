@@ -15,6 +15,8 @@
 // neighbouring band (2 / kBandRows extra work).
 #include "photometric.h"
 
+#include "dispatch.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -219,43 +221,46 @@ void backward(const T* grad, const T* x, const T* y, T* gx, T* gy, int64_t B, in
 
 }  // namespace
 
-template <typename T>
-void ssim_forward(const T* x, const T* y, T* out, int64_t B, int64_t C, int64_t H,
-                  int64_t W, double C1, double C2) {
-  forward<T, false>(x, y, out, B, C, H, W, 0.0, C1, C2);
+Status ssim_forward(DType dt, const void* x, const void* y, void* out, int64_t B, int64_t C,
+                    int64_t H, int64_t W, double C1, double C2, Stream) {
+  return dispatch(dt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    forward<T, false>(static_cast<const T*>(x), static_cast<const T*>(y), static_cast<T*>(out),
+                      B, C, H, W, 0.0, C1, C2);
+  });
 }
 
-template <typename T>
-void ssim_backward(const T* grad, const T* x, const T* y, T* grad_x, T* grad_y,
-                   int64_t B, int64_t C, int64_t H, int64_t W, double C1, double C2) {
-  backward<T, false>(grad, x, y, grad_x, grad_y, B, C, H, W, 0.0, C1, C2);
+Status ssim_backward(DType dt, const void* grad, const void* x, const void* y, void* grad_x,
+                     void* grad_y, int64_t B, int64_t C, int64_t H, int64_t W, double C1,
+                     double C2, Stream) {
+  return dispatch(dt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    backward<T, false>(static_cast<const T*>(grad), static_cast<const T*>(x),
+                       static_cast<const T*>(y), static_cast<T*>(grad_x), static_cast<T*>(grad_y),
+                       B, C, H, W, 0.0, C1, C2);
+  });
 }
 
-template <typename T>
-void photometric_forward(const T* pred, const T* target, T* out, int64_t B, int64_t C,
-                         int64_t H, int64_t W, double alpha, double C1, double C2) {
-  forward<T, true>(pred, target, out, B, C, H, W, alpha, C1, C2);
+Status photometric_forward(DType dt, const void* pred, const void* target, void* out, int64_t B,
+                           int64_t C, int64_t H, int64_t W, double alpha, double C1, double C2,
+                           Stream) {
+  return dispatch(dt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    forward<T, true>(static_cast<const T*>(pred), static_cast<const T*>(target),
+                     static_cast<T*>(out), B, C, H, W, alpha, C1, C2);
+  });
 }
 
-template <typename T>
-void photometric_backward(const T* grad, const T* pred, const T* target, T* grad_pred,
-                          T* grad_target, int64_t B, int64_t C, int64_t H, int64_t W,
-                          double alpha, double C1, double C2) {
-  backward<T, true>(grad, pred, target, grad_pred, grad_target, B, C, H, W, alpha, C1, C2);
+Status photometric_backward(DType dt, const void* grad, const void* pred, const void* target,
+                            void* grad_pred, void* grad_target, int64_t B, int64_t C, int64_t H,
+                            int64_t W, double alpha, double C1, double C2, Stream) {
+  return dispatch(dt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    backward<T, true>(static_cast<const T*>(grad), static_cast<const T*>(pred),
+                      static_cast<const T*>(target), static_cast<T*>(grad_pred),
+                      static_cast<T*>(grad_target), B, C, H, W, alpha, C1, C2);
+  });
 }
-
-#define PACKOPS_INSTANTIATE(T)                                                              \
-  template void ssim_forward<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, int64_t, \
-                                double, double);                                           \
-  template void ssim_backward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t,    \
-                                 int64_t, int64_t, double, double);                        \
-  template void photometric_forward<T>(const T*, const T*, T*, int64_t, int64_t, int64_t,   \
-                                       int64_t, double, double, double);                   \
-  template void photometric_backward<T>(const T*, const T*, const T*, T*, T*, int64_t,      \
-                                        int64_t, int64_t, int64_t, double, double, double);
-PACKOPS_INSTANTIATE(float)
-PACKOPS_INSTANTIATE(double)
-#undef PACKOPS_INSTANTIATE
 
 }  // namespace cpu
 }  // namespace packops

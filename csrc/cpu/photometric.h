@@ -1,33 +1,35 @@
-// OpenMP kernels of the SSIM / photometric-loss op on raw pointers.
-// Same contract as csrc/cuda/photometric.h: dense NCHW, nullptr gradient
-// outputs are skipped, T is float or double (explicitly instantiated).
+// Launchers of the SSIM / photometric-loss OpenMP kernels on raw pointers:
+// the same functions, arguments and contract as csrc/cuda/photometric.h, with
+// a cpu::Stream (the kernels are synchronous) and a cpu::Status result.
+// Dense NCHW; nullptr gradient outputs are skipped; float32 and float64
+// (accumulation in the element type's AccType); empty inputs do nothing.
 #pragma once
 
 #include <cstdint>
+
+#include "packops/common.h"
 
 namespace packops {
 namespace cpu {
 
 // x, y: [B,C,H,W] -> out: [B,C,H,W]
-template <typename T>
-void ssim_forward(const T* x, const T* y, T* out, int64_t B, int64_t C, int64_t H,
-                  int64_t W, double C1, double C2);
+Status ssim_forward(DType dt, const void* x, const void* y, void* out, int64_t B, int64_t C,
+                    int64_t H, int64_t W, double C1, double C2, Stream stream);
 
 // grad: [B,C,H,W] -> grad_x, grad_y: [B,C,H,W] or nullptr
-template <typename T>
-void ssim_backward(const T* grad, const T* x, const T* y, T* grad_x, T* grad_y,
-                   int64_t B, int64_t C, int64_t H, int64_t W, double C1, double C2);
+Status ssim_backward(DType dt, const void* grad, const void* x, const void* y, void* grad_x,
+                     void* grad_y, int64_t B, int64_t C, int64_t H, int64_t W, double C1,
+                     double C2, Stream stream);
 
 // pred, target: [B,C,H,W] -> out: [B,1,H,W]
-template <typename T>
-void photometric_forward(const T* pred, const T* target, T* out, int64_t B, int64_t C,
-                         int64_t H, int64_t W, double alpha, double C1, double C2);
+Status photometric_forward(DType dt, const void* pred, const void* target, void* out, int64_t B,
+                           int64_t C, int64_t H, int64_t W, double alpha, double C1, double C2,
+                           Stream stream);
 
 // grad: [B,1,H,W] -> grad_pred, grad_target: [B,C,H,W] or nullptr
-template <typename T>
-void photometric_backward(const T* grad, const T* pred, const T* target, T* grad_pred,
-                          T* grad_target, int64_t B, int64_t C, int64_t H, int64_t W,
-                          double alpha, double C1, double C2);
+Status photometric_backward(DType dt, const void* grad, const void* pred, const void* target,
+                            void* grad_pred, void* grad_target, int64_t B, int64_t C, int64_t H,
+                            int64_t W, double alpha, double C1, double C2, Stream stream);
 
 }  // namespace cpu
 }  // namespace packops

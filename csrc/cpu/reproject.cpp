@@ -11,8 +11,11 @@
 //  * image: one (batch, channel) plane per task, which owns its output plane:
 //    the scatter of the bilinear weights needs no atomics, and each plane's
 //    additions happen in pixel order. The projection is recomputed per plane
-//    (a dozen flops against four scattered read-modify-writes).
+//    (a dozen flops against four scattered read-modify-writes). The caller
+//    zero-fills the image gradient (the CUDA kernels accumulate with atomics).
 #include "reproject.h"
+
+#include "dispatch.h"
 
 #include <algorithm>
 #include <vector>
@@ -29,11 +32,9 @@ namespace {
 
 constexpr int64_t kParallelGrain = 1 << 14;
 
-}  // namespace
-
 template <typename T>
-void reproject_forward(const T* image, const T* depth, const T* P, T* out, T* mask,
-                       int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws) {
+void forward(const T* image, const T* depth, const T* P, T* out, T* mask, int64_t B, int64_t C,
+             int64_t H, int64_t W, int64_t Hs, int64_t Ws) {
   const int64_t plane = Hs * Ws, HW = H * W;
 #pragma omp parallel for collapse(2) schedule(static) if (B * HW * (C + 1) > kParallelGrain)
   for (int64_t b = 0; b < B; ++b) {
@@ -77,7 +78,7 @@ void reproject_forward(const T* image, const T* depth, const T* P, T* out, T* ma
 }
 
 template <typename T>
-static void depth_pose_grads(const T* grad_out, const T* image, const T* depth, const T* P,
+void depth_pose_grads(const T* grad_out, const T* image, const T* depth, const T* P,
                              T* grad_depth, T* grad_P, int64_t B, int64_t C, int64_t H,
                              int64_t W, int64_t Hs, int64_t Ws) {
   using A = typename AccType<T>::type;
@@ -149,11 +150,10 @@ static void depth_pose_grads(const T* grad_out, const T* image, const T* depth, 
 // Scatters the gradient of channels [c0, c1) of batch element b into their
 // planes, in pixel order; the caller gives each task planes of its own.
 template <typename T>
-static void scatter_planes(const T* grad_out, const T* depth, const T* Pb, T* grad_image,
+void scatter_planes(const T* grad_out, const T* depth, const T* Pb, T* grad_image,
                            int64_t b, int64_t c0, int64_t c1, int64_t C, int64_t H, int64_t W,
                            int64_t Hs, int64_t Ws) {
   const int64_t plane = Hs * Ws, HW = H * W;
-  std::fill(grad_image + (b * C + c0) * plane, grad_image + (b * C + c1) * plane, T(0));
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t w = 0; w < W; ++w) {
       const int64_t pix = h * W + w;
@@ -187,7 +187,7 @@ static void scatter_planes(const T* grad_out, const T* depth, const T* Pb, T* gr
 // (batch, channel) plane. Either way each task owns its planes: no atomics,
 // and the result does not depend on the thread count.
 template <typename T>
-static void image_grad(const T* grad_out, const T* depth, const T* P, T* grad_image,
+void image_grad(const T* grad_out, const T* depth, const T* P, T* grad_image,
                        int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws) {
   const bool big = B * C * H * W > kParallelGrain;
 #ifdef _OPENMP
@@ -209,22 +209,70 @@ static void image_grad(const T* grad_out, const T* depth, const T* P, T* grad_im
 }
 
 template <typename T>
-void reproject_backward(const T* grad_out, const T* image, const T* depth, const T* P,
-                        T* grad_image, T* grad_depth, T* grad_P, int64_t B, int64_t C,
-                        int64_t H, int64_t W, int64_t Hs, int64_t Ws) {
+void backward(const T* grad_out, const T* image, const T* depth, const T* P, T* grad_image,
+              T* grad_depth, T* grad_P, int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs,
+              int64_t Ws) {
   if (grad_depth || grad_P)
     depth_pose_grads(grad_out, image, depth, P, grad_depth, grad_P, B, C, H, W, Hs, Ws);
   if (grad_image) image_grad(grad_out, depth, P, grad_image, B, C, H, W, Hs, Ws);
 }
 
-#define PACKOPS_INSTANTIATE(T)                                                                \
-  template void reproject_forward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t, \
-                                     int64_t, int64_t, int64_t, int64_t);                    \
-  template void reproject_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*,    \
-                                      int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
-PACKOPS_INSTANTIATE(float)
-PACKOPS_INSTANTIATE(double)
-#undef PACKOPS_INSTANTIATE
+// P [B,12] of batch element b's cameras (the CUDA kernels fold per thread).
+template <typename T>
+std::vector<T> fold_all(const GeometryArgs& geo, int64_t B) {
+  const T *K = static_cast<const T*>(geo.K), *Tm = static_cast<const T*>(geo.T),
+          *Ks = static_cast<const T*>(geo.Ks);
+  std::vector<T> P(B * 12);
+  for (int64_t b = 0; b < B; ++b)
+    fold(K + b * geo.k_stride, Tm + b * geo.t_stride, Ks + b * geo.ks_stride, P.data() + b * 12);
+  return P;
+}
+
+}  // namespace
+
+int64_t reproject_blocks(int64_t, int64_t, Stream) { return 0; }
+
+Status reproject_forward(DType dt, const void* image, const void* depth, GeometryArgs geo,
+                         void* out, void* mask, int64_t B, int64_t C, int64_t H, int64_t W,
+                         int64_t Hs, int64_t Ws, Stream) {
+  if (B == 0 || H == 0 || W == 0) return Status::kOk;
+  return dispatch(dt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const std::vector<T> P = fold_all<T>(geo, B);
+    forward<T>(static_cast<const T*>(image), static_cast<const T*>(depth), P.data(),
+               static_cast<T*>(out), static_cast<T*>(mask), B, C, H, W, Hs, Ws);
+  });
+}
+
+Status reproject_backward(DType dt, const void* grad_out, const void* image, const void* depth,
+                          GeometryArgs geo, void* grad_image, void* grad_depth, void*,
+                          void* grad_K, void* grad_T, int64_t t_rows, void* grad_Ks, int64_t B,
+                          int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws, Stream) {
+  if (t_rows != 3 && t_rows != 4) return Status::kInvalidShape;
+  const bool need_pose = grad_K != nullptr || grad_T != nullptr || grad_Ks != nullptr;
+  if (B == 0 || (grad_image == nullptr && grad_depth == nullptr && !need_pose)) return Status::kOk;
+  return dispatch(dt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const std::vector<T> P = fold_all<T>(geo, B);
+    std::vector<T> dP(need_pose ? B * 12 : 0, T(0));  // stays 0 when there are no pixels
+    if (H * W > 0)
+      backward<T>(static_cast<const T*>(grad_out), static_cast<const T*>(image),
+                  static_cast<const T*>(depth), P.data(), static_cast<T*>(grad_image),
+                  static_cast<T*>(grad_depth), need_pose ? dP.data() : nullptr, B, C, H, W, Hs,
+                  Ws);
+    if (!need_pose) return;
+    const T *K = static_cast<const T*>(geo.K), *Tm = static_cast<const T*>(geo.T),
+            *Ks = static_cast<const T*>(geo.Ks);
+    for (int64_t b = 0; b < B; ++b) {
+      T dK[9], dT[12], dKs[9];
+      unfold_grad(K + b * geo.k_stride, Tm + b * geo.t_stride, Ks + b * geo.ks_stride,
+                  dP.data() + b * 12, dK, dT, dKs);
+      if (grad_K) std::copy(dK, dK + 9, static_cast<T*>(grad_K) + b * 9);
+      if (grad_Ks) std::copy(dKs, dKs + 9, static_cast<T*>(grad_Ks) + b * 9);
+      if (grad_T) std::copy(dT, dT + 12, static_cast<T*>(grad_T) + b * t_rows * 4);
+    }
+  });
+}
 
 }  // namespace cpu
 }  // namespace packops

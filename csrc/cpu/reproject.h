@@ -1,27 +1,42 @@
-// OpenMP kernels of the reprojection warp on raw pointers. Same contract as
-// csrc/cuda/reproject.h: dense NCHW; image, depth and P share the element
-// type T (float or double, explicitly instantiated); nullptr outputs are
-// skipped. Deterministic: no result depends on the number of threads.
+// Launchers of the reprojection-warp OpenMP kernels on raw pointers: the same
+// functions, arguments and contract as csrc/cuda/reproject.h, with a
+// cpu::Stream and a cpu::Status result. The launcher folds the cameras into
+// P = K_src [R K^-1 | t] per batch element and carries the P gradient on to K,
+// T and K_src (csrc/include/packops/reproject.h), as the CUDA launcher does on
+// the device. Float32 and float64; the geometry (depth, cameras, their
+// gradients) has the image's type. Deterministic: no result depends on the
+// number of threads.
 #pragma once
 
 #include <cstdint>
 
+#include "packops/common.h"
+#include "packops/reproject.h"  // GeometryArgs
+
 namespace packops {
 namespace cpu {
 
-// image: [B,C,Hs,Ws]; depth: [B,1,H,W]; P: [B,3,4]
+// image: [B,C,Hs,Ws]; depth: [B,1,H,W]
 //   -> out: [B,C,H,W]; mask: [B,1,H,W] or nullptr
-template <typename T>
-void reproject_forward(const T* image, const T* depth, const T* P, T* out, T* mask,
-                       int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws);
+Status reproject_forward(DType dt, const void* image, const void* depth, GeometryArgs geo,
+                         void* out, void* mask, int64_t B, int64_t C, int64_t H, int64_t W,
+                         int64_t Hs, int64_t Ws, Stream stream);
 
-// grad_out: [B,C,H,W] -> grad_image: [B,C,Hs,Ws], grad_depth: [B,1,H,W],
-// grad_P: [B,3,4], each nullptr when not needed. grad_image is overwritten
-// (the kernel zero-fills it).
-template <typename T>
-void reproject_backward(const T* grad_out, const T* image, const T* depth, const T* P,
-                        T* grad_image, T* grad_depth, T* grad_P, int64_t B, int64_t C,
-                        int64_t H, int64_t W, int64_t Hs, int64_t Ws);
+// Rows of the pose-gradient scratch buffer `partial` per batch element: 0, the
+// CPU kernels reduce in a double-precision buffer of their own (the argument
+// is accepted and ignored).
+int64_t reproject_blocks(int64_t H, int64_t W, Stream device);
+
+// grad_out: [B,C,H,W] ->
+//   grad_image: [B,C,Hs,Ws], zero-filled by the caller, accumulated into (or nullptr);
+//   grad_depth: [B,1,H,W] (or nullptr);
+//   grad_K, grad_Ks: [B,3,3] and grad_T: [B,t_rows,4] (rows 0..2 written, the
+//   caller zero-fills the rest), per batch element, not reduced over a
+//   broadcast; each nullptr when not needed.
+Status reproject_backward(DType dt, const void* grad_out, const void* image, const void* depth,
+                          GeometryArgs geo, void* grad_image, void* grad_depth, void* partial,
+                          void* grad_K, void* grad_T, int64_t t_rows, void* grad_Ks, int64_t B,
+                          int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws, Stream stream);
 
 }  // namespace cpu
 }  // namespace packops

@@ -16,30 +16,31 @@ namespace packops {
 namespace cuda {
 
 // Elements of the backward workspace (weight/bias gradient partial sums):
-// float32, or float64 when dt is Float64. The caller allocates it.
-int64_t pack_workspace_elems(int64_t d);
+// float32, or float64 when dt is Float64. The caller allocates it. (The
+// Stream argument only selects the device, as for every launcher.)
+int64_t pack_workspace_elems(int64_t d, Stream device);
 
 // x: [B,C,H,W], H and W divisible by r -> out: [B, d*r*r*C, H/r, W/r]
 cudaError_t pack3d_forward(DType dt, const void* x, const void* weight, const void* bias,
                            void* out, int64_t B, int64_t C, int64_t H, int64_t W, int64_t d,
-                           int64_t r, cudaStream_t stream);
+                           int64_t r, Stream stream);
 
 // grad: [B, d*r*r*C, H/r, W/r] -> grad_x: [B,C,H,W], grad_w: [d,1,3,3,3], grad_b: [d]
 cudaError_t pack3d_backward(DType dt, const void* grad, const void* x, const void* weight,
                             void* grad_x, void* grad_w, void* grad_b, void* workspace,
                             int64_t B, int64_t C, int64_t H, int64_t W, int64_t d, int64_t r,
-                            cudaStream_t stream);
+                            Stream stream);
 
 // x: [B,C,H,W], d*C divisible by r*r -> out: [B, d*C/(r*r), H*r, W*r]
 cudaError_t unpack3d_forward(DType dt, const void* x, const void* weight, const void* bias,
                              void* out, int64_t B, int64_t C, int64_t H, int64_t W, int64_t d,
-                             int64_t r, cudaStream_t stream);
+                             int64_t r, Stream stream);
 
 // grad: [B, d*C/(r*r), H*r, W*r] -> grad_x: [B,C,H,W], grad_w: [d,1,3,3,3], grad_b: [d]
 cudaError_t unpack3d_backward(DType dt, const void* grad, const void* x, const void* weight,
                               void* grad_x, void* grad_w, void* grad_b, void* workspace,
                               int64_t B, int64_t C, int64_t H, int64_t W, int64_t d, int64_t r,
-                              cudaStream_t stream);
+                              Stream stream);
 
 }  // namespace cuda
 }  // namespace packops

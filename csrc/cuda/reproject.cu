@@ -202,23 +202,26 @@ geometry_backward_kernel(const G* __restrict__ partial, int64_t blocks, Geometry
   }
 }
 
+int64_t pixel_blocks(int64_t H, int64_t W) { return (H * W + kThreads - 1) / kThreads; }
+
 bool valid(int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws) {
   return B >= 0 && C >= 0 && H >= 0 && W >= 0 && Hs >= 1 && Ws >= 1 &&
          (H * W + kThreads - 1) / kThreads < (int64_t(1) << 31);
 }
 
 dim3 make_grid(int64_t B, int64_t H, int64_t W) {
-  return dim3(static_cast<unsigned>(reproject_blocks(H, W)),
+  return dim3(static_cast<unsigned>(pixel_blocks(H, W)),
               static_cast<unsigned>(B < kMaxGridY ? B : kMaxGridY));
 }
 
 }  // namespace
 
-int64_t reproject_blocks(int64_t H, int64_t W) { return (H * W + kThreads - 1) / kThreads; }
+int64_t reproject_blocks(int64_t H, int64_t W, Stream) { return pixel_blocks(H, W); }
 
 cudaError_t reproject_forward(DType dt, const void* image, const void* depth, GeometryArgs geo,
                               void* out, void* mask, int64_t B, int64_t C, int64_t H, int64_t W,
-                              int64_t Hs, int64_t Ws, cudaStream_t stream) {
+                              int64_t Hs, int64_t Ws, Stream s) {
+  const auto stream = static_cast<cudaStream_t>(s.handle);
   if (!valid(B, C, H, W, Hs, Ws)) return cudaErrorInvalidValue;
   if (B == 0 || H == 0 || W == 0) return cudaSuccess;
   return dispatch(dt, [&](auto tag) {
@@ -235,7 +238,8 @@ cudaError_t reproject_backward(DType dt, const void* grad_out, const void* image
                                const void* depth, GeometryArgs geo, void* grad_image,
                                void* grad_depth, void* partial, void* grad_K, void* grad_T,
                                int64_t t_rows, void* grad_Ks, int64_t B, int64_t C, int64_t H,
-                               int64_t W, int64_t Hs, int64_t Ws, cudaStream_t stream) {
+                               int64_t W, int64_t Hs, int64_t Ws, Stream s) {
+  const auto stream = static_cast<cudaStream_t>(s.handle);
   if (!valid(B, C, H, W, Hs, Ws) || (t_rows != 3 && t_rows != 4)) return cudaErrorInvalidValue;
   const bool need_pose = grad_K != nullptr || grad_T != nullptr || grad_Ks != nullptr;
   if (need_pose && partial == nullptr && H * W > 0) return cudaErrorInvalidValue;
@@ -244,7 +248,7 @@ cudaError_t reproject_backward(DType dt, const void* grad_out, const void* image
     using T = typename decltype(tag)::type;
     using G = typename AccType<T>::type;
     const Geometry<G> g = typed<G>(geo);
-    const int64_t blocks = reproject_blocks(H, W);
+    const int64_t blocks = pixel_blocks(H, W);
     if (H * W > 0) {
       backward_kernel<T><<<make_grid(B, H, W), kThreads, 0, stream>>>(
           static_cast<const T*>(grad_out), static_cast<const T*>(image),

@@ -14,29 +14,21 @@
 #include <cstdint>
 
 #include "packops/common.h"
+#include "packops/reproject.h"  // GeometryArgs
 
 namespace packops {
 namespace cuda {
-
-// The camera geometry of a batch, in the geometry type: K, Ks [Bk,3,3] and
-// T [Bt,R,4] (R = 3 or 4; only rows 0..2 are read), each contiguous. A batch
-// stride of 0 broadcasts one matrix over the batch. Ks may equal K.
-struct GeometryArgs {
-  const void* K;
-  const void* T;
-  const void* Ks;
-  int64_t k_stride, t_stride, ks_stride;  // elements between batch entries (0: broadcast)
-};
 
 // image: [B,C,Hs,Ws]; depth: [B,1,H,W]
 //   -> out: [B,C,H,W]; mask: [B,1,H,W] (dt) or nullptr
 cudaError_t reproject_forward(DType dt, const void* image, const void* depth, GeometryArgs geo,
                               void* out, void* mask, int64_t B, int64_t C, int64_t H, int64_t W,
-                              int64_t Hs, int64_t Ws, cudaStream_t stream);
+                              int64_t Hs, int64_t Ws, Stream stream);
 
 // Number of pixel blocks per batch element: the pose-gradient scratch buffer
 // `partial` has [B, reproject_blocks(H, W), 12] entries of the geometry type.
-int64_t reproject_blocks(int64_t H, int64_t W);
+// (The Stream argument only selects the device, as for every launcher.)
+int64_t reproject_blocks(int64_t H, int64_t W, Stream device);
 
 // grad_out: [B,C,H,W] (dt) ->
 //   grad_image: [B,C,Hs,Ws] accumulator of the geometry type, zero-filled by
@@ -52,7 +44,7 @@ cudaError_t reproject_backward(DType dt, const void* grad_out, const void* image
                                const void* depth, GeometryArgs geo, void* grad_image,
                                void* grad_depth, void* partial, void* grad_K, void* grad_T,
                                int64_t t_rows, void* grad_Ks, int64_t B, int64_t C, int64_t H,
-                               int64_t W, int64_t Hs, int64_t Ws, cudaStream_t stream);
+                               int64_t W, int64_t Hs, int64_t Ws, Stream stream);
 
 }  // namespace cuda
 }  // namespace packops

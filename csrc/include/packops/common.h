@@ -16,6 +16,21 @@ namespace packops {
 // at::ScalarType onto this so that kernels never see a torch type.
 enum class DType : int { Float32 = 0, Float64 = 1, Float16 = 2, BFloat16 = 3 };
 
+// The last argument of every kernel launcher: the stream names the device, so
+// one generic op wrapper (csrc/ops/<op>.h) calls `launcher(..., Device::stream())`
+// and argument-dependent lookup picks packops::cpu::launcher or
+// packops::cuda::launcher by the stream's namespace.
+namespace cpu {
+struct Stream {};  // the CPU kernels are synchronous (OpenMP)
+// What a CPU launcher returns; the CUDA launchers return cudaError_t.
+enum class Status : int { kOk = 0, kUnsupportedDType = 1, kInvalidShape = 2 };
+}  // namespace cpu
+namespace cuda {
+struct Stream {
+  void* handle;  // a cudaStream_t (kept as void* so this header needs no CUDA header)
+};
+}  // namespace cuda
+
 // Accumulation type: double for double inputs, float for everything else
 // (float, half, bfloat16), as the op contract requires.
 template <typename T> struct AccType { using type = float; };

@@ -31,6 +31,17 @@ namespace packops {
 
 constexpr double kMinDepth = 1e-5;
 
+// The camera geometry of a batch, in the geometry type (float64 for float64 images, else float32): K, Ks [Bk,3,3] and
+// T [Bt,R,4] (R = 3 or 4; only rows 0..2 are read), each contiguous. A batch
+// stride of 0 broadcasts one matrix over the batch. Ks may equal K.
+struct GeometryArgs {
+  const void* K;
+  const void* T;
+  const void* Ks;
+  int64_t k_stride, t_stride, ks_stride;  // elements between batch entries (0: broadcast)
+};
+
+
 // Where one target pixel lands in the source image.
 template <typename G> struct Projection {
   G a0, a1, a2;  // P[:, :3] q: the ray, before scaling by depth
