@@ -21,6 +21,11 @@ import torch
 from . import _ext
 
 BACKENDS = ("reference", "cpu", "triton", "cuda")
+_ALL = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# The dtypes each backend serves, for every op (keyed by the dtype of the
+# tensor passed to resolve(): the image for reproject, whose geometry runs in
+# float32, or float64 for float64 images).
+DTYPES = {"reference": _ALL, "cpu": (torch.float32, torch.float64), "triton": _ALL, "cuda": _ALL}
 _ENV = "PACKOPS_BACKEND"
 
 # Requested backend; a one-element list so use_backend can swap it in place
@@ -120,7 +125,7 @@ def _why_not(backend, device_type, dtype, dtypes):
     return None
 
 
-def resolve(op, tensor, dtypes):
+def resolve(op, tensor, dtypes=DTYPES):
     """Backend name for `op` on `tensor`'s device and dtype.
 
     dtypes: {backend: tuple of torch dtypes it serves for this op}.

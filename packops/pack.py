@@ -3,12 +3,13 @@
 pack3d(x, weight, bias, r)          space-to-depth + Conv3d(1 -> d), [B, d*r*r*C, H/r, W/r]
 unpack3d(x, weight, bias, r)        Conv3d(1 -> d) + pixel shuffle, [B, d*C/(r*r), H*r, W*r]
 pack_conv(x, w3, b3, w2, b2, r)     conv2d(pack3d(x), w2, b2, zero padding k//2), [B, Cout, H/r, W/r]
-as DESIGN.md defines them. Backends:
+as docs/design.md defines them. Backends:
   reference  the original layer's sequence of plain PyTorch ops (autograd by PyTorch)
-  cpu, cuda  packops._C: packops::pack3d_fwd/_bwd, packops::unpack3d_fwd/_bwd
-  triton     packops::*_triton custom ops around packops/_triton/pack.py
+  cpu, cuda  packops::pack3d_fwd/_bwd, packops::unpack3d_fwd/_bwd (csrc/ops/pack.cpp)
+  triton     packops::*_triton: packops/_triton/pack.py, the same schemas
 pack3d and unpack3d are one fused kernel forward and one backward, each a
-registered op with a fake implementation and registered autograd.
+registered op with a fake implementation and registered autograd
+(packops/_library.py).
 
 pack_conv is composed (not a registered op of its own): both convs are linear,
 so away from the border conv2d(conv3d(u), w2) is ONE conv over u with a
@@ -26,11 +27,7 @@ original 2D conv (pack1: 4x, k=3: 7x).
 import torch
 import torch.nn.functional as F
 
-from . import _checks, _dispatch, _ext
-
-_F32_F64 = (torch.float32, torch.float64)
-_ALL = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-DTYPES = {"reference": _ALL, "cpu": _F32_F64, "triton": _ALL, "cuda": _ALL}
+from . import _checks, _dispatch, _library
 
 
 # ---------------------------------------------------------------- reference
@@ -55,99 +52,37 @@ def pack_conv_reference(x, w3, b3, w2, b2, r=2):
     return F.conv2d(pack3d_reference(x, w3, b3, r), w2, b2, padding=k // 2)
 
 
-# ------------------------------------------------------------ triton ops
-def _triton():
-    from ._triton import pack
-
-    return pack
-
-
-@torch.library.custom_op("packops::pack3d_fwd_triton", mutates_args=())
-def _pack3d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                       r: int) -> torch.Tensor:
-    return _triton().forward(x, weight, bias, r, False)
-
-
-@torch.library.custom_op("packops::pack3d_bwd_triton", mutates_args=())
-def _pack3d_bwd_triton(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, r: int,
-                       need_x: bool, need_weight: bool, need_bias: bool
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _triton().backward(grad, x, weight, r, False, need_x, need_weight, need_bias)
-
-
-@torch.library.custom_op("packops::unpack3d_fwd_triton", mutates_args=())
-def _unpack3d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                         r: int) -> torch.Tensor:
-    return _triton().forward(x, weight, bias, r, True)
-
-
-@torch.library.custom_op("packops::unpack3d_bwd_triton", mutates_args=())
-def _unpack3d_bwd_triton(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, r: int,
-                         need_x: bool, need_weight: bool, need_bias: bool
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _triton().backward(grad, x, weight, r, True, need_x, need_weight, need_bias)
-
-
-# ------------------------------------------- fake kernels and autograd
-def _pack_shape(x, d, r):
+# ------------------------------------------------ fused op registration
+def _pack_fake(x, weight, bias, r):
     B, C, H, W = x.shape
-    return (B, d * r * r * C, H // r, W // r)
+    return x.new_empty((B, weight.shape[0] * r * r * C, H // r, W // r))
 
 
-def _unpack_shape(x, d, r):
+def _unpack_fake(x, weight, bias, r):
     B, C, H, W = x.shape
-    return (B, d * C // (r * r), H * r, W * r)
+    return x.new_empty((B, weight.shape[0] * C // (r * r), H * r, W * r))
 
 
-def _pack3d_fwd_fake(x, weight, bias, r):
-    return x.new_empty(_pack_shape(x, weight.shape[0], r))
-
-
-def _unpack3d_fwd_fake(x, weight, bias, r):
-    return x.new_empty(_unpack_shape(x, weight.shape[0], r))
-
-
-def _bwd_fake(grad, x, weight, r, need_x, need_weight, need_bias):
-    # Unneeded gradients are empty tensors (the kernels skip them).
+def _conv3d_bwd_fake(grad, x, weight, r, need_x, need_weight, need_bias):
+    # bias is not an argument of the backward: its gradient is [d]
     return (x.new_empty(x.shape) if need_x else x.new_empty(0),
             weight.new_empty(weight.shape) if need_weight else weight.new_empty(0),
             weight.new_empty(weight.shape[0]) if need_bias else weight.new_empty(0))
 
 
-def _setup_context(ctx, inputs, output):
-    x, weight, _, r = inputs
-    ctx.r = r
-    ctx.save_for_backward(x, weight)
+def _conv3d_op(name, fake):
+    return _library.fused_op(_library.FusedOp(
+        fwd=f"{name}_fwd(Tensor x, Tensor weight, Tensor bias, int r) -> Tensor",
+        bwd=f"{name}_bwd(Tensor grad, Tensor x, Tensor weight, int r, bool need_x, "
+            "bool need_weight, bool need_bias) -> (Tensor, Tensor, Tensor)",
+        saved=("x", "weight"), params=("r",), grads=("x", "weight", "bias"), triton="pack"),
+        fake, _conv3d_bwd_fake)
 
 
-def _make_backward(bwd_op):
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        need = ctx.needs_input_grad[:3]
-        grads = bwd_op(grad, x, weight, ctx.r, *need)
-        return tuple(g if n else None for g, n in zip(grads, need)) + (None,)
-
-    return backward
-
-
-def _register(fwd, bwd, fwd_fake):
-    """fwd, bwd: "packops::name" of the forward and backward ops."""
-    torch.library.register_fake(fwd, fwd_fake)
-    torch.library.register_fake(bwd, _bwd_fake)
-    bwd_op = getattr(torch.ops.packops, bwd.split("::")[1]).default
-    torch.library.register_autograd(fwd, _make_backward(bwd_op), setup_context=_setup_context)
-
-
-# The custom_op-defined triton ops always exist; the C++ ones only when built.
-for _suffix in ("_triton", "") if _ext.has_cpu_ext() else ("_triton",):
-    _register(f"packops::pack3d_fwd{_suffix}", f"packops::pack3d_bwd{_suffix}", _pack3d_fwd_fake)
-    _register(f"packops::unpack3d_fwd{_suffix}", f"packops::unpack3d_bwd{_suffix}",
-              _unpack3d_fwd_fake)
-
-
-def _fused_op(name, backend):
-    """torch.ops.packops.<name>_fwd[_triton] for a fused backend."""
-    return getattr(torch.ops.packops, f"{name}_fwd" + ("_triton" if backend == "triton" else ""))
+# x: [B,C,H,W], weight: [d,1,3,3,3], bias: [d] -> [B, d*r*r*C, H/r, W/r]
+PACK3D = _conv3d_op("pack3d", _pack_fake)
+# x: [B,C,H,W] -> [B, d*C/(r*r), H*r, W*r]
+UNPACK3D = _conv3d_op("unpack3d", _unpack_fake)
 
 
 # ------------------------------------------------------------ pack_conv route
@@ -243,16 +178,16 @@ def pack3d(x, weight, bias, r=2):
     """Space-to-depth by r + Conv3d(1 -> d, 3x3x3, padding 1) in one kernel.
 
     x: [B,C,H,W] (H, W divisible by r), weight: [d,1,3,3,3], bias: [d] or None
-    -> [B, d*r*r*C, H/r, W/r], channel o*(r*r*C) + c*r*r + i*r + j (DESIGN.md).
+    -> [B, d*r*r*C, H/r, W/r], channel o*(r*r*C) + c*r*r + i*r + j (docs/design.md).
     Differentiable with respect to x, weight and bias.
     """
     r = _checks.positive_int("pack3d", "r", r)
     bias = _check_conv3d("pack3d", x, weight, bias)
     _checks.divisible_by_r("pack3d", "x", x, r)
-    backend = _dispatch.resolve("pack3d", x, DTYPES)
+    backend = _dispatch.resolve("pack3d", x)
     if backend == "reference":
         return pack3d_reference(x, weight, bias, r)
-    return _fused_op("pack3d", backend)(x, weight, bias, r)
+    return _library.kernel("pack3d_fwd", backend)(x, weight, bias, r)
 
 
 def unpack3d(x, weight, bias, r=2):
@@ -267,10 +202,10 @@ def unpack3d(x, weight, bias, r=2):
     if (d * C) % (r * r):
         raise ValueError(f"packops.unpack3d: d*C = {d}*{C} must be divisible by r*r = {r * r} "
                          f"(x {tuple(x.shape)}, weight {tuple(weight.shape)})")
-    backend = _dispatch.resolve("unpack3d", x, DTYPES)
+    backend = _dispatch.resolve("unpack3d", x)
     if backend == "reference":
         return unpack3d_reference(x, weight, bias, r)
-    return _fused_op("unpack3d", backend)(x, weight, bias, r)
+    return _library.kernel("unpack3d_fwd", backend)(x, weight, bias, r)
 
 
 def pack_conv(x, w3, b3, w2, b2, r=2):
@@ -297,7 +232,7 @@ def pack_conv(x, w3, b3, w2, b2, r=2):
         _checks.tensor(op, "b2", b2)
         _checks.bias_shape(op, "b2", b2, Cout, "w2", w2)
         _checks.same_dtype_device(op, "x", x, "b2", b2)
-    backend = _dispatch.resolve(op, x, DTYPES)
+    backend = _dispatch.resolve(op, x)
     if backend == "reference":
         return pack_conv_reference(x, w3, b3, w2, b2, r)
-    return _pack_conv_fused(x, w3, b3, w2, b2, r, _fused_op("pack3d", backend))
+    return _pack_conv_fused(x, w3, b3, w2, b2, r, _library.kernel("pack3d_fwd", backend))

@@ -1,29 +1,28 @@
-"""Reprojection warp (view synthesis): reference, backends, registration, public op.
+"""Reprojection warp (view synthesis): reference, registration, public op.
 
-reproject(image, depth, K, T, K_src=None, return_mask=False) as DESIGN.md
-defines it. The geometry folds into one 3x4 matrix per batch element,
+reproject(image, depth, K, T, K_src=None, return_mask=False) as
+docs/design.md defines it. The geometry folds into one 3x4 matrix per batch
+element,
 
     P = K_src [R K^-1 | t]        p = depth * P[:, :3] [u, v, 1] + P[:, 3].
 
 Backends:
   reference  grid + K^-1 + transform + project + grid_sample (autograd by PyTorch)
-  cpu, cuda  packops._C: packops::reproject_fwd / reproject_bwd take K, T and
-             K_src themselves and fold P inside (csrc/include/packops/reproject.h),
-             so a CUDA call is one launch forward and two backward, with the
-             gradients to K, T and K_src reduced and chained on the device.
-  triton     packops::reproject_*_triton take P, folded here in PyTorch
-             (inv_ex: no device-host sync); autograd carries the P gradient
-             on to K, T and K_src.
+  cpu, cuda  packops::reproject_fwd / reproject_bwd (csrc/ops/reproject.cpp):
+             the launchers fold P themselves and chain the P gradient on to
+             K, T and K_src (csrc/include/packops/reproject.h); on CUDA one
+             launch forward and two backward
+  triton     packops::reproject_*_triton, the same schema: P folded and the
+             P gradient chained with PyTorch ops (projection_matrix,
+             camera_grads below) around the Triton kernels
 No point cloud, grid or coordinate tensor is ever stored by the fused backends.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
-from . import _checks, _dispatch, _ext
-
-_ALL = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-# Keyed by the image's dtype; the geometry runs in float32 (float64 for float64 images).
-DTYPES = {"reference": _ALL, "cpu": (torch.float32, torch.float64), "triton": _ALL, "cuda": _ALL}
+from . import _checks, _dispatch, _library
 
 MIN_Z = 1e-5
 
@@ -34,19 +33,33 @@ def _rt(T):
     return T[:, :3, :3], T[:, :3, 3:]
 
 
+def _inverse(K):
+    """K^-1 of [B,3,3] without a device-host sync: NaN for a singular K (as the
+    fused kernels give), not an error."""
+    inv, info = torch.linalg.inv_ex(K)
+    return torch.where((info != 0)[:, None, None], torch.full_like(inv, math.nan), inv)
+
+
+def _geometry_dtype(dtype):
+    """The dtype the geometry runs in: float64 for float64, else float32 (so
+    fp16/bf16 images work, and K^-1 is never taken in low precision)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def reproject_reference(image, depth, K, T, K_src=None, return_mask=False):
     """image: [B,C,Hs,Ws]; depth: [B,1,H,W]; K, K_src: [B|1,3,3]; T: [B|1,4,4|3,4].
 
-    PackNet-SfM's reconstruct -> project -> grid_sample(zeros, align_corners=True).
+    PackNet-SfM's reconstruct -> project -> grid_sample(zeros, align_corners=True),
+    with the geometry in float32 (float64 for float64 depth).
     """
     B, _, H, W = depth.shape
     Hs, Ws = image.shape[-2:]
     K_src = K if K_src is None else K_src
-    dt = depth.dtype
+    dt = _geometry_dtype(depth.dtype)
     ys, xs = torch.meshgrid(torch.arange(H, dtype=dt, device=depth.device),
                             torch.arange(W, dtype=dt, device=depth.device), indexing="ij")
     q = torch.stack([xs, ys, torch.ones_like(xs)]).view(1, 3, H * W)
-    X = (torch.linalg.inv(K.to(dt)) @ q) * depth.view(B, 1, H * W)   # camera points
+    X = (_inverse(K.to(dt)) @ q) * depth.to(dt).reshape(B, 1, H * W)   # camera points
     R, t = _rt(T.to(dt))
     p = K_src.to(dt) @ (R @ X + t)                                     # source pixels, homogeneous
     z = p[:, 2].clamp(min=MIN_Z)
@@ -79,90 +92,70 @@ def projection_matrix(K, T, K_src=None):
     """P = K_src [R K^-1 | t]: [B|1,3,4] from K [B|1,3,3], T [B|1,4,4|3,4]."""
     K_src = K if K_src is None else K_src
     R, t = _rt(T)
-    M = R @ torch.linalg.inv_ex(K).inverse  # no error check: no device-host sync
+    M = R @ _inverse(K)
     n = max(M.shape[0], t.shape[0])
     return K_src @ torch.cat([M.expand(n, 3, 3), t.expand(n, 3, 1)], dim=2)
 
 
-# ------------------------------------------------------------ triton ops
-def _triton():
-    from ._triton import reproject
+def camera_grads(gP, K, T, K_src, need_K, need_T, need_K_src):
+    """The gradients of K, T and K_src from gP = dL/dP [B,3,4], P = K_src [R K^-1 | t]
+    (the PyTorch twin of unfold_grad + reduce_camera_grads in csrc/): summed
+    over the batch where an input was broadcast, K's two roles added up when
+    K_src is None; empty tensors where not needed."""
+    def none():  # a new empty tensor each: custom-op outputs may not alias
+        return K.new_empty(0)
 
-    return reproject
+    if not (need_K or need_T or need_K_src):
+        return none(), none(), none()
+    Ks = K if K_src is None else K_src
+    R, t = _rt(T)
+    Ki = _inverse(K)
+    A = R @ Ki
+    G, gv = gP[:, :, :3], gP[:, :, 3:]
+    gKs = G @ A.transpose(1, 2) + gv @ t.transpose(1, 2)
+    gA = Ks.transpose(1, 2) @ G
+    gT = torch.cat([gA @ Ki.transpose(1, 2), Ks.transpose(1, 2) @ gv], 2)  # [dR | dt]
+    if T.shape[1] == 4:  # the last row of a 4x4 transform does not enter P
+        gT = torch.cat([gT, gT.new_zeros(gT.shape[0], 1, 4)], 1)
+    Kit = Ki.transpose(1, 2)
+    gK = -Kit @ (R.transpose(1, 2) @ gA) @ Kit
+    if K_src is None:
+        gK = gK + gKs
+
+    def fit(g, like):
+        return g.sum(0, keepdim=True) if like.shape[0] == 1 and g.shape[0] != 1 else g
+
+    return (fit(gK, K) if need_K else none(), fit(gT, T) if need_T else none(),
+            fit(gKs, K_src) if need_K_src and K_src is not None else none())
 
 
-@torch.library.custom_op("packops::reproject_fwd_triton", mutates_args=())
-def _reproject_fwd_triton(image: torch.Tensor, depth: torch.Tensor, P: torch.Tensor,
-                          with_mask: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    return _triton().forward(image, depth, P, with_mask)
-
-
-@torch.library.custom_op("packops::reproject_bwd_triton", mutates_args=())
-def _reproject_bwd_triton(grad: torch.Tensor, image: torch.Tensor, depth: torch.Tensor,
-                          P: torch.Tensor, need_image: bool, need_depth: bool,
-                          need_P: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _triton().backward(grad, image, depth, P, need_image, need_depth, need_P)
-
-
-# ------------------------------------------- fake kernels and autograd
-def _out_fake(image, depth, with_mask):
+# ------------------------------------------------ fused op registration
+def _fwd_fake(image, depth, K, T, K_src, with_mask):
     B, C = image.shape[:2]
     H, W = depth.shape[-2:]
     mask = image.new_empty((B, 1, H, W)) if with_mask else image.new_empty(0)
     return image.new_empty((B, C, H, W)), mask
 
 
-def _like_or_empty(need, t):
-    return t.new_empty(t.shape) if need and t is not None else (
-        t.new_empty(0) if t is not None else None)
+def _bwd_fake(grad, image, depth, K, T, K_src, need_image, need_depth, need_K, need_T,
+              need_K_src):
+    def like(need, t):
+        return t.new_empty(t.shape) if need else t.new_empty(0)
+    gKs = K_src.new_empty(K_src.shape) if need_K_src and K_src is not None else K.new_empty(0)
+    return (like(need_image, image), like(need_depth, depth), like(need_K, K), like(need_T, T),
+            gKs)
 
 
-def _triton_fwd_fake(image, depth, P, with_mask):
-    return _out_fake(image, depth, with_mask)
-
-
-def _triton_bwd_fake(grad, image, depth, P, need_image, need_depth, need_P):
-    return (_like_or_empty(need_image, image), _like_or_empty(need_depth, depth),
-            _like_or_empty(need_P, P))
-
-
-def _cpp_fwd_fake(image, depth, K, T, K_src, with_mask):
-    return _out_fake(image, depth, with_mask)
-
-
-def _cpp_bwd_fake(grad, image, depth, K, T, K_src, need_image, need_depth, need_K, need_T,
-                  need_K_src):
-    return (_like_or_empty(need_image, image), _like_or_empty(need_depth, depth),
-            _like_or_empty(need_K, K), _like_or_empty(need_T, T),
-            K_src.new_empty(K_src.shape) if need_K_src and K_src is not None else K.new_empty(0))
-
-
-def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:-1])  # every tensor input; with_mask is last
-
-
-def _make_backward(bwd_op):
-    def backward(ctx, grad_out, grad_mask):  # the mask is piecewise constant: no gradient
-        saved = ctx.saved_tensors
-        need = list(ctx.needs_input_grad[:len(saved)])
-        grads = bwd_op(grad_out, *saved, *need)
-        return tuple(g if n else None for g, n in zip(grads, need)) + (None,)
-
-    return backward
-
-
-def _register(suffix, fwd_fake, bwd_fake):
-    torch.library.register_fake(f"packops::reproject_fwd{suffix}", fwd_fake)
-    torch.library.register_fake(f"packops::reproject_bwd{suffix}", bwd_fake)
-    torch.library.register_autograd(
-        f"packops::reproject_fwd{suffix}",
-        _make_backward(getattr(torch.ops.packops, f"reproject_bwd{suffix}").default),
-        setup_context=_setup_context)
-
-
-_register("_triton", _triton_fwd_fake, _triton_bwd_fake)
-if _ext.has_cpu_ext():
-    _register("", _cpp_fwd_fake, _cpp_bwd_fake)
+REPROJECT = _library.fused_op(_library.FusedOp(
+    # image: [B,C,Hs,Ws], depth: [B,1,H,W], K, K_src: [B|1,3,3], T: [B|1,3|4,4]
+    #   -> (out [B,C,H,W], mask [B,1,H,W] or empty)
+    fwd="reproject_fwd(Tensor image, Tensor depth, Tensor K, Tensor T, Tensor? K_src, "
+        "bool with_mask) -> (Tensor, Tensor)",
+    bwd="reproject_bwd(Tensor grad, Tensor image, Tensor depth, Tensor K, Tensor T, "
+        "Tensor? K_src, bool need_image, bool need_depth, bool need_K, bool need_T, "
+        "bool need_K_src) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    saved=("image", "depth", "K", "T", "K_src"), params=(),
+    grads=("image", "depth", "K", "T", "K_src"), triton="reproject"), _fwd_fake, _bwd_fake)
 
 
 # ------------------------------------------------------------- public op
@@ -215,15 +208,11 @@ def reproject(image, depth, K, T, K_src=None, return_mask=False):
     through it (the reference passes NaN).
     """
     _check_inputs(image, depth, K, T, K_src)
-    backend = _dispatch.resolve("reproject", image, DTYPES)
+    backend = _dispatch.resolve("reproject", image)
     if backend == "reference":
         return reproject_reference(image, depth, K, T, K_src, return_mask)
-    geometry = torch.float64 if image.dtype == torch.float64 else torch.float32
+    geometry = _geometry_dtype(image.dtype)
     K, T, depth = K.to(geometry), T.to(geometry), depth.to(geometry)
     K_src = None if K_src is None else K_src.to(geometry)
-    if backend == "triton":
-        P = projection_matrix(K, T, K_src).expand(image.shape[0], 3, 4).contiguous()
-        out, mask = torch.ops.packops.reproject_fwd_triton(image, depth, P, return_mask)
-    else:
-        out, mask = torch.ops.packops.reproject_fwd(image, depth, K, T, K_src, return_mask)
+    out, mask = _library.kernel("reproject_fwd", backend)(image, depth, K, T, K_src, return_mask)
     return (out, mask) if return_mask else out

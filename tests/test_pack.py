@@ -56,7 +56,7 @@ def _run(backend, fn, *args):
 
 
 def _supports(backend, dtype):
-    return dtype in packops.pack.DTYPES[backend]
+    return dtype in packops._dispatch.DTYPES[backend]
 
 
 def _check(backend, fn, ref, inputs64, dtype, device, what, seed=1):

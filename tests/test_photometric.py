@@ -27,7 +27,7 @@ def _inputs(shape, dtype, device, seed=0, requires_grad=False):
 
 
 def _supports(backend, dtype):
-    return dtype in packops.photometric.DTYPES[backend]
+    return dtype in packops._dispatch.DTYPES[backend]
 
 
 def _run(backend, fn, *args):

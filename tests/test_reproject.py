@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import packops
-from packops.reproject import DTYPES, reproject_reference
+from packops.reproject import reproject_reference
+from packops._dispatch import DTYPES
 
 from _assert import assert_close
 from conftest import BACKEND_DEVICE, FUSED
@@ -194,13 +195,8 @@ def test_gradcheck(backend, device, case):
 def test_opcheck(backend, device):
     image, depth, K, T, K_src = _to(_case(2, 3, 5, 6, 6, 7, seed=12, k_src=True), device,
                                     torch.float32, torch.float32)
-    if backend == "triton":
-        fwd = torch.ops.packops.reproject_fwd_triton.default
-        P = packops.projection_matrix(K, T).contiguous()
-        inputs, needs = (image, depth, P), [(True, True, True), (False, True, True)]
-        variants = [inputs]
-    else:
-        fwd = torch.ops.packops.reproject_fwd.default
+    if True:
+        fwd = packops._library.kernel("reproject_fwd", backend).default
         needs = [(True, True, True, True, True), (False, True, False, True, False),
                  (True, False, True, False, True)]
         variants = [(image, depth, K, T, K_src), (image, depth, K[:1], T[:1, :3], None)]

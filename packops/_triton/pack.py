@@ -12,11 +12,11 @@ partial sums, summed in a fixed order by the launcher (deterministic).
 
 Imported lazily: under TRITON_INTERPRET=1 the kernels run on CPU tensors.
 """
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
+
+from ._launch import acc_type, contiguous, grad_buffer, interpreted, launch
 
 BLOCK_GPU = 256
 BLOCK_W_GPU = 64      # columns of the weight-gradient tile (32 x BLOCK_W)
@@ -156,75 +156,78 @@ def _grad_weight_kernel(g_ptr, in_ptr, part_ptr, B, Cu, h, w, r, d, n_chunks,
 
 
 # ---------------------------------------------------------------- launchers
-def _acc(dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _volume(x, d, r, unpack):
+# Named and shaped like the kernel ops (packops._library registers them as
+# packops::<name>_triton with the C++ ops' schemas).
+def _volume(x, r, unpack):
     B, C, H, W = x.shape
     if unpack:
         return B, C, H, W
     return B, C * r * r, H // r, W // r
 
 
-def _on_device(t):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def _block(x, n):
-    # The interpreter pays per operation, not per element: one big block.
-    return BLOCK_GPU if x.is_cuda else min(triton.next_power_of_2(max(n, 1)), 4096)
+    return min(triton.next_power_of_2(max(n, 1)), 4096) if interpreted(x) else BLOCK_GPU
 
 
-def forward(x, weight, bias, r, unpack):
+def _forward(x, weight, bias, r, unpack):
     """x: [B,C,H,W] -> pack: [B, d*r*r*C, H/r, W/r]; unpack: [B, d*C/(r*r), H*r, W*r]."""
-    x, weight, bias = x.contiguous(), weight.contiguous(), bias.contiguous()
+    x, weight, bias = contiguous(x, weight, bias)
     d = weight.shape[0]
-    B, Cu, h, w = _volume(x, d, r, unpack)
-    B_, C, H, W = x.shape
+    B, Cu, h, w = _volume(x, r, unpack)
+    _, C, H, W = x.shape
     shape = (B, d * C // (r * r), H * r, W * r) if unpack else (B, d * Cu, h, w)
     out = x.new_empty(shape)
     if out.numel() == 0:
         return out
     n_v = d * Cu * h * w
     block = _block(x, n_v)
-    with _on_device(x):
-        _forward_kernel[(triton.cdiv(n_v, block), B)](x, weight, bias, out, Cu, h, w, r, d,
-                                                      UNPACK=unpack, BLOCK=block,
-                                                      ACC=_acc(x.dtype))
+    launch(_forward_kernel, (triton.cdiv(n_v, block), B), x, x, weight, bias, out, Cu, h, w, r, d,
+           UNPACK=unpack, BLOCK=block, ACC=acc_type(x.dtype))
     return out
 
 
-def backward(grad, x, weight, r, unpack, need_x, need_w, need_b):
+def _backward(grad, x, weight, r, unpack, need_x, need_w, need_b):
     """grad: the forward output's shape -> (grad_x, grad_weight, grad_bias), empty if not needed."""
-    grad, x, weight = grad.contiguous(), x.contiguous(), weight.contiguous()
+    grad, x, weight = contiguous(grad, x, weight)
     d = weight.shape[0]
-    B, Cu, h, w = _volume(x, d, r, unpack)
-    gx = x.new_empty(x.shape) if need_x else x.new_empty(0)
-    gw = weight.new_zeros(weight.shape) if need_w else weight.new_empty(0)
-    gb = weight.new_zeros(d) if need_b else weight.new_empty(0)
+    B, Cu, h, w = _volume(x, r, unpack)
+    gx = grad_buffer(need_x, x)
+    gw, gb = grad_buffer(need_w, weight, zero=True), grad_buffer(need_b, weight[:, 0, 0, 0, 0], zero=True)
     if grad.numel() == 0:
-        if need_x:
-            gx.zero_()
-        return gx, gw, gb
-    acc = _acc(x.dtype)
+        return gx.zero_(), gw, gb
+    acc = acc_type(x.dtype)
     n_u = Cu * h * w
-    with _on_device(x):
-        if need_x:
-            block = _block(x, n_u)
-            _grad_input_kernel[(triton.cdiv(n_u, block), B)](grad, weight, gx, Cu, h, w, r, d,
-                                                            UNPACK=unpack, BLOCK=block, ACC=acc)
-        if need_w or need_b:
-            total = B * n_u
-            block = BLOCK_W_GPU if x.is_cuda else min(triton.next_power_of_2(total), 1024)
-            n_chunks = min(triton.cdiv(total, block), MAX_CHUNKS_GPU if x.is_cuda else 2)
-            part_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-            part = torch.empty((d, n_chunks, 32), device=x.device, dtype=part_dtype)
-            _grad_weight_kernel[(d, n_chunks)](grad, x, part, B, Cu, h, w, r, d, n_chunks,
-                                               UNPACK=unpack, BLOCK=block, ACC=acc)
-            sums = part.sum(1)  # fixed-order reduction over chunks
-            if need_w:
-                gw = sums[:, :27].to(weight.dtype).reshape(weight.shape).clone()
-            if need_b:
-                gb = sums[:, 27].to(weight.dtype).clone()  # clone: outputs may not alias
+    if need_x:
+        block = _block(x, n_u)
+        launch(_grad_input_kernel, (triton.cdiv(n_u, block), B), x, grad, weight, gx, Cu, h, w,
+               r, d, UNPACK=unpack, BLOCK=block, ACC=acc)
+    if need_w or need_b:
+        total = B * n_u
+        block = min(triton.next_power_of_2(total), 1024) if interpreted(x) else BLOCK_W_GPU
+        n_chunks = min(triton.cdiv(total, block), 2 if interpreted(x) else MAX_CHUNKS_GPU)
+        part_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        part = torch.empty((d, n_chunks, 32), device=x.device, dtype=part_dtype)
+        launch(_grad_weight_kernel, (d, n_chunks), x, grad, x, part, B, Cu, h, w, r, d,
+               n_chunks, UNPACK=unpack, BLOCK=block, ACC=acc)
+        sums = part.sum(1)  # fixed-order reduction over chunks
+        if need_w:
+            gw = sums[:, :27].to(weight.dtype).reshape(weight.shape).clone()
+        if need_b:
+            gb = sums[:, 27].to(weight.dtype).clone()  # clone: outputs may not alias
     return gx, gw, gb
+
+
+def pack3d_fwd(x, weight, bias, r):
+    return _forward(x, weight, bias, r, False)
+
+
+def pack3d_bwd(grad, x, weight, r, need_x, need_weight, need_bias):
+    return _backward(grad, x, weight, r, False, need_x, need_weight, need_bias)
+
+
+def unpack3d_fwd(x, weight, bias, r):
+    return _forward(x, weight, bias, r, True)
+
+
+def unpack3d_bwd(grad, x, weight, r, need_x, need_weight, need_bias):
+    return _backward(grad, x, weight, r, True, need_x, need_weight, need_bias)

@@ -10,12 +10,10 @@ intermediate tensors, and the repeated taps come from cache, not DRAM.
 Imported lazily: under TRITON_INTERPRET=1 (set before this import) the kernels
 run on CPU tensors, which is how the CPU test suite exercises them.
 """
-import contextlib
-
-import numpy as np
-import torch
 import triton
 import triton.language as tl
+
+from ._launch import acc_type, contiguous, grad_buffer, interpreted, launch, split_doubles
 
 # GPU tile: 8 x 32 pixels per program
 BLOCK_H, BLOCK_W = 8, 32
@@ -110,7 +108,8 @@ def _photo_ssim_term(s):
 @triton.jit
 def _scalar(hi, lo, ACC: tl.constexpr):
     # Triton passes Python floats as fp32; the launcher splits each double
-    # parameter into hi + lo so float64 kernels see it to ~48 bits.
+    # parameter into hi + lo (_launch.split_doubles) so float64 kernels see it
+    # to ~48 bits.
     return tl.cast(hi, ACC) + tl.cast(lo, ACC)
 
 
@@ -212,64 +211,58 @@ def _backward_kernel(g_ptr, x_ptr, y_ptr, gx_ptr, gy_ptr, C, H, W, alpha_hi, alp
 
 
 # ---------------------------------------------------------------- launchers
-def _acc(dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _split(*values):
-    """Each double as an fp32 (hi, lo) pair; see _scalar."""
-    out = []
-    for v in values:
-        hi = float(np.float32(v))
-        out += [hi, float(np.float32(v - hi))]
-    return out
-
-
+# Named and shaped like the kernel ops (packops._library registers them as
+# packops::<name>_triton with the C++ ops' schemas).
 def _config(x):
-    """Tile (BH, BW) and the launch grid. The interpreter pays per operation,
-    not per element, so it gets the largest tile that fits the image."""
+    """Tile (BH, BW) and the launch grid; the interpreter gets the largest
+    tile that fits the image."""
     B, _, H, W = x.shape
-    if x.is_cuda:
-        bh, bw = BLOCK_H, BLOCK_W
+    if interpreted(x):
+        bh, bw = min(triton.next_power_of_2(H), 16), min(triton.next_power_of_2(W), 64)
     else:
-        bh = min(triton.next_power_of_2(H), 16)
-        bw = min(triton.next_power_of_2(W), 64)
+        bh, bw = BLOCK_H, BLOCK_W
     return bh, bw, (triton.cdiv(W, bw), triton.cdiv(H, bh), B)
 
 
-def forward(x, y, photo, alpha, C1, C2):
+def _forward(x, y, photo, alpha, C1, C2):
     """x, y: [B,C,H,W] -> [B,1,H,W] (photo) or [B,C,H,W] (ssim)."""
-    x, y = x.contiguous(), y.contiguous()
+    x, y = contiguous(x, y)
     B, C, H, W = x.shape
     out = x.new_empty((B, 1, H, W) if photo else (B, C, H, W))
-    if x.numel() == 0:
+    if out.numel() == 0:
         return out
     bh, bw, grid = _config(x)
-    with _on_device(x):
-        _forward_kernel[grid](x, y, out, C, H, W, *_split(alpha, C1, C2),
-                              PHOTO=photo, BH=bh, BW=bw, ACC=_acc(x.dtype))
+    launch(_forward_kernel, grid, x, x, y, out, C, H, W, *split_doubles(alpha, C1, C2),
+           PHOTO=photo, BH=bh, BW=bw, ACC=acc_type(x.dtype))
     return out
 
 
-def backward(grad, x, y, photo, need_x, need_y, alpha, C1, C2):
+def _backward(grad, x, y, photo, need_x, need_y, alpha, C1, C2):
     """grad: [B,1,H,W] (photo) or [B,C,H,W] -> (grad_x, grad_y), empty when not needed."""
-    grad, x, y = grad.contiguous(), x.contiguous(), y.contiguous()
+    grad, x, y = contiguous(grad, x, y)
     B, C, H, W = x.shape
-    gx = x.new_empty(x.shape) if need_x else x.new_empty(0)
-    gy = y.new_empty(y.shape) if need_y else y.new_empty(0)
+    gx, gy = grad_buffer(need_x, x), grad_buffer(need_y, y)
     if x.numel() == 0 or not (need_x or need_y):
         return gx, gy
-    # a dummy pointer for the output that is skipped (its stores are compiled out)
-    gx_arg = gx if need_x else x
-    gy_arg = gy if need_y else y
     bh, bw, grid = _config(x)
-    with _on_device(x):
-        _backward_kernel[grid](grad, x, y, gx_arg, gy_arg, C, H, W, *_split(alpha, C1, C2),
-                               PHOTO=photo, NEED_X=need_x, NEED_Y=need_y,
-                               BH=bh, BW=bw, ACC=_acc(x.dtype))
+    # a dummy pointer for an output that is skipped (its stores are compiled out)
+    launch(_backward_kernel, grid, x, grad, x, y, gx if need_x else x, gy if need_y else y, C,
+           H, W, *split_doubles(alpha, C1, C2), PHOTO=photo, NEED_X=need_x, NEED_Y=need_y,
+           BH=bh, BW=bw, ACC=acc_type(x.dtype))
     return gx, gy
 
 
-def _on_device(t):
-    # Triton launches on the current CUDA device; make that t's device.
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+def ssim_fwd(x, y, C1, C2):
+    return _forward(x, y, False, 0.0, C1, C2)
+
+
+def ssim_bwd(grad, x, y, C1, C2, need_x, need_y):
+    return _backward(grad, x, y, False, need_x, need_y, 0.0, C1, C2)
+
+
+def photometric_fwd(pred, target, alpha, C1, C2):
+    return _forward(pred, target, True, alpha, C1, C2)
+
+
+def photometric_bwd(grad, pred, target, alpha, C1, C2, need_pred, need_target):
+    return _backward(grad, pred, target, True, need_pred, need_target, alpha, C1, C2)

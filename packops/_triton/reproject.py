@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import contiguous, grad_buffer, interpreted, launch
+
 _MIN_Z = tl.constexpr(1e-5)
 
 
@@ -136,46 +138,68 @@ def _backward_kernel(grad, image, depth, P, grad_image, grad_depth, partial, C, 
             tl.store(row + 11, tl.sum(dpz, axis=0))
 
 
-def _block(n, device):
-    # The interpreter pays per program, not per element: large blocks there.
-    if device.type == "cpu":
-        return min(4096, max(16, triton.next_power_of_2(n)))
-    return 256
+# ---------------------------------------------------------------- launchers
+# Named and shaped like the kernel ops (packops._library registers them as
+# packops::<name>_triton with the C++ ops' schemas): they take the cameras,
+# fold them into P = K_src [R K^-1 | t] with PyTorch ops (no device-host sync)
+# and carry the P gradient on to K, T and K_src (packops.reproject.camera_grads).
+def _block(n, like):
+    return min(4096, max(16, triton.next_power_of_2(n))) if interpreted(like) else 256
 
 
-def forward(image, depth, P, with_mask):
+def _kernel_forward(image, depth, P, with_mask):
     """image: [B,C,Hs,Ws]; depth: [B,1,H,W] and P: [B,3,4] in the geometry
     dtype -> (out [B,C,H,W], mask [B,1,H,W] or empty)."""
-    image, depth, P = image.contiguous(), depth.contiguous(), P.contiguous()
+    image, depth, P = contiguous(image, depth, P)
     B, C, Hs, Ws = image.shape
     H, W = depth.shape[-2:]
     out = image.new_empty((B, C, H, W))
     mask = image.new_empty((B, 1, H, W)) if with_mask else image.new_empty(0)
     if B * H * W == 0:
         return out, mask
-    BLOCK = _block(H * W, image.device)
-    grid = (triton.cdiv(H * W, BLOCK), B)
-    _forward_kernel[grid](image, depth, P, out, mask if with_mask else out, C, H, W, Hs, Ws,
-                          WITH_MASK=with_mask, BLOCK=BLOCK, num_warps=4)
+    block = _block(H * W, image)
+    launch(_forward_kernel, (triton.cdiv(H * W, block), B), image, image, depth, P,
+           out, mask if with_mask else out, C, H, W, Hs, Ws, WITH_MASK=with_mask, BLOCK=block,
+           num_warps=4)
     return out, mask
 
 
-def backward(grad, image, depth, P, need_image, need_depth, need_P):
+def _kernel_backward(grad, image, depth, P, need_image, need_depth, need_P):
     """-> (grad_image [B,C,Hs,Ws], grad_depth [B,1,H,W], grad_P [B,3,4]), empty when unneeded."""
-    grad, image, depth, P = grad.contiguous(), image.contiguous(), depth.contiguous(), P.contiguous()
+    grad, image, depth, P = contiguous(grad, image, depth, P)
     B, C, Hs, Ws = image.shape
     H, W = depth.shape[-2:]
-    BLOCK = _block(H * W, image.device)
-    n_prog = triton.cdiv(H * W, BLOCK)
+    block = _block(H * W, image)
+    n_prog = triton.cdiv(H * W, block)
+    # the image gradient accumulates with atomics in the geometry dtype
     gi = torch.zeros(image.shape, dtype=P.dtype, device=P.device) if need_image else P.new_empty(0)
-    gd = torch.empty_like(depth) if need_depth else depth.new_empty(0)
+    gd = grad_buffer(need_depth, depth)
     partial = P.new_zeros((B, n_prog, 12)) if need_P else P.new_empty(0)
     if B * H * W > 0 and (need_image or need_depth or need_P):
-        _backward_kernel[(n_prog, B)](grad, image, depth, P, gi if need_image else P,
-                                      gd if need_depth else depth, partial if need_P else P,
-                                      C, H, W, Hs, Ws, NEED_IMAGE=need_image,
-                                      NEED_DEPTH=need_depth, NEED_P=need_P, BLOCK=BLOCK,
-                                      num_warps=4)
+        launch(_backward_kernel, (n_prog, B), image, grad, image, depth, P,
+               gi if need_image else P, gd if need_depth else depth, partial if need_P else P,
+               C, H, W, Hs, Ws, NEED_IMAGE=need_image, NEED_DEPTH=need_depth, NEED_P=need_P,
+               BLOCK=block, num_warps=4)
     gi = gi.to(image.dtype) if need_image else image.new_empty(0)
     gP = partial.sum(1).view(B, 3, 4) if need_P else P.new_empty(0)
     return gi, gd, gP
+
+
+def _P(image, K, T, K_src):
+    from ..reproject import projection_matrix
+    return projection_matrix(K, T, K_src).expand(image.shape[0], 3, 4)
+
+
+def reproject_fwd(image, depth, K, T, K_src, with_mask):
+    return _kernel_forward(image, depth, _P(image, K, T, K_src), with_mask)
+
+
+def reproject_bwd(grad, image, depth, K, T, K_src, need_image, need_depth, need_K, need_T,
+                  need_K_src):
+    from ..reproject import camera_grads
+    need_K_src = need_K_src and K_src is not None
+    need_P = need_K or need_T or need_K_src
+    gi, gd, gP = _kernel_backward(grad, image, depth, _P(image, K, T, K_src), need_image,
+                                  need_depth, need_P)
+    gK, gT, gKs = camera_grads(gP, K, T, K_src, need_K, need_T, need_K_src)
+    return gi, gd, gK, gT, gKs
