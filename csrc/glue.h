@@ -13,6 +13,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,12 @@ inline void check_grad(const char* op, const at::Tensor& grad, at::IntArrayRef e
   TORCH_CHECK(grad.scalar_type() == x.scalar_type() && grad.device() == x.device(), op,
               ": grad must match the inputs' dtype and device, got ", dtype_str(grad), " on ",
               device_str(grad));
+}
+
+// A scalar parameter (alpha, C1, C2) must be a finite number.
+inline void check_finite(const char* op, const char* name, double v) {
+  TORCH_CHECK(std::isfinite(v), op, ": ", name, " must be a finite number, got ",
+              std::to_string(v));
 }
 
 // The gradient of an input that needs none is an empty tensor: the autograd

@@ -31,19 +31,36 @@ from . import _checks, _dispatch, _library
 
 
 # ---------------------------------------------------------------- reference
+def _space_to_depth(x, r):
+    """F.pixel_unshuffle(x, r) (PackNet's packing), written out because
+    pixel_unshuffle returns the input's shape for an empty batch."""
+    B, C, H, W = x.shape
+    return (x.reshape(B, C, H // r, r, W // r, r).permute(0, 1, 3, 5, 2, 4)
+            .reshape(B, C * r * r, H // r, W // r))
+
+
 def pack3d_reference(x, weight, bias, r=2):
     """x: [B,C,H,W] -> [B, d*r*r*C, H/r, W/r]: PackNet's packing + Conv3d + view."""
-    u = F.pixel_unshuffle(x, r).unsqueeze(1)          # [B,1,r*r*C,H/r,W/r]
+    u = _space_to_depth(x, r).unsqueeze(1)            # [B,1,r*r*C,H/r,W/r]
     v = F.conv3d(u, weight, bias, padding=1)          # [B,d,r*r*C,H/r,W/r]
     b, d, c, h, w = v.shape
     return v.reshape(b, d * c, h, w)
+
+
+def _depth_to_space(v, r):
+    """F.pixel_shuffle(v, r) (PackNet's unpacking), written out because
+    pixel_shuffle's backward fails for an empty batch."""
+    B, C, h, w = v.shape
+    c = C // (r * r)
+    return (v.reshape(B, c, r, r, h, w).permute(0, 1, 4, 2, 5, 3)
+            .reshape(B, c, h * r, w * r))
 
 
 def unpack3d_reference(x, weight, bias, r=2):
     """x: [B,C,H,W] -> [B, d*C/(r*r), H*r, W*r]: Conv3d + view + PixelShuffle."""
     v = F.conv3d(x.unsqueeze(1), weight, bias, padding=1)  # [B,d,C,H,W]
     b, d, c, h, w = v.shape
-    return F.pixel_shuffle(v.reshape(b, d * c, h, w), r)
+    return _depth_to_space(v.reshape(b, d * c, h, w), r)
 
 
 def pack_conv_reference(x, w3, b3, w2, b2, r=2):
@@ -146,7 +163,12 @@ def _pack_conv_fused(x, w3, b3, w2, b2, r, pack_op):
         # no interior (the strips would cover the whole image anyway), or too
         # small for the folding to pay: pack3d + conv2d directly
         return _pack_conv_window(x, w3, b3, w2, b2, r, pack_op, 0, h, 0, w)
-    w_x, b_eff = _folded_weights(w3, b3, w2, r)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        # fold in float32: the folded weights sum k^2 d products per tap, and
+        # their gradient flows back to w2 and w3 through the same sums
+        w_x, b_eff = (t.to(x.dtype) for t in _folded_weights(w3.float(), b3.float(), w2.float(), r))
+    else:
+        w_x, b_eff = _folded_weights(w3, b3, w2, r)
     if b2 is not None:
         b_eff = b_eff + b2
     interior = F.conv2d(x, w_x, b_eff, stride=r, padding=r)  # rows/cols p .. h-p-1 / w-p-1

@@ -49,6 +49,26 @@ def backend_device_pairs():
 
 BACKEND_DEVICE = backend_device_pairs()
 FUSED = [p for p in BACKEND_DEVICE if p.values[0] != "reference"]
+# Triton kernels run in the interpreter here (slow: tests keep its shapes small)
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def pytest_generate_tests(metafunc):
+    """The op test classes (tests/contract.py) give their cases as class
+    attributes: SHAPES {id: shape}, GRADS, LAYOUTS and bad_inputs()."""
+    cls = metafunc.cls
+    if cls is None or not hasattr(cls, "bad_inputs"):
+        return
+    names = metafunc.fixturenames
+    if "shape" in names:
+        metafunc.parametrize("shape", list(cls.SHAPES.items()), ids=list(cls.SHAPES))
+    if "which" in names:
+        metafunc.parametrize("which", list(cls.GRADS))
+    if "layout" in names:
+        metafunc.parametrize("layout", list(cls.LAYOUTS))
+    if "bad" in names:
+        cases = cls.bad_inputs()
+        metafunc.parametrize("bad", cases, ids=[c[0] for c in cases])
 
 
 @pytest.fixture(autouse=True)

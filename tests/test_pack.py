@@ -1,5 +1,6 @@
-"""pack3d / unpack3d / pack_conv and the packing modules on every backend
-present, against the reference sequence of ops."""
+"""pack3d / unpack3d / pack_conv: the op contract (tests/contract.py) on every
+backend present, plus other packing factors, the packing modules against
+PackNet-SfM's layers, pack_conv's two routes and its memory."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,29 +10,14 @@ from packops.pack import pack3d_reference, pack_conv_reference, unpack3d_referen
 
 from _assert import assert_as_accurate, assert_close
 from conftest import BACKEND_DEVICE, FUSED
+from contract import OpContract
 
-DTYPES = [torch.float32, torch.float64]
-# (B, C, H, W, d): odd channel counts, batch 1, the minimum 2x2, d = 1 and 8
-PACK_SHAPES = [(2, 3, 4, 6, 2), (1, 1, 2, 2, 4), (1, 5, 6, 10, 8), (2, 2, 8, 4, 1)]
-# unpack3d needs d*C divisible by r*r
-UNPACK_SHAPES = [(2, 3, 3, 5, 4), (1, 1, 2, 2, 4), (1, 2, 5, 4, 8), (2, 4, 4, 3, 1)]
-# (B, C, H, W, d, k, Cout): H/2 or W/2 as small as 2 so the border ring covers
-# or nearly covers the image, and shapes with an interior
+
 @pytest.fixture(autouse=True)
 def _folded_route_everywhere(monkeypatch):
     """Small test shapes would take pack_conv's direct route (FOLD_MIN_PIXELS):
     force the folded route, the one with the border-ring logic, in this file."""
     monkeypatch.setattr(packops.pack, "FOLD_MIN_PIXELS", 0)
-
-
-CONV_SHAPES = [
-    (1, 2, 4, 12, 2, 5, 3),   # h = 2 < k: no interior, computed directly
-    (2, 3, 8, 10, 2, 3, 5),   # h=4, w=5, k=3: interior 2x3
-    (1, 1, 12, 14, 3, 5, 4),  # h=6, w=7, k=5: interior 2x3
-    (1, 2, 6, 4, 2, 3, 2),    # w = 2: no interior
-    (2, 3, 10, 8, 1, 3, 3),   # d = 1
-    (1, 2, 6, 8, 2, 1, 3),    # k = 1: no ring at all
-]
 
 
 def _gen(seed):
@@ -46,6 +32,14 @@ def _conv3d_params(d, g):
     return _rand((d, 1, 3, 3, 3), g, 0.3), _rand((d,), g, 0.1)
 
 
+def _conv_inputs(shape, seed=0):
+    B, C, H, W, d, k, cout = shape
+    g = _gen(seed)
+    w3, b3 = _conv3d_params(d, g)
+    w2 = _rand((cout, d * 4 * C, k, k), g, 1.0 / (d * 4 * C * k * k) ** 0.5)
+    return [_rand((B, C, H, W), g), w3, b3, w2, _rand((cout,), g, 0.1)]
+
+
 def _to(ts, dtype, device, requires_grad=True):
     return [t.to(device=device, dtype=dtype).requires_grad_(requires_grad) for t in ts]
 
@@ -53,10 +47,6 @@ def _to(ts, dtype, device, requires_grad=True):
 def _run(backend, fn, *args):
     with packops.use_backend(backend):
         return fn(*args)
-
-
-def _supports(backend, dtype):
-    return dtype in packops._dispatch.DTYPES[backend]
 
 
 def _check(backend, fn, ref, inputs64, dtype, device, what, seed=1):
@@ -76,50 +66,127 @@ def _check(backend, fn, ref, inputs64, dtype, device, what, seed=1):
         assert_as_accurate(a, s, e, f"{backend} {what} grad of input {i}")
 
 
-@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-@pytest.mark.parametrize("shape", PACK_SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_pack3d_matches_reference(backend, device, shape, dtype):
-    if not _supports(backend, dtype):
-        pytest.skip(f"{backend} does not serve {dtype}")
-    B, C, H, W, d = shape
-    g = _gen(0)
-    inputs = [_rand((B, C, H, W), g), *_conv3d_params(d, g)]
-    _check(backend, packops.pack3d, pack3d_reference, inputs, dtype, device, "pack3d")
+# ------------------------------------------------------------------ bad input
+x = torch.rand(2, 3, 4, 6)
+w3, b3 = torch.rand(4, 1, 3, 3, 3), torch.rand(4)
+w2, b2 = torch.rand(5, 4 * 4 * 3, 3, 3), torch.rand(5)
 
 
-@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-@pytest.mark.parametrize("shape", UNPACK_SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_unpack3d_matches_reference(backend, device, shape, dtype):
-    if not _supports(backend, dtype):
-        pytest.skip(f"{backend} does not serve {dtype}")
-    B, C, H, W, d = shape
-    g = _gen(0)
-    inputs = [_rand((B, C, H, W), g), *_conv3d_params(d, g)]
-    _check(backend, packops.unpack3d, unpack3d_reference, inputs, dtype, device, "unpack3d")
+def _bad_conv3d(op):
+    """Bad inputs shared by pack3d and unpack3d."""
+    cases = [
+        ("3d", (x[0], w3, b3), {}, ValueError, r"x must have 4 dimensions.*\(3, 4, 6\)"),
+        ("int", (x.long(), w3, b3), {}, ValueError, r"x must be a floating-point.*int64"),
+        ("weight-taps", (x, w3[:, :, :2], b3), {}, ValueError,
+         r"weight must be \[d,1,3,3,3\].*\(4, 1, 2, 3, 3\)"),
+        ("weight-in", (x, w3.expand(4, 2, 3, 3, 3), b3), {}, ValueError,
+         r"weight must be \[d,1,3,3,3\].*\(4, 2, 3, 3, 3\)"),
+        ("bias-shape", (x, w3, b3[:3]), {}, ValueError,
+         r"bias must be \[4\] for weight \(4, 1, 3, 3, 3\), got shape \(3,\)"),
+        ("dtypes", (x, w3.double(), b3), {}, ValueError,
+         r"x and weight must have the same dtype.*float32.*float64"),
+        ("device", (x, w3, b3.to("meta")), {}, ValueError,
+         r"x and bias must be on the same device.*cpu.*meta"),
+        ("bias-int", (x, w3, b3.int()), {}, ValueError, r"bias must be a floating-point"),
+        ("r0", (x, w3, b3), {"r": 0}, ValueError, r"r must be a positive int, got 0"),
+    ]
+    if op == "pack3d":
+        cases.append(("H5", (torch.rand(2, 3, 5, 6), w3, b3), {}, ValueError,
+                      r"pack3d: H and W of x must be divisible by r = 2.*\(2, 3, 5, 6\)"))
+    else:
+        cases.append(("dC", (x, w3[:3], b3[:3]), {}, ValueError,
+                      r"unpack3d: d\*C = 3\*3 must be divisible by r\*r = 4"))
+    return cases
 
 
-def _conv_inputs(shape, seed=0):
-    B, C, H, W, d, k, cout = shape
-    g = _gen(seed)
-    w3, b3 = _conv3d_params(d, g)
-    w2 = _rand((cout, d * 4 * C, k, k), g, 1.0 / (d * 4 * C * k * k) ** 0.5)
-    return [_rand((B, C, H, W), g), w3, b3, w2, _rand((cout,), g, 0.1)]
+class _Conv3dOp(OpContract):
+    NAMES = GRADS = ("x", "weight", "bias")
+    GRADCHECK_SHAPE = (1, 2, 4, 2, 2)
+    OPCHECK_SHAPE = (2, 3, 4, 6, 4)
+    LOW_SHAPE = (2, 3, 6, 12, 4)
+
+    def make(self, shape, seed=0):
+        B, C, H, W, d = shape
+        g = _gen(seed)
+        return [_rand((B, C, H, W), g), *_conv3d_params(d, g)]
+
+    def kernel_args(self, args, kwargs):
+        xx, weight, bias = args
+        if bias is None:
+            bias = weight.new_zeros(weight.shape[0])
+        return self.KERNELS[0], (xx, weight, bias, kwargs.get("r", 2))
 
 
-@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-@pytest.mark.parametrize("shape", CONV_SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_pack_conv_matches_reference(backend, device, shape, dtype):
-    if not _supports(backend, dtype):
-        pytest.skip(f"{backend} does not serve {dtype}")
-    if backend == "triton" and dtype == torch.float32 and shape[5] != 5:
-        pytest.skip("interpreter time: float32 triton runs the k=5 shapes only")
-    _check(backend, packops.pack_conv, pack_conv_reference, _conv_inputs(shape), dtype, device,
-           f"pack_conv k={shape[5]}")
+class TestPack3d(_Conv3dOp):
+    fn = packops.pack3d
+    reference = pack3d_reference
+    KERNELS = ("pack3d_fwd",)
+    # (B, C, H, W, d): odd channel counts, batch 1, the minimum 2x2, d = 1 and 8
+    SHAPES = {"2x3x4x6-d2": (2, 3, 4, 6, 2), "1x1x2x2-d4": (1, 1, 2, 2, 4),
+              "1x5x6x10-d8": (1, 5, 6, 10, 8), "2x2x8x4-d1": (2, 2, 8, 4, 1)}
+
+    @staticmethod
+    def bad_inputs():
+        return _bad_conv3d("pack3d")
 
 
+class TestUnpack3d(_Conv3dOp):
+    fn = packops.unpack3d
+    reference = unpack3d_reference
+    KERNELS = ("unpack3d_fwd",)
+    # unpack3d needs d*C divisible by r*r
+    SHAPES = {"2x3x3x5-d4": (2, 3, 3, 5, 4), "1x1x2x2-d4": (1, 1, 2, 2, 4),
+              "1x2x5x4-d8": (1, 2, 5, 4, 8), "2x4x4x3-d1": (2, 4, 4, 3, 1)}
+
+    @staticmethod
+    def bad_inputs():
+        return _bad_conv3d("unpack3d")
+
+
+class TestPackConv(OpContract):
+    fn = packops.pack_conv
+    reference = pack_conv_reference
+    NAMES = GRADS = ("x", "w3", "b3", "w2", "b2")
+    # (B, C, H, W, d, k, Cout): H/2 or W/2 as small as 2 so the border ring
+    # covers or nearly covers the image, and shapes with an interior
+    SHAPES = {
+        "no-interior-k5": (1, 2, 4, 12, 2, 5, 3),   # h = 2 < k: computed directly
+        "interior-2x3-k3": (2, 3, 8, 10, 2, 3, 5),
+        "interior-2x3-k5": (1, 1, 12, 14, 3, 5, 4),
+        "w2-k3": (1, 2, 6, 4, 2, 3, 2),             # w = 2: no interior
+        "d1-k3": (2, 3, 10, 8, 1, 3, 3),
+        "k1": (1, 2, 6, 8, 2, 1, 3),                # k = 1: no ring at all
+    }
+    FLOAT32_SHAPES = ("no-interior-k5", "interior-2x3-k5")
+    LOW_SHAPE = (1, 3, 12, 16, 4, 3, 2)
+    GRADCHECK_SHAPE = (1, 1, 6, 8, 2, 3, 2)
+    OPCHECK_SHAPE = (1, 2, 8, 10, 2, 3, 4)
+
+    def make(self, shape, seed=0):
+        return _conv_inputs(shape, seed)
+
+    @staticmethod
+    def bad_inputs():
+        return [
+            ("w2-cin", (x, w3, b3, w2[:, :40], b2), {}, ValueError,
+             r"w2 must be \[Cout, d\*r\*r\*C, k, k\] = \[Cout, 48, k, k\].*got shape \(5, 40, 3, 3\)"),
+            ("w2-even-k", (x, w3, b3, torch.rand(5, 48, 2, 2), b2), {}, ValueError,
+             r"k odd.*\(5, 48, 2, 2\)"),
+            ("w2-not-square", (x, w3, b3, torch.rand(5, 48, 3, 5), b2), {}, ValueError,
+             r"w2 must be.*\(5, 48, 3, 5\)"),
+            ("b2-shape", (x, w3, b3, w2, b2[:4]), {}, ValueError,
+             r"b2 must be \[5\] for w2 \(5, 48, 3, 3\), got shape \(4,\)"),
+            ("w2-dtype", (x, w3, b3, w2.double(), b2), {}, ValueError,
+             r"x and w2 must have the same dtype"),
+            ("w3-taps", (x, w3[:, :, :2], b3, w2, b2), {}, ValueError, r"w3 must be \[d,1,3,3,3\]"),
+            ("b3-shape", (x, w3, b3[:2], w2, b2), {}, ValueError, r"b3 must be \[4\]"),
+            ("b2-device", (x, w3, b3, w2, b2.to("meta")), {}, ValueError,
+             r"x and b2 must be on the same device"),
+            ("r3", (x, w3, b3, w2, b2), {"r": 3}, ValueError, r"divisible by r = 3.*\(2, 3, 4, 6\)"),
+        ]
+
+
+# ------------------------------------------------------------ other cases
 @pytest.mark.parametrize("backend,device", FUSED)
 @pytest.mark.parametrize("r", [1, 3])
 def test_other_r(backend, device, r):
@@ -138,110 +205,21 @@ def test_other_r(backend, device, r):
            torch.float64, device, f"pack_conv r={r}")
 
 
-@pytest.mark.parametrize("backend,device", FUSED)
-@pytest.mark.parametrize("layout", ["channels_last", "strided"])
-def test_noncontiguous(backend, device, layout):
-    g = _gen(5)
-    x = _rand((2, 3, 12, 16), g).to(device)
-    if layout == "channels_last":
-        x = x.to(memory_format=torch.channels_last)
-    else:
-        x = x[:, :, ::2, 2:14]  # [2, 3, 6, 12]
-    assert not x.is_contiguous()
-    w3, b3 = (t.to(device) for t in _conv3d_params(4, g))
-    w2 = _rand((2, 4 * 4 * 3, 3, 3), g, 0.05).to(device).transpose(2, 3)  # non-contiguous too
-    b2 = _rand((2,), g).to(device)
-    for fn, ref, args in [(packops.pack3d, pack3d_reference, (x, w3, b3)),
-                          (packops.unpack3d, unpack3d_reference, (x, w3, b3)),
-                          (packops.pack_conv, pack_conv_reference, (x, w3, b3, w2, b2))]:
-        ins = [a.detach().float().requires_grad_() for a in args]
-        out = _run(backend, fn, *ins)
-        ex = [a.detach().requires_grad_() for a in args]
-        want = ref(*ex)
-        assert_close(out, want, 1e-4, f"{backend} {fn.__name__} {layout}")
-        got = torch.autograd.grad(out.sum(), ins)
-        wanted = torch.autograd.grad(want.sum(), ex)
-        for i, (a, e) in enumerate(zip(got, wanted)):
-            assert_close(a, e, 1e-3 * max(1.0, e.abs().max().item()),
-                         f"{backend} {fn.__name__} {layout} grad {i}")
-
 
 @pytest.mark.parametrize("backend,device", FUSED)
-@pytest.mark.parametrize("which", ["x", "weight", "bias"])
-def test_gradient_to_one_input(backend, device, which):
-    g = _gen(7)
-    args = [_rand((1, 2, 4, 6), g).to(device), *(t.to(device) for t in _conv3d_params(2, g))]
-    idx = ["x", "weight", "bias"].index(which)
-    args[idx].requires_grad_()
-    for fn, ref in [(packops.pack3d, pack3d_reference), (packops.unpack3d, unpack3d_reference)]:
-        out = _run(backend, fn, *args)
-        (got,) = torch.autograd.grad(out.sum(), args[idx])
-        (want,) = torch.autograd.grad(ref(*args).sum(), args[idx])
-        assert_close(got, want, 1e-12, f"{backend} {fn.__name__} grad {which}")
-
-
-@pytest.mark.parametrize("backend,device", FUSED)
-@pytest.mark.parametrize("op", ["pack3d", "unpack3d", "pack_conv"])
-def test_gradcheck(backend, device, op):
-    g = _gen(11)
-    if op == "pack_conv":
-        args = _conv_inputs((1, 1, 6, 8, 2, 3, 2), seed=11)
-    else:
-        args = [_rand((1, 2, 4, 2), g), *_conv3d_params(2, g)]
-    args = [a.to(device).requires_grad_() for a in args]
-    fn = getattr(packops, op)
-    # the interpreter runs each launch in Python: fast mode (random projections)
-    with packops.use_backend(backend):
-        assert torch.autograd.gradcheck(fn, tuple(args), eps=1e-6, atol=1e-7,
-                                        fast_mode=backend == "triton")
-
-
-@pytest.mark.parametrize("backend,device", FUSED)
-def test_opcheck(backend, device):
-    suffix = "_triton" if backend == "triton" else ""
-    g = _gen(13)
-    for need in [(True, True, True), (True, False, False), (False, True, False)]:
-        x = _rand((2, 3, 4, 6), g).float().to(device).requires_grad_(need[0])
-        w3, b3 = (t.float().to(device) for t in _conv3d_params(4, g))
-        w3.requires_grad_(need[1])
-        b3.requires_grad_(need[2])
-        for name in ("pack3d_fwd", "unpack3d_fwd"):
-            torch.library.opcheck(getattr(torch.ops.packops, name + suffix).default,
-                                  (x, w3, b3, 2))
-
-
-@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-def test_compile_fullgraph(backend, device):
-    torch._dynamo.reset()
-    args = [a.float().to(device).requires_grad_() for a in _conv_inputs((1, 2, 8, 10, 2, 3, 4))]
-
-    def step(x, w3, b3, w2, b2):
-        y = packops.pack_conv(x, w3, b3, w2, b2)           # [1, 4, 4, 5]
-        z = packops.unpack3d(y, w3, b3)                     # [1, 2, 8, 10]
-        return y.square().mean() + z.mean() + packops.pack3d(x, w3, b3).mean()
-
-    with packops.use_backend(backend):
-        compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-        loss = compiled(*args)
-        got = torch.autograd.grad(loss, args)
-        eager = step(*args)
-        want = torch.autograd.grad(eager, args)
-    assert_close(loss, eager, 1e-6, "compiled loss")
-    for a, b in zip(got, want):
-        assert_close(a, b, 1e-5, "compiled grad")
-
-
-@pytest.mark.parametrize("backend,device", FUSED)
-def test_empty_batch(backend, device):
-    args = [a.float().to(device).requires_grad_() for a in _conv_inputs((0, 2, 8, 10, 2, 3, 4))]
-    out = _run(backend, packops.pack_conv, *args)
-    assert out.shape == (0, 4, 4, 5)
-    x, w3, b3 = args[:3]
-    for fn, shape in [(packops.pack3d, (0, 16, 4, 5)), (packops.unpack3d, (0, 1, 16, 20))]:
-        y = _run(backend, fn, x, w3, b3)
-        assert y.shape == shape
-        gx, gw, gb = torch.autograd.grad(y.sum(), (x, w3, b3))
-        assert gx.shape == x.shape and torch.equal(gw, torch.zeros_like(gw))
+def test_pack_conv_route_choice_agrees(backend, device, monkeypatch):
+    """Direct (pack3d + conv2d) and folded routes give the same values and
+    gradients; the automatic choice takes direct below FOLD_MIN_PIXELS."""
+    args = [a.to(device).requires_grad_() for a in _conv_inputs((1, 3, 12, 16, 8, 3, 3))]
+    got = {}
+    for name, threshold in (("folded", 0), ("direct", 10 ** 9)):
+        monkeypatch.setattr(packops.pack, "FOLD_MIN_PIXELS", threshold)
+        with packops.use_backend(backend):
+            out = packops.pack_conv(*args)
+        got[name] = (out, torch.autograd.grad(out.square().sum(), args))
+    assert_close(got["folded"][0], got["direct"][0], 1e-10, "values")
+    for a, b in zip(got["folded"][1], got["direct"][1]):
+        assert_close(a, b, 1e-9 * max(1.0, float(b.abs().max())), "grads")
 
 
 def test_pack_conv_memory_is_small():
@@ -271,6 +249,26 @@ def test_pack_conv_memory_is_small():
     v_bytes = 8 * 4 * 4 * 64 * 64 * 4  # the pack3d output
     assert ref >= v_bytes
     assert fused < ref / 3 and fused < v_bytes, (fused, ref)
+
+
+def test_none_biases_mean_zero():
+    z3, z2 = torch.zeros(4), torch.zeros(5)
+    torch.testing.assert_close(packops.pack3d(x, w3, None), packops.pack3d(x, w3, z3))
+    torch.testing.assert_close(packops.pack_conv(x, w3, None, w2, None),
+                               packops.pack_conv(x, w3, z3, w2, z2))
+
+
+def test_compiled_ops_check_shapes():
+    if not packops.has_cpu_ext():
+        pytest.skip("packops._C not built")
+    with pytest.raises(RuntimeError, match=r"pack3d: H and W of x must be divisible by r = 2"):
+        torch.ops.packops.pack3d_fwd(torch.rand(1, 1, 3, 4), w3, b3, 2)
+    with pytest.raises(RuntimeError, match=r"weight must be \[d,1,3,3,3\], got shape \[4, 1, 3, 3\]"):
+        torch.ops.packops.unpack3d_fwd(x, w3[..., 0], b3, 2)
+    with pytest.raises(RuntimeError, match=r"grad must have shape \[2, 48, 2, 3\]"):
+        torch.ops.packops.pack3d_bwd(x, x, w3, 2, True, True, True)
+    with pytest.raises(RuntimeError, match=r"cpu backend supports float32 and float64"):
+        torch.ops.packops.pack3d_fwd(x.half(), w3.half(), b3.half(), 2)
 
 
 # ------------------------------------------------------------------ modules
@@ -382,17 +380,3 @@ def test_module_repr_and_defaults():
     assert u.conv.conv_base.weight.shape == (64 * 4 // 8, 32, 3, 3)
 
 
-@pytest.mark.parametrize("backend,device", FUSED)
-def test_pack_conv_route_choice_agrees(backend, device, monkeypatch):
-    """Direct (pack3d + conv2d) and folded routes give the same values and
-    gradients; the automatic choice takes direct below FOLD_MIN_PIXELS."""
-    args = [a.to(device).requires_grad_() for a in _conv_inputs((1, 3, 12, 16, 8, 3, 3))]
-    got = {}
-    for name, threshold in (("folded", 0), ("direct", 10 ** 9)):
-        monkeypatch.setattr(packops.pack, "FOLD_MIN_PIXELS", threshold)
-        with packops.use_backend(backend):
-            out = packops.pack_conv(*args)
-        got[name] = (out, torch.autograd.grad(out.square().sum(), args))
-    assert_close(got["folded"][0], got["direct"][0], 1e-10, "values")
-    for a, b in zip(got["folded"][1], got["direct"][1]):
-        assert_close(a, b, 1e-9 * max(1.0, float(b.abs().max())), "grads")

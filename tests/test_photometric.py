@@ -1,160 +1,141 @@
-"""ssim / photometric_loss on every backend present, against the reference."""
+"""ssim / photometric_loss: the op contract (tests/contract.py) on every
+backend present, plus known answers and the nn.Module drop-ins."""
 import pytest
 import torch
 
 import packops
 from packops.photometric import photometric_loss_reference, ssim_reference
 
-from _assert import assert_as_accurate, assert_close
-from conftest import BACKEND_DEVICE, FUSED
+from _assert import assert_close
+from conftest import BACKEND_DEVICE
+from contract import OpContract
 
-OPS = {
-    "photometric_loss": (packops.photometric_loss, photometric_loss_reference),
-    "ssim": (packops.ssim, ssim_reference),
-}
 # odd sizes, the minimum 2x2, batch 1, and sizes that cross the CPU band
 # (32 rows) and the Triton/CUDA tile edges
-SHAPES = [(2, 3, 7, 9), (1, 1, 2, 2), (1, 3, 2, 5), (3, 2, 11, 4), (1, 3, 34, 70)]
-LOW = (torch.float16, torch.bfloat16)
+SHAPES = {"2x3x7x9": (2, 3, 7, 9), "1x1x2x2": (1, 1, 2, 2), "1x3x2x5": (1, 3, 2, 5),
+          "3x2x11x4": (3, 2, 11, 4), "1x3x34x70": (1, 3, 34, 70)}
+ok = torch.rand(2, 3, 5, 6)
 
 
-def _inputs(shape, dtype, device, seed=0, requires_grad=False):
+def _pair(shape, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(shape, generator=g, dtype=torch.float64)
     # target near pred, as in training, so the clamp and L1 signs both vary
     y = (x + 0.2 * torch.randn(shape, generator=g, dtype=torch.float64)).clamp(0, 1)
-    return [t.to(device=device, dtype=dtype).requires_grad_(requires_grad) for t in (x, y)]
+    return [x, y]
 
 
-def _supports(backend, dtype):
-    return dtype in packops._dispatch.DTYPES[backend]
+def _bad_pairs(a, b):
+    """Bad tensor pairs for both ops (a, b are the argument names)."""
+    return [
+        ("shape", (ok, torch.rand(2, 3, 5, 7)), {}, ValueError,
+         rf"{a} and {b} must have the same shape.*\(2, 3, 5, 6\).*\(2, 3, 5, 7\)"),
+        ("3d", (ok[0], ok[0].clone()), {}, ValueError, r"4 dimensions.*\(3, 5, 6\)"),
+        ("int", (torch.ones(2, 3, 5, 6, dtype=torch.int64), ok), {}, ValueError,
+         r"floating-point.*int64"),
+        ("dtypes", (ok, ok.double()), {}, ValueError, r"same dtype.*float32.*float64"),
+        ("H1", (torch.rand(2, 3, 1, 6), torch.rand(2, 3, 1, 6)), {}, ValueError,
+         r"H >= 2 and W >= 2.*\(2, 3, 1, 6\)"),
+        ("W1", (torch.rand(2, 3, 5, 1), torch.rand(2, 3, 5, 1)), {}, ValueError, r"H >= 2 and W >= 2"),
+        ("device", (ok, torch.rand(2, 3, 5, 6, device="meta")), {}, ValueError,
+         r"same device.*cpu.*meta"),
+        ("numpy", (ok, ok.numpy()), {}, TypeError, rf"{b} must be a torch.Tensor"),
+        ("C1-inf", (ok, ok), {"C1": float("inf")}, ValueError, "C1 must be a finite number"),
+        ("C2-str", (ok, ok), {"C2": "x"}, ValueError, "C2 must be a finite number"),
+    ]
 
 
-def _run(backend, fn, *args):
+class _PairOp(OpContract):
+    SHAPES = SHAPES
+    LOW_SHAPE = (2, 3, 9, 37)
+    GRADCHECK_SHAPE = (1, 2, 4, 5)
+    OPCHECK_SHAPE = (2, 3, 5, 6)
+    LAYOUTS = ("transposed", "channels_last", "strided")
+    BATCHED = (0, 1)
+
+    def make(self, shape, seed=0):
+        return _pair(shape, seed)
+
+
+class TestSSIM(_PairOp):
+    fn = packops.ssim
+    reference = ssim_reference
+    NAMES = GRADS = ("x", "y")
+    KERNELS = ("ssim_fwd",)
+
+    @staticmethod
+    def bad_inputs():
+        return _bad_pairs("x", "y")
+
+    def kernel_args(self, args, kwargs):
+        return "ssim_fwd", (*args, kwargs.get("C1", 1e-4), kwargs.get("C2", 9e-4))
+
+
+class TestPhotometricLoss(_PairOp):
+    fn = packops.photometric_loss
+    reference = photometric_loss_reference
+    NAMES = GRADS = ("pred", "target")
+    KERNELS = ("photometric_fwd",)
+
+    @staticmethod
+    def bad_inputs():
+        return _bad_pairs("pred", "target") + [
+            ("no-channels", (torch.rand(1, 0, 4, 4), torch.rand(1, 0, 4, 4)), {}, ValueError,
+             "at least one channel"),
+            ("alpha-nan", (ok, ok), {"alpha": float("nan")}, ValueError,
+             "alpha must be a finite number"),
+        ]
+
+    def kernel_args(self, args, kwargs):
+        return "photometric_fwd", (*args, kwargs.get("alpha", 0.85), kwargs.get("C1", 1e-4),
+                                   kwargs.get("C2", 9e-4))
+
+
+# ------------------------------------------------------------ known answers
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
+def test_identical_inputs(backend, device):
+    x, _ = (t.to(device) for t in _pair((2, 3, 9, 8), 0))
     with packops.use_backend(backend):
-        return fn(*args)
-
-
-def _check_against_reference(backend, device, op, shape, dtype, seed=0):
-    fn, ref = OPS[op]
-    x, y = _inputs(shape, dtype, device, seed, requires_grad=True)
-    out = _run(backend, fn, x, y)
-    x64, y64 = (t.detach().double().requires_grad_() for t in (x, y))
-    exact = ref(x64, y64)
-    same = ref(x, y)
-    assert out.dtype == dtype and out.shape == exact.shape
-    assert_as_accurate(out, same, exact, f"{backend} {op} forward")
-
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1),
-                       dtype=torch.float64).to(device)
-    got = torch.autograd.grad(out, (x, y), grad.to(dtype))
-    want = torch.autograd.grad(exact, (x64, y64), grad)
-    same_g = torch.autograd.grad(same, (x, y), grad.to(dtype))
-    for name, a, s, e in zip(("x", "y"), got, same_g, want):
-        assert_as_accurate(a, s, e, f"{backend} {op} grad {name}")
+        assert_close(packops.ssim(x, x), torch.ones_like(x), 1e-12, "ssim(x, x)")
+        loss = packops.photometric_loss(x, x)
+    assert_close(loss, torch.zeros_like(loss), 1e-12, "photometric_loss(x, x)")
 
 
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-@pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_matches_reference(backend, device, op, shape, dtype):
-    if not _supports(backend, dtype):
-        pytest.skip(f"{backend} does not serve {dtype}")
-    _check_against_reference(backend, device, op, shape, dtype)
+def test_known_ssim_of_constant_images(backend, device):
+    """Constant images a, b: every moment is exact, ssim = (2ab + C1) / (a^2 + b^2 + C1)
+    and the loss is 0.85 (1 - ssim) / 2 + 0.15 |a - b|."""
+    a, b = 0.25, 0.75
+    x = torch.full((1, 2, 4, 5), a, dtype=torch.float64, device=device)
+    y = torch.full((1, 2, 4, 5), b, dtype=torch.float64, device=device)
+    want = (2 * a * b + 1e-4) / (a * a + b * b + 1e-4)
+    with packops.use_backend(backend):
+        assert_close(packops.ssim(x, y), torch.full_like(x, want), 1e-12, "ssim")
+        loss = packops.photometric_loss(x, y)
+    assert_close(loss, torch.full_like(loss, 0.85 * (1 - want) / 2 + 0.15 * (b - a)), 1e-12, "loss")
 
 
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-@pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("dtype", LOW, ids=str)
-def test_low_precision(backend, device, op, dtype):
-    if not _supports(backend, dtype):
-        pytest.skip(f"{backend} does not serve {dtype}")
-    if device == "cpu" and backend == "reference" and dtype == torch.float16:
-        pytest.skip("no fp16 reflection pad on CPU in some torch builds")
-    _check_against_reference(backend, device, op, (2, 3, 9, 37), dtype)
+def test_nan_in_a_corner_reaches_its_reflected_windows(backend, device):
+    """A NaN at (0, 0): the reflected windows of (0,0), (0,1), (1,0) and (1,1) see it."""
+    x, y = (t.float().to(device) for t in _pair((1, 3, 7, 8), 0))
+    y[0, 0, 0, 0] = float("nan")
+    with packops.use_backend(backend):
+        s = packops.ssim(x, y)
+    want = torch.zeros(7, 8, dtype=torch.bool)
+    want[:2, :2] = True
+    assert torch.equal(torch.isnan(s[0, 0]).cpu(), want)
+    assert not torch.isnan(s[0, 1:]).any()
 
 
-@pytest.mark.parametrize("backend,device", FUSED)
-@pytest.mark.parametrize("layout", ["transposed", "channels_last", "strided"])
-def test_noncontiguous(backend, device, layout):
-    x, y = _inputs((2, 3, 12, 10), torch.float32, device)
-    if layout == "transposed":
-        x, y = x.transpose(2, 3), y.transpose(2, 3)
-    elif layout == "channels_last":
-        x, y = (t.to(memory_format=torch.channels_last) for t in (x, y))
-    else:
-        x, y = x[:, :, ::2, 1:], y[:, :, ::2, 1:]
-    assert not x.is_contiguous()
-    for op, (fn, ref) in OPS.items():
-        xg, yg = (t.detach().requires_grad_() for t in (x, y))
-        out = _run(backend, fn, xg, yg)
-        want = ref(x.double(), y.double())
-        assert_close(out, want, 1e-5, f"{backend} {op} {layout}")
-        gx, gy = torch.autograd.grad(out.sum(), (xg, yg))
-        xr, yr = (t.detach().double().requires_grad_() for t in (x, y))
-        rx, ry = torch.autograd.grad(ref(xr, yr).sum(), (xr, yr))
-        assert_close(gx, rx, 1e-4, f"{backend} {op} {layout} grad x")
-        assert_close(gy, ry, 1e-4, f"{backend} {op} {layout} grad y")
-
-
-@pytest.mark.parametrize("backend,device", FUSED)
-@pytest.mark.parametrize("which", ["pred", "target"])
-def test_gradient_to_one_input(backend, device, which):
-    pred, target = _inputs((2, 3, 6, 7), torch.float64, device)
-    (pred if which == "pred" else target).requires_grad_()
-    out = _run(backend, packops.photometric_loss, pred, target)
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
+def test_ssim_of_no_channels_is_empty(backend, device):
+    x = torch.rand(2, 0, 4, 5, device=device, requires_grad=True)
+    with packops.use_backend(backend):
+        out = packops.ssim(x, torch.rand(2, 0, 4, 5, device=device))
+    assert out.shape == (2, 0, 4, 5)
     out.sum().backward()
-    assert (pred.grad is None) == (which == "target")
-    assert (target.grad is None) == (which == "pred")
-    p, t = (v.detach().requires_grad_() for v in (pred, target))
-    rp, rt = torch.autograd.grad(photometric_loss_reference(p, t).sum(), (p, t))
-    got, want = (pred.grad, rp) if which == "pred" else (target.grad, rt)
-    assert_close(got, want, 1e-12, f"{backend} grad {which}")
-
-
-@pytest.mark.parametrize("backend,device", FUSED)
-@pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("shape", [(1, 2, 4, 5), (2, 1, 2, 3)], ids=str)
-def test_gradcheck(backend, device, op, shape):
-    if not _supports(backend, torch.float64):
-        pytest.skip(f"{backend} does not serve float64")
-    fn = OPS[op][0]
-    x, y = _inputs(shape, torch.float64, device, requires_grad=True)
-    with packops.use_backend(backend):
-        assert torch.autograd.gradcheck(fn, (x, y), eps=1e-6, atol=1e-7)
-
-
-@pytest.mark.parametrize("backend,device", FUSED)
-def test_opcheck(backend, device):
-    suffix = "_triton" if backend == "triton" else ""
-    for need in [(True, True), (True, False), (False, True)]:
-        x, y = _inputs((2, 3, 5, 6), torch.float32, device)
-        x.requires_grad_(need[0])
-        y.requires_grad_(need[1])
-        torch.library.opcheck(getattr(torch.ops.packops, "photometric_fwd" + suffix).default,
-                              (x, y, 0.85, 1e-4, 9e-4))
-        torch.library.opcheck(getattr(torch.ops.packops, "ssim_fwd" + suffix).default,
-                              (x, y, 1e-4, 9e-4))
-
-
-@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-def test_compile_fullgraph(backend, device):
-    torch._dynamo.reset()
-    x, y = _inputs((2, 3, 8, 9), torch.float32, device, requires_grad=True)
-
-    def step(a, b):
-        return packops.photometric_loss(a, b).mean() + packops.ssim(a, b).mean()
-
-    with packops.use_backend(backend):
-        compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-        loss = compiled(x, y)
-        got = torch.autograd.grad(loss, (x, y))
-        eager = step(x, y)
-        want = torch.autograd.grad(eager, (x, y))
-    assert_close(loss, eager, 1e-6, "compiled loss")
-    for a, b in zip(got, want):
-        assert_close(a, b, 1e-6, "compiled grad")
+    assert x.grad.shape == x.shape
 
 
 @pytest.mark.slow
@@ -163,7 +144,7 @@ def test_compile_inductor_cpu_backend():
     if not packops.has_cpu_ext():
         pytest.skip("packops._C not built")
     torch._dynamo.reset()
-    x, y = _inputs((2, 3, 8, 9), torch.float32, "cpu", requires_grad=True)
+    x, y = (t.float().requires_grad_() for t in _pair((2, 3, 8, 9), 0))
     with packops.use_backend("cpu"):
         compiled = torch.compile(lambda a, b: packops.photometric_loss(a, b).mean() * 2,
                                  fullgraph=True)
@@ -174,42 +155,31 @@ def test_compile_inductor_cpu_backend():
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-def test_identical_inputs(backend, device):
-    x, _ = _inputs((2, 3, 9, 8), torch.float64, device)
-    assert_close(_run(backend, packops.ssim, x, x), torch.ones_like(x), 1e-12, "ssim(x, x)")
-    loss = _run(backend, packops.photometric_loss, x, x)
-    assert_close(loss, torch.zeros_like(loss), 1e-12, "photometric_loss(x, x)")
-
-
-@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-def test_nan_propagates_to_the_same_pixels(backend, device):
-    x, y = _inputs((1, 3, 7, 8), torch.float32, device)
-    x[0, 1, 3, 4] = float("nan")
-    y[0, 0, 0, 0] = float("nan")  # a corner: its reflected windows reach (1, 1)
-    for op, (fn, ref) in OPS.items():
-        xg, yg = (t.detach().requires_grad_() for t in (x, y))
-        out = _run(backend, fn, xg, yg)
-        want = ref(x, y)
-        assert torch.equal(torch.isnan(out), torch.isnan(want)), f"{backend} {op} NaN pattern"
-        assert_close(out, want, 1e-5, f"{backend} {op} with NaN")
-        gx, gy = torch.autograd.grad(out.nansum(), (xg, yg))  # must not crash
-        assert gx.shape == x.shape and gy.shape == y.shape
-
-
-@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-def test_empty_batch(backend, device):
-    x, y = _inputs((0, 3, 5, 6), torch.float32, device, requires_grad=True)
-    out = _run(backend, packops.photometric_loss, x, y)
-    assert out.shape == (0, 1, 5, 6)
-    out.sum().backward()
-    assert x.grad.shape == x.shape
-    assert _run(backend, packops.ssim, x, y).shape == (0, 3, 5, 6)
-
-
 def test_modules_match_functions():
-    x, y = _inputs((2, 3, 6, 5), torch.float64, "cpu")
+    x, y = _pair((2, 3, 6, 5), 0)
     assert_close(packops.nn.SSIM(C1=1e-3)(x, y), packops.ssim(x, y, C1=1e-3), 0, "SSIM")
     assert_close(packops.nn.PhotometricLoss(alpha=0.5)(x, y),
                  packops.photometric_loss(x, y, alpha=0.5), 0, "PhotometricLoss")
     assert "alpha=0.5" in repr(packops.nn.PhotometricLoss(alpha=0.5))
+
+
+def test_backend_that_cannot_serve_the_dtype():
+    if not packops.has_cpu_ext():
+        pytest.skip("packops._C not built")
+    h = ok.half()
+    with packops.use_backend("cpu"), pytest.raises(RuntimeError, match="cpu.*float16"):
+        packops.photometric_loss(h, h)
+    # the compiled op itself refuses too, for callers that bypass the dispatch
+    with pytest.raises(RuntimeError, match="cpu backend supports float32 and float64"):
+        torch.ops.packops.photometric_fwd(h, h, 0.85, 1e-4, 9e-4)
+
+
+def test_compiled_op_checks_shapes():
+    if not packops.has_cpu_ext():
+        pytest.skip("packops._C not built")
+    with pytest.raises(RuntimeError, match=r"pred and target must have the same shape"):
+        torch.ops.packops.photometric_fwd(ok, ok[:, :, :4], 0.85, 1e-4, 9e-4)
+    with pytest.raises(RuntimeError, match=r"grad must have shape \[2, 1, 5, 6\]"):
+        torch.ops.packops.photometric_bwd(ok, ok, ok, 0.85, 1e-4, 9e-4, True, True)
+    with pytest.raises(RuntimeError, match=r"alpha must be a finite number"):
+        torch.ops.packops.photometric_fwd(ok, ok, float("nan"), 1e-4, 9e-4)

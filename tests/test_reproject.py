@@ -1,4 +1,6 @@
-"""reproject / scale_intrinsics on every backend present, against the reference."""
+"""reproject / scale_intrinsics: the op contract (tests/contract.py) on every
+backend present, plus known answers (identity, translations), the mask,
+cameras broadcast over the batch, and what bad depth and cameras give."""
 import math
 
 import pytest
@@ -6,10 +8,10 @@ import torch
 
 import packops
 from packops.reproject import reproject_reference
-from packops._dispatch import DTYPES
 
 from _assert import assert_close
 from conftest import BACKEND_DEVICE, FUSED
+from contract import OpContract
 
 LOW = (torch.float16, torch.bfloat16)
 
@@ -63,10 +65,6 @@ def _to(case, device, image_dtype=torch.float64, dtype=torch.float64, requires_g
     return out
 
 
-def _supports(backend, dtype):
-    return dtype in DTYPES[backend]
-
-
 def _run(backend, *args, **kwargs):
     with packops.use_backend(backend):
         return packops.reproject(*args, **kwargs)
@@ -85,85 +83,169 @@ CASES = {  # name: (B, C, H, W, Hs, Ws, pose_rows, k_src)
     "crosses-blocks": (1, 3, 40, 70, None, None, 4, False),
 }
 
+# bad input
+B = 2
+img = torch.rand(B, 3, 6, 7)
+dep = torch.rand(B, 1, 5, 6) + 1
+K = torch.tensor([[5.0, 0, 3], [0, 5, 2], [0, 0, 1]]).expand(B, 3, 3)
+T = torch.eye(4).expand(B, 4, 4)
 
-@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
+
+def _bad(name, match, exc=ValueError, **kw):
+    args = {"image": img, "depth": dep, "K": K, "T": T}
+    args.update(kw)
+    return (name, (), args, exc, match)
+
+
+class TestReproject(OpContract):
+    fn = packops.reproject
+    reference = reproject_reference
+    NAMES = GRADS = ("image", "depth", "K", "T", "K_src")
+    KERNELS = ("reproject_fwd",)
+    SHAPES = CASES
+    LOW_SHAPE = (2, 3, 12, 17, None, None, 4, False)
+    GRADCHECK_SHAPE = (1, 2, 4, 5, 5, 6, 4, True)
+    OPCHECK_SHAPE = (2, 3, 5, 6, 6, 7, 4, True)
+    BATCHED = (0, 1, 2, 3, 4)
+    NEEDS_FOR_OPCHECK = [(True, True, True, True, True), (False, True, False, True, False),
+                         (True, False, True, False, True)]
+
+    def make(self, shape, seed=0):
+        B, C, H, W, Hs, Ws, rows, k_src = shape
+        return list(_case(B, C, H, W, Hs, Ws, seed=seed, pose_rows=rows, k_src=k_src))
+
+    def cast(self, args, dtype, device):
+        """The image in `dtype`; the geometry in float32 for fp16/bf16 images."""
+        geometry = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        return [a if a is None else a.to(device, dtype if i == 0 else geometry)
+                for i, a in enumerate(args)]
+
+    def check_output(self, dtype, what, actual, same, exact):
+        if dtype == torch.float64:
+            return assert_close(actual, exact, 1e-12, what)
+        if dtype == torch.float32:  # sample points move by rounding: 2e-4 of a unit image
+            return assert_close(actual, exact, 2e-4, what)
+        assert _relerr(actual, exact) < 1e-2, what
+
+    def check_grad(self, name, dtype, what, actual, same, exact):
+        """float32 and below: bilinear gradients jump where a sample crosses a
+        pixel line, which rounding moves, so they compare by relative norm."""
+        if dtype == torch.float64:
+            return assert_close(actual, exact, 1e-10 * max(1.0, float(exact.abs().max())), what)
+        if dtype == torch.float32:
+            limit = 2e-3
+        else:  # an fp16/bf16 image; the geometry gradients are float32 but see its rounding
+            limit = 2e-2 if name == "image" else 5e-2
+        assert _relerr(actual, exact) < limit, f"{what}: rel err {_relerr(actual, exact):.2e}"
+
+    def kernel_args(self, args, kwargs):
+        a = dict(zip(self.NAMES, args), **kwargs)
+        return "reproject_fwd", (a["image"], a["depth"], a["K"], a["T"], a.get("K_src"), False)
+
+    def opcheck_cases(self, args):
+        image, depth, K_, T_, K_src = args
+        # cameras broadcast from batch 1, a 3x4 pose and no K_src
+        bcast = [t.detach()[:1].clone().requires_grad_(t.requires_grad) for t in (K_, T_)]
+        return [("reproject_fwd", (image, depth, K_, T_, K_src, m)) for m in (False, True)] + \
+               [("reproject_fwd", (image, depth, bcast[0], bcast[1][:, :3].detach().clone()
+                                   .requires_grad_(T_.requires_grad), None, m))
+                for m in (False, True)]
+
+    @staticmethod
+    def bad_inputs():
+        return [
+            _bad("depth-channels", r"depth must be \[B,1,H,W\].*\(2, 2, 5, 6\)",
+                 depth=torch.rand(B, 2, 5, 6)),
+            _bad("depth-batch", r"depth must be \[B,1,H,W\].*B=2.*\(3, 1, 5, 6\)",
+                 depth=torch.rand(3, 1, 5, 6)),
+            _bad("depth-3d", r"depth must have 4 dimensions.*\(2, 5, 6\)", depth=torch.rand(B, 5, 6)),
+            _bad("image-H1", r"image needs H >= 2 and W >= 2.*\(2, 3, 1, 7\)",
+                 image=torch.rand(B, 3, 1, 7)),
+            _bad("K-2d", r"K must be \[B,3,3\].*\(3, 3\)", K=torch.eye(3)),
+            _bad("K-4x4", r"K must be \[B,3,3\].*\(2, 4, 4\)", K=torch.eye(4).expand(B, 4, 4)),
+            _bad("K-batch", r"K must be.*B=2.*\(3, 3, 3\)", K=K.expand(2, 3, 3)[:1].expand(3, 3, 3)),
+            _bad("T-3x3", r"T must be \[B,4,4\] or \[B,3,4\].*\(2, 3, 3\)",
+                 T=torch.eye(3).expand(B, 3, 3)),
+            _bad("T-batch", r"T must be .*B=2.*\(3, 4, 4\)", T=torch.eye(4).expand(3, 4, 4)),
+            _bad("K_src-shape", r"K_src must be \[B,3,3\].*\(1, 2, 3\)", K_src=torch.eye(3)[None, :2]),
+            _bad("image-int", r"image must be a floating-point tensor.*int64", image=img.long()),
+            _bad("depth-int", r"depth must be a floating-point tensor.*int32", depth=dep.int()),
+            _bad("T-int", r"T must be a floating-point", T=torch.eye(4, dtype=torch.int64).expand(B, 4, 4)),
+            _bad("K-device", r"K must be on the image's device cpu, got meta", K=K.to("meta")),
+            _bad("depth-device", r"depth must be on the image's device cpu, got meta",
+                 depth=dep.to("meta")),
+            _bad("T-numpy", "T must be a torch.Tensor", TypeError, T=T.numpy()),
+        ]
+
+
+# ------------------------------------------------------------ other cases
+@pytest.mark.parametrize("backend,device", FUSED)
 @pytest.mark.parametrize("name", CASES)
-def test_float64_forward_and_gradients(backend, device, name):
-    """float64: forward, mask and every gradient (image, depth, T, K, K_src)."""
-    B, C, H, W, Hs, Ws, rows, k_src = CASES[name]
-    case = _case(B, C, H, W, Hs, Ws, seed=len(name), pose_rows=rows, k_src=k_src)
-    ins = _to(case, device, requires_grad=True)
-    out, mask = _run(backend, *ins, return_mask=True)
-    ref_ins = _to(case, "cpu", requires_grad=True)
-    ref, ref_mask = reproject_reference(*ref_ins, return_mask=True)
-    assert out.dtype == torch.float64 and out.shape == (B, C, H, W)
-    assert 0.3 < float(ref_mask.mean()) < 1  # the case exercises both inside and outside
-    assert_close(out, ref, 1e-12, f"{backend} forward")
-    assert torch.equal(mask.cpu(), ref_mask), f"{backend} mask"
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    got = torch.autograd.grad(out, [t for t in ins if t is not None], grad.to(device))
-    want = torch.autograd.grad(ref, [t for t in ref_ins if t is not None], grad)
-    for n, a, e in zip(("image", "depth", "K", "T", "K_src"), got, want):
-        assert_close(a, e, 1e-10 * max(1.0, float(e.abs().max())), f"{backend} grad {n}")
+def test_mask_matches_reference(backend, device, name):
+    B_, C, H, W, Hs, Ws, rows, k_src = CASES[name]
+    case = _to(_case(B_, C, H, W, Hs, Ws, seed=len(name), pose_rows=rows, k_src=k_src), device)
+    _, mask = _run(backend, *case, return_mask=True)
+    _, want = reproject_reference(*[t if t is None else t.cpu() for t in case], return_mask=True)
+    assert 0.3 < float(want.mean()) < 1  # the case exercises both inside and outside
+    assert torch.equal(mask.cpu(), want)
+
+
+@pytest.mark.parametrize("backend,device", FUSED)
+def test_gradcheck_broadcast_batch2(backend, device):
+    image, depth, K_, T_, K_src = _to(_case(2, 1, 3, 4, 3, 4, seed=11, k_src=True), device,
+                                      requires_grad=True)
+    with packops.use_backend(backend):
+        assert torch.autograd.gradcheck(packops.reproject, (image, depth, K_, T_, K_src),
+                                        eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend,device", FUSED)
+def test_noncontiguous_cameras(backend, device):
+    image, depth, K_, T_, _ = _to(_case(2, 3, 10, 12, seed=7), device)
+    T_nc = T_.transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+    K_nc = K_.transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+    assert not (T_nc.is_contiguous() or K_nc.is_contiguous())
+    out = _run(backend, image, depth, K_nc, T_nc)
+    ref_args = [t.detach().requires_grad_() for t in (K_, T_)]
+    want = reproject_reference(image, depth, *ref_args)
+    assert_close(out, want, 1e-12, f"{backend} non-contiguous cameras")
+    for a, e in zip(torch.autograd.grad(out.sum(), (K_nc, T_nc)),
+                    torch.autograd.grad(want.sum(), ref_args)):
+        assert_close(a, e, 1e-10 * max(1.0, float(e.abs().max())), f"{backend} camera grads")
 
 
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-@pytest.mark.parametrize("name", ["same-size", "src-larger-3x4-Ksrc", "crosses-blocks"])
-def test_float32(backend, device, name):
-    """float32 against float64: the forward is continuous (tight max error);
-    bilinear gradients jump where a sample crosses a pixel line, which
-    rounding moves, so gradients are compared by relative norm."""
-    B, C, H, W, Hs, Ws, rows, k_src = CASES[name]
-    case = _case(B, C, H, W, Hs, Ws, seed=3, pose_rows=rows, k_src=k_src)
-    ins = _to(case, device, torch.float32, torch.float32, requires_grad=True)
-    out = _run(backend, *ins)
-    exact_ins = _to(case, "cpu", requires_grad=True)
-    exact = reproject_reference(*exact_ins)
-    assert out.dtype == torch.float32
-    assert_close(out, exact, 2e-4, f"{backend} float32 forward")
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    got = torch.autograd.grad(out, [t for t in ins if t is not None], grad.float().to(device))
-    want = torch.autograd.grad(exact, [t for t in exact_ins if t is not None], grad)
-    for n, a, e in zip(("image", "depth", "K", "T", "K_src"), got, want):
-        assert a.dtype == torch.float32
-        assert _relerr(a, e) < 2e-3, f"{backend} float32 grad {n}: rel err {_relerr(a, e):.2e}"
-
-
-@pytest.mark.parametrize("backend,device", FUSED)
 @pytest.mark.parametrize("dtype", LOW, ids=str)
-def test_low_precision_image(backend, device, dtype):
-    """fp16/bf16 images with float32 geometry."""
-    if not _supports(backend, dtype):
+def test_low_precision_everything(backend, device, dtype):
+    """Image, depth and cameras all fp16/bf16: the geometry runs in float32
+    (the reference too: no low-precision matrix inverse), on every backend,
+    auto's fallback included."""
+    if dtype not in packops._dispatch.DTYPES[backend]:
         pytest.skip(f"{backend} does not serve {dtype}")
-    case = _case(2, 3, 12, 17, seed=5)
-    image, depth, K, T, _ = _to(case, device, dtype, torch.float32, requires_grad=True)
-    out = _run(backend, image, depth, K, T)
-    exact_ins = _to(case, "cpu", requires_grad=True)
-    exact = reproject_reference(*exact_ins)
-    assert out.dtype == dtype
-    assert _relerr(out, exact) < 1e-2
-    gi, gd, gT = torch.autograd.grad(out.float().sum(), (image, depth, T))
-    ei, ed, _, eT = torch.autograd.grad(exact.sum(), exact_ins[:4])
-    assert gi.dtype == dtype and gd.dtype == torch.float32
-    assert _relerr(gi, ei) < 2e-2 and _relerr(gd, ed) < 5e-2 and _relerr(gT, eT) < 5e-2
-
-
-@pytest.mark.parametrize("backend,device", FUSED)
-def test_noncontiguous(backend, device):
-    image, depth, K, T, _ = _to(_case(2, 3, 10, 12, seed=7), device)
-    image_nc = image.transpose(2, 3).contiguous().transpose(2, 3)
-    depth_nc = depth.repeat_interleave(2, dim=3)[..., ::2]
-    T_nc = T.transpose(1, 2).contiguous().transpose(1, 2)
-    assert not (image_nc.is_contiguous() or depth_nc.is_contiguous() or T_nc.is_contiguous())
-    args = [t.detach().requires_grad_() for t in (image_nc, depth_nc, K, T_nc)]
+    case = _case(2, 3, 8, 9, seed=5)
+    args = [t.to(device, dtype) for t in case[:4]]
     out = _run(backend, *args)
-    want = reproject_reference(image, depth, K, T)
-    assert_close(out, want, 1e-12, f"{backend} non-contiguous forward")
-    got = torch.autograd.grad(out.sum(), args)
-    ref_args = [t.detach().requires_grad_() for t in (image, depth, K, T)]
-    want = torch.autograd.grad(reproject_reference(*ref_args).sum(), ref_args)
-    for a, e in zip(got, want):
-        assert_close(a, e, 1e-10 * max(1.0, float(e.abs().max())), f"{backend} non-contiguous grad")
+    exact = reproject_reference(*case[:4])
+    assert out.dtype == dtype and _relerr(out, exact) < 2e-2
+
+
+def test_low_precision_under_auto_falls_back_to_the_reference():
+    case = _case(1, 3, 6, 7, seed=6)
+    args = [t.half() for t in case[:4]]
+    with pytest.warns(RuntimeWarning, match="falling back to the reference"):
+        packops._dispatch._warned.clear()
+        out = packops.reproject(*args)
+    assert out.dtype == torch.float16 and _relerr(out, reproject_reference(*case[:4])) < 2e-2
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
+def test_singular_K_gives_nan_not_an_error(backend, device):
+    image, depth, K_, T_, _ = _to(_case(2, 3, 5, 6, seed=18), device, torch.float32, torch.float32)
+    K_ = K_.clone()
+    K_[1] = 0  # singular
+    out, mask = _run(backend, image, depth, K_, T_, return_mask=True)
+    assert torch.isnan(out[1]).all() and not mask[1].any()
+    assert torch.isfinite(out[0]).all()
 
 
 @pytest.mark.parametrize("backend,device", FUSED)
@@ -180,56 +262,6 @@ def test_training_case_skips_image_gradient(backend, device):
     assert_close(T.grad, t.grad, 1e-9, "pose grad")
 
 
-@pytest.mark.parametrize("backend,device", FUSED)
-@pytest.mark.parametrize("case", [(1, 2, 4, 5, 5, 6), (2, 1, 3, 4, 3, 4)], ids=str)
-def test_gradcheck(backend, device, case):
-    B, C, H, W, Hs, Ws = case
-    image, depth, K, T, K_src = _to(_case(B, C, H, W, Hs, Ws, seed=11, k_src=True), device,
-                                    requires_grad=True)
-    with packops.use_backend(backend):
-        assert torch.autograd.gradcheck(packops.reproject, (image, depth, K, T, K_src),
-                                        eps=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize("backend,device", FUSED)
-def test_opcheck(backend, device):
-    image, depth, K, T, K_src = _to(_case(2, 3, 5, 6, 6, 7, seed=12, k_src=True), device,
-                                    torch.float32, torch.float32)
-    if True:
-        fwd = packops._library.kernel("reproject_fwd", backend).default
-        needs = [(True, True, True, True, True), (False, True, False, True, False),
-                 (True, False, True, False, True)]
-        variants = [(image, depth, K, T, K_src), (image, depth, K[:1], T[:1, :3], None)]
-    for inputs in variants:
-        for need in needs:
-            args = [None if t is None else t.detach().clone().requires_grad_(n)
-                    for t, n in zip(inputs, need)]
-            for with_mask in (False, True):
-                torch.library.opcheck(fwd, (*args, with_mask))
-
-
-@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-def test_compile_fullgraph(backend, device):
-    torch._dynamo.reset()
-    image, depth, K, T, _ = _to(_case(2, 3, 8, 9, seed=13), device, torch.float32, torch.float32)
-    depth.requires_grad_()
-    T.requires_grad_()
-
-    def step(img, d, k, t):
-        out, mask = packops.reproject(img, d, k, t, return_mask=True)
-        return (out * mask).abs().mean()
-
-    with packops.use_backend(backend):
-        compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-        loss = compiled(image, depth, K, T)
-        got = torch.autograd.grad(loss, (depth, T))
-        eager = step(image, depth, K, T)
-        want = torch.autograd.grad(eager, (depth, T))
-    assert_close(loss, eager, 1e-6, "compiled loss")
-    for a, b in zip(got, want):
-        assert_close(a, b, 1e-6, "compiled grad")
-
-
 def _exact_K(B, dtype, device):
     # Powers of two: K^-1 is exact, so P is exactly K [R K^-1 | t].
     K = torch.tensor([[8.0, 0, 4], [0, 8, 2], [0, 0, 1]], dtype=dtype, device=device)
@@ -239,7 +271,7 @@ def _exact_K(B, dtype, device):
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_identity_pose_reproduces_image(backend, device, dtype):
-    if not _supports(backend, dtype):
+    if dtype not in packops._dispatch.DTYPES[backend]:
         pytest.skip(f"{backend} does not serve {dtype}")
     image = torch.rand(2, 3, 7, 9, dtype=dtype, device=device)
     depth = torch.full((2, 1, 7, 9), 2.0, dtype=dtype, device=device)
@@ -316,16 +348,6 @@ def test_non_finite_and_non_positive_depth(backend, device):
         assert all(g[0, 0, h, w] == 0 for h, w, _ in bad[:3])
 
 
-@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-def test_empty_batch(backend, device):
-    image, depth, K, T, _ = _to(_case(1, 3, 4, 5, seed=16), device, torch.float32, torch.float32)
-    image, depth = image[:0].requires_grad_(), depth[:0].requires_grad_()
-    out = _run(backend, image, depth, K[:0], T[:0])
-    assert out.shape == (0, 3, 4, 5)
-    out.sum().backward()
-    assert image.grad.shape == image.shape and depth.grad.shape == depth.shape
-
-
 def test_cpu_image_gradient_is_deterministic():
     if not packops.has_cpu_ext():
         pytest.skip("packops._C not built")
@@ -380,3 +402,36 @@ def test_broadcast_camera_gradients(backend, device, rows):
     for n, a, e in zip(("depth", "K", "T"), got, want):
         assert a.shape == e.shape
         assert_close(a, e, 1e-10 * max(1.0, float(e.abs().max())), f"{backend} grad {n}")
+
+
+def test_not_a_tensor():
+    with pytest.raises(TypeError, match="T must be a torch.Tensor"):
+        packops.reproject(img, dep, K, T.numpy())
+
+
+def test_batch_one_intrinsics_and_pose_broadcast():
+    out = packops.reproject(img, dep, K[:1], T[:1, :3])
+    assert out.shape == (B, 3, 5, 6)
+
+
+def test_cpu_backend_refuses_half_with_a_reason():
+    if not packops.has_cpu_ext():
+        pytest.skip("packops._C not built")
+    with packops.use_backend("cpu"), pytest.raises(RuntimeError, match="cpu.*float16"):
+        packops.reproject(img.half(), dep, K, T)
+
+
+def test_compiled_op_checks_its_arguments():
+    if not packops.has_cpu_ext():
+        pytest.skip("packops._C not built")
+    op = torch.ops.packops.reproject_fwd
+    with pytest.raises(RuntimeError, match=r"T must be \[B,4,4\] or \[B,3,4\].*\[2, 3, 3\]"):
+        op(img, dep, K, T[:, :3, :3], None, False)
+    with pytest.raises(RuntimeError, match=r"K_src must be \[B,3,3\].*\[3, 3, 3\]"):
+        op(img, dep, K, T, K[:1].expand(3, 3, 3), False)
+    with pytest.raises(RuntimeError, match=r"depth must be \[B,1,H,W\]"):
+        op(img, dep[:1], K, T, None, False)
+    with pytest.raises(RuntimeError, match=r"must be Double for a Double image"):
+        op(img.double(), dep, K, T, None, False)
+    with pytest.raises(RuntimeError, match=r"grad must have shape \[2, 3, 5, 6\]"):
+        torch.ops.packops.reproject_bwd(img, img, dep, K, T, None, True, True, True, True, False)

@@ -25,6 +25,12 @@ Pair prepare_pair(const char* op, const char* xn, const at::Tensor& x, const cha
   return {x.contiguous(), y.contiguous(), x.size(0), x.size(1), x.size(2), x.size(3)};
 }
 
+void check_constants(const char* op, double alpha, double C1, double C2) {
+  check_finite(op, "alpha", alpha);
+  check_finite(op, "C1", C1);
+  check_finite(op, "C2", C2);
+}
+
 void check_channels(const char* op, const at::Tensor& p) {
   TORCH_CHECK(p.size(1) >= 1, op, ": pred needs at least one channel, got shape ", shape_str(p));
 }

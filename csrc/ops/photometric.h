@@ -22,6 +22,9 @@ struct Pair {
 Pair prepare_pair(const char* op, const char* xn, const at::Tensor& x, const char* yn,
                   const at::Tensor& y);
 
+// C1, C2 (and alpha) finite.
+void check_constants(const char* op, double alpha, double C1, double C2);
+
 // photometric_loss also needs C >= 1 (its channel mean).
 void check_channels(const char* op, const at::Tensor& pred);
 
@@ -32,6 +35,7 @@ template <class Dev>
 at::Tensor ssim_fwd(const at::Tensor& x_in, const at::Tensor& y_in, double C1, double C2) {
   const char* op = "packops.ssim";
   const Pair p = prepare_pair(op, "x", x_in, "y", y_in);
+  check_constants(op, 0.0, C1, C2);
   const DType dt = Dev::dtype(op, p.x);
   const typename Dev::Guard guard(p.x.device());
   at::Tensor out = at::empty(p.x.sizes(), p.x.options());
@@ -47,6 +51,7 @@ std::tuple<at::Tensor, at::Tensor> ssim_bwd(const at::Tensor& grad_in, const at:
                                             bool need_x, bool need_y) {
   const char* op = "packops.ssim_backward";
   const Pair p = prepare_pair(op, "x", x_in, "y", y_in);
+  check_constants(op, 0.0, C1, C2);
   check_grad(op, grad_in, x_in.sizes(), x_in);
   const DType dt = Dev::dtype(op, p.x);
   const typename Dev::Guard guard(p.x.device());
@@ -65,6 +70,7 @@ at::Tensor photometric_fwd(const at::Tensor& p_in, const at::Tensor& t_in, doubl
   const char* op = "packops.photometric_loss";
   const Pair p = prepare_pair(op, "pred", p_in, "target", t_in);
   check_channels(op, p_in);
+  check_constants(op, alpha, C1, C2);
   const DType dt = Dev::dtype(op, p.x);
   const typename Dev::Guard guard(p.x.device());
   at::Tensor out = at::empty(loss_shape(p.x), p.x.options());
@@ -82,6 +88,7 @@ std::tuple<at::Tensor, at::Tensor> photometric_bwd(const at::Tensor& grad_in,
   const char* op = "packops.photometric_loss_backward";
   const Pair p = prepare_pair(op, "pred", p_in, "target", t_in);
   check_channels(op, p_in);
+  check_constants(op, alpha, C1, C2);
   check_grad(op, grad_in, loss_shape(p_in), p_in);
   const DType dt = Dev::dtype(op, p.x);
   const typename Dev::Guard guard(p.x.device());
