@@ -135,11 +135,11 @@ def cmd_train(args):
                            str(explicit.get("name", defaults.name)))
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
     check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
-    base, saved = None, None
+    base, saved, state = None, None, None
     if args.resume and os.path.isfile(ckpt_path):
         # the run's own settings, overridden by what this command line changes
-        saved = load_checkpoint(ckpt_path, trust=args.trust_checkpoint,
-                                require=TRAINING_KEYS)["config"]
+        state = load_checkpoint(ckpt_path, trust=args.trust_checkpoint, require=TRAINING_KEYS)
+        saved = state["config"]
         base = {k: v for k, v in saved.items() if k in _field_types()}
     cfg = _config(args, base)
     if saved is not None:
@@ -151,7 +151,10 @@ def cmd_train(args):
                              f"change: {', '.join(ADJUSTABLE_ON_RESUME)})")
     print("config:\n" + json.dumps(dataclasses.asdict(cfg), indent=1, default=list), flush=True)
     trainer = Trainer(cfg)
-    trainer.fit(resume=args.resume, overwrite=args.overwrite, trust=args.trust_checkpoint)
+    loaded = [state]  # handed over, not kept alive here during training
+    del state
+    trainer.fit(resume=args.resume, overwrite=args.overwrite, trust=args.trust_checkpoint,
+                state=loaded.pop())
     if trainer.rank != 0:
         return 0
     summary = {"step": trainer.step, "skipped_steps": trainer.skipped_steps,

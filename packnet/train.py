@@ -788,7 +788,7 @@ class Trainer:
         return {k: float(v.detach()) for k, v in terms.items()}
 
     # ----------------------------------------------------------- run
-    def fit(self, resume=False, stop_after=None, overwrite=False, trust=False):
+    def fit(self, resume=False, stop_after=None, overwrite=False, trust=False, state=None):
         """Train to cfg.steps (or stop_after steps from here, for tests).
 
         An existing run (checkpoint.pt, log.csv or summary.json in the run
@@ -798,11 +798,13 @@ class Trainer:
         ADJUSTABLE_ON_RESUME and applies those (the learning-rate schedule
         included). Temporary files of killed runs are removed, and log.csv rows
         after the step the run continues from are dropped (they are replayed).
+        state: checkpoint.pt's contents when the caller has already loaded them.
         """
         cfg = self.cfg
         self._prepare_run_dir(resume, overwrite)
         if resume and os.path.isfile(self.ckpt_path):
-            self.resume_from(self.ckpt_path, trust=trust)
+            self.resume_from(self.ckpt_path, trust=trust, state=state)
+            state = None  # not kept alive during training
         elif resume:
             self.log(f"resume: no checkpoint in {self.run_dir}; starting at step 0")
         target = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
@@ -892,10 +894,12 @@ class Trainer:
         if error is not None:
             raise error
 
-    def resume_from(self, path, trust=False):
-        """Load a training checkpoint: fixed settings must match the run's
-        (ValueError naming them), adjustable ones are applied and printed."""
-        s = load_checkpoint(path, self.device, trust=trust, require=TRAINING_KEYS)
+    def resume_from(self, path, trust=False, state=None):
+        """Load a training checkpoint (or take its loaded `state`): fixed settings
+        must match the run's (ValueError naming them), adjustable ones are
+        applied and printed."""
+        s = state if state is not None else load_checkpoint(path, self.device, trust=trust,
+                                                            require=TRAINING_KEYS)
         fixed, adjustable = resume_changes(s["config"], self.cfg)
         if fixed:
             raise ValueError(
