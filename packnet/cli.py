@@ -118,9 +118,11 @@ def _no_ground_truth(data):
     """Why `data` cannot be evaluated (no depth), or None."""
     if getattr(data, "has_depth", True):
         return None
-    root = getattr(data, "root", "the data set")
-    return (f"folder data has no ground-truth depth ({root}/depth/ with one <frame>.npy in "
-            f"metres, or a 16-bit <frame>.png in 1/256 m, per frame)")
+    from .data import FolderDataset
+    if isinstance(data, FolderDataset):
+        return (f"folder data has no ground-truth depth (give {data.root}/depth/ with one "
+                f"<frame>.npy in metres, or a 16-bit <frame>.png in 1/256 m, per frame)")
+    return f"{type(data).__name__} has no ground-truth depth (depth_gt is off)"
 
 
 def cmd_train(args):
@@ -448,7 +450,8 @@ def main(argv=None):
         return EXIT_FAILED
     except _user_errors() as e:
         message = " ".join(str(e).split()) or type(e).__name__
-        for prefix in (f"{args.command}: ", "load_depth_net: ", "export_onnx: "):  # library prefixes
+        # the library's own prefixes repeat what "packnet <command>:" says
+        for prefix in (f"{args.command}: ", "load_depth_net: ", "export_onnx: "):
             message = message[len(prefix):] if message.startswith(prefix) else message
         print(f"{name}: error: {message}", file=sys.stderr)
         return EXIT_USAGE

@@ -38,8 +38,9 @@ import packops
 from . import geometry, models
 from .losses import MultiViewPhotometricLoss, SupervisedLoss, VelocityLoss
 
-__all__ = ["TrainConfig", "ConfigError", "Trainer", "save_checkpoint", "load_checkpoint", "CheckpointError",
-           "UnsafeCheckpointError", "check_run_dir", "resume_changes", "settings_help"]
+__all__ = ["TrainConfig", "ConfigError", "Trainer", "save_checkpoint", "load_checkpoint",
+           "CheckpointError", "UnsafeCheckpointError", "check_run_dir", "resume_changes",
+           "settings_help"]
 
 
 def _setting(default, help):
@@ -518,7 +519,8 @@ def _rng_state():
     version, internal, gauss_next = random.getstate()
     return {"torch": torch.get_rng_state(),
             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)),
-                      "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+                      "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached_gaussian": float(gauss)},
             "python": [version, list(internal), gauss_next],
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
@@ -686,9 +688,13 @@ class Trainer:
         procs = f", {per_rank} for each of {self.world} processes" if self.world > 1 else ""
         advice = (f"Lower --batch-size to {per_rank} or less (batch_size={per_rank}), or give "
                   f"more data" if per_rank else "Give more data")
-        if cfg.data == "folder" and not custom:
-            advice += (" (a folder sample needs its previous and next frame: N frames give "
-                       "N-2 samples)")
+        context = getattr(self.dataset, "context", None)
+        if cfg.data == "folder" and not custom and context is not None:
+            frames = len(getattr(self.dataset, "files", ()))
+            need = ("its previous and next frame" if tuple(context) == (-1, 1) else
+                    f"its context frames (offsets {', '.join(map(str, context))})")
+            advice += (f" (a folder sample needs {need} in the folder, which has {frames} "
+                       f"frame{'s' * (frames != 1)})")
         raise ValueError(f"the training data ({what}) has {n} usable sample{'s' * (n != 1)}"
                          f"{procs}, fewer than batch_size {cfg.batch_size}: no batch can be "
                          f"formed. {advice}")
@@ -981,7 +987,8 @@ def _tensorboard(run_dir, step=0):
     except ImportError:  # optional: the CSV log has the same numbers
         return None
     # resuming: events after the checkpoint's step are replayed, drop the old ones
-    return SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=step + 1 if step else None)
+    return SummaryWriter(os.path.join(run_dir, "tensorboard"),
+                         purge_step=step + 1 if step else None)
 
 
 def _progress(total, initial, enabled):

@@ -188,7 +188,8 @@ class KITTIRaw(SkipBadMixin, torch.utils.data.Dataset):
         if len(vals) < 11:
             raise DataError(path, f"expected 30 oxts fields, got {len(vals)}")
         if not np.isfinite(vals[8:11]).all():
-            raise DataError(path, f"velocities vf, vl, vu must be finite, got {vals[8:11].tolist()}")
+            raise DataError(path, f"velocities vf, vl, vu must be finite, got "
+                                  f"{vals[8:11].tolist()}")
         return float(np.linalg.norm(vals[8:11]))   # vf, vl, vu
 
     def _load(self, idx):
