@@ -27,6 +27,10 @@ TINY = SMALL + ["--set", "data_kwargs={num_sequences: 1, frames_per_sequence: 4}
 @pytest.fixture(autouse=True)
 def _no_hang():
     """A command that spins forever fails the test instead of stalling the suite."""
+    if not hasattr(signal, "SIGALRM"):  # not on Windows
+        yield
+        return
+
     def alarm(signum, frame):
         raise TimeoutError("packnet did not return within 120 s (hang)")
     old = signal.signal(signal.SIGALRM, alarm)
@@ -351,6 +355,36 @@ def test_resume_after_a_kill_cleans_temporaries_and_replayed_log_rows(run_copy, 
     assert log_steps(run_dir) == [1, 2]
     rows = list(csv.DictReader(open(run_dir / "log.csv")))
     assert float(rows[1]["loss"]) != 99.0
+
+
+def test_sigkill_then_resume_keeps_one_log_row_per_step(tmp_path, capsys):
+    """A real SIGKILL once step 1 is logged (checkpoints every 2 steps, so
+    step 1 is not saved): resuming replays what the checkpoint lacks and the
+    log has each step once."""
+    import time
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    run_dir = tmp_path / "runs" / "k"
+    p = subprocess.Popen([sys.executable, "-m", "packnet", "train", *TINY, "--out-dir",
+                          str(tmp_path / "runs"), "--name", "k", "--steps", "1000", "--no-eval",
+                          "--set", "ckpt_every=2"], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 100
+        while not ((run_dir / "log.csv").exists() and log_steps(run_dir)):
+            if time.time() > deadline or p.poll() is not None:
+                pytest.fail("the training subprocess logged no step in time")
+            time.sleep(0.05)
+    finally:
+        p.kill()
+        p.wait()
+    at_kill = log_steps(run_dir)[-1]
+    # the same command line (a run killed before its first checkpoint has no saved settings)
+    code, _, err = run(capsys, "train", *TINY, "--out-dir", tmp_path / "runs", "--name", "k",
+                       "--resume", "--no-eval", "--steps", str(at_kill + 1),
+                       "--set", "ckpt_every=2")
+    assert code == 0, err
+    assert log_steps(run_dir) == list(range(1, at_kill + 2))
+    assert not [f for f in os.listdir(run_dir) if ".tmp." in f]
 
 
 # ------------------------------------------------- 14. infer on a directory
