@@ -8,6 +8,11 @@
 `packnet train` with no arguments trains the small default preset on the
 built-in synthetic driving data, evaluates on its held-out test sequences and
 writes checkpoints, logs and depth previews to runs/<name>/.
+
+A user error (a bad setting, file or data set) prints one line,
+"packnet <command>: error: ...", naming the thing, the value and what to do,
+and exits with status 2; a run that stops (divergence, images that could not
+be read) exits with 1. PACKNET_DEBUG=1 shows the Python traceback instead.
 """
 import argparse
 import dataclasses
@@ -17,26 +22,69 @@ import sys
 
 import torch
 
-
-def _parse_value(text):
-    import yaml
-    return yaml.safe_load(text)
+EXIT_USAGE = 2      # a bad setting, file or data set
+EXIT_FAILED = 1     # the work started and did not finish (divergence, unreadable images)
 
 
-def _config(args):
+class UsageError(ValueError):
+    """A command-line mistake: main() prints it as one line and exits with 2."""
+
+
+# ------------------------------------------------------------------ settings
+def _field_types():
     from .train import TrainConfig
+    return {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+
+
+def _parse_set(item, types):
+    """--set KEY=VALUE -> (key, value): text for str settings (a run named
+    'yes' stays 'yes'), YAML for the others (TrainConfig converts the type)."""
+    import yaml
+    if "=" not in item:
+        raise UsageError(f"--set takes KEY=VALUE, got {item!r} (settings: packnet train "
+                         f"--list-settings)")
+    k, v = (x.strip() for x in item.split("=", 1))
+    if types.get(k) is str:
+        return k, v
+    try:
+        return k, yaml.safe_load(v)
+    except yaml.YAMLError as e:
+        problem = " ".join(str(e).split())
+        raise UsageError(f"--set {k}={v}: not valid YAML ({problem})") from None
+
+
+def _read_config_file(path):
+    import yaml
+    if not os.path.isfile(path):
+        raise UsageError(f"config file not found: {path}")
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UsageError(f"{path}: cannot read the config file ({' '.join(str(e).split())})") \
+            from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UsageError(f"{path}: a config file is a mapping of TrainConfig settings "
+                         f"(name: value), got a {type(values).__name__}")
+    return values
+
+
+TRAIN_FLAGS = ("name", "steps", "batch_size", "model", "ops", "data", "out_dir", "device",
+               "seed", "lr")
+
+
+def _explicit_settings(args):
+    """The settings this command line gives: config file, then --set, then flags."""
+    types = _field_types()
     values = {}
     if args.config:
-        import yaml
-        with open(args.config) as f:
-            values.update(yaml.safe_load(f) or {})
+        values.update(_read_config_file(args.config))
     for item in args.set or []:
-        if "=" not in item:
-            raise SystemExit(f"packnet train: --set takes key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        values[k.strip()] = _parse_value(v)
-    for flag in ("name", "steps", "batch_size", "model", "ops", "data", "out_dir", "device",
-                 "seed", "lr"):
+        k, v = _parse_set(item, types)
+        values[k] = v
+    for flag in TRAIN_FLAGS:
         v = getattr(args, flag, None)
         if v is not None:
             values[flag] = v
@@ -44,53 +92,119 @@ def _config(args):
         values["size"] = tuple(args.size)
     if args.no_velocity:
         values["velocity_weight"] = 0.0
+    return values
+
+
+def _config(args, base=None):
+    """TrainConfig from `base` (a resumed run's saved settings) overridden by
+    the command line; --data-root goes into data_kwargs; validated."""
+    from .train import TrainConfig
+    values = dict(base or {})
+    explicit = _explicit_settings(args)
+    values.update(explicit)
     if args.data_root:
-        values.setdefault("data_kwargs", {})["root"] = args.data_root
-    return TrainConfig.from_dict(values).validate()
+        kw = values.get("data_kwargs")
+        values["data_kwargs"] = {**(kw if isinstance(kw, dict) else {}), "root": args.data_root}
+    return TrainConfig.from_dict(values, validate=True)
 
 
+# ------------------------------------------------------------------ commands
 def _abs_rel_line(result):
     return (f"abs_rel: metric (no scaling) {result['metric']['abs_rel']:.4f}, median-scaled "
             f"{result['median_scaled']['abs_rel']:.4f}, median scale factor {result['scale']:.3f}")
 
 
+def _no_ground_truth(data):
+    """Why `data` cannot be evaluated (no depth), or None."""
+    if getattr(data, "has_depth", True):
+        return None
+    from .data import FolderDataset
+    if isinstance(data, FolderDataset):
+        return (f"folder data has no ground-truth depth (give {data.root}/depth/ with one "
+                f"<frame>.npy in metres, or a 16-bit <frame>.png in 1/256 m, per frame)")
+    return f"{type(data).__name__} has no ground-truth depth (depth_gt is off)"
+
+
 def cmd_train(args):
-    from .train import Trainer
-    cfg = _config(args)
+    from .train import ADJUSTABLE_ON_RESUME, TRAINING_KEYS, TrainConfig, Trainer, check_run_dir, \
+        format_changes, load_checkpoint, make_dataset, resume_changes, settings_help
+    if args.list_settings:
+        print(settings_help())
+        return 0
+    explicit = _explicit_settings(args)
+    defaults = TrainConfig()
+    run_dir = os.path.join(str(explicit.get("out_dir", defaults.out_dir)),
+                           str(explicit.get("name", defaults.name)))
+    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
+    base, saved, state = None, None, None
+    if args.resume and os.path.isfile(ckpt_path):
+        # the run's own settings, overridden by what this command line changes
+        state = load_checkpoint(ckpt_path, trust=args.trust_checkpoint, require=TRAINING_KEYS)
+        saved = state["config"]
+        base = {k: v for k, v in saved.items() if k in _field_types()}
+    cfg = _config(args, base)
+    if saved is not None:
+        fixed, _ = resume_changes(saved, cfg)
+        if fixed:
+            raise UsageError(f"cannot resume {run_dir} with changed settings: "
+                             f"{format_changes(fixed)}. These are fixed for a run: drop them to "
+                             f"continue it, or start a new run with --name NEW (--resume may "
+                             f"change: {', '.join(ADJUSTABLE_ON_RESUME)})")
     print("config:\n" + json.dumps(dataclasses.asdict(cfg), indent=1, default=list), flush=True)
     trainer = Trainer(cfg)
-    trainer.fit(resume=args.resume)
-    if trainer.rank != 0 or args.no_eval:
+    loaded = [state]  # handed over, not kept alive here during training
+    del state
+    trainer.fit(resume=args.resume, overwrite=args.overwrite, trust=args.trust_checkpoint,
+                state=loaded.pop())
+    if trainer.rank != 0:
         return 0
-    from .evaluate import evaluate, format_metrics
-    from .train import make_dataset
-    test = make_dataset(cfg, split="test")
-    loader = torch.utils.data.DataLoader(test, batch_size=cfg.batch_size)
-    result = evaluate(trainer.depth_net, loader, trainer.device)
     summary = {"step": trainer.step, "skipped_steps": trainer.skipped_steps,
                "train_seconds": round(trainer.train_seconds, 1),
-               "images_per_s": round(trainer.images_per_s, 2), "eval": result,
+               "images_per_s": round(trainer.images_per_s, 2), "eval": None,
                "checkpoint": trainer.ckpt_path}
+    if not args.no_eval:
+        test = make_dataset(cfg, split="test")
+        why = _no_ground_truth(test) or (None if len(test) else "the test split has no samples")
+        if why:
+            print(f"evaluation skipped: {why}")
+            summary["eval_skipped"] = why
+        else:
+            from .evaluate import evaluate, format_metrics
+            loader = torch.utils.data.DataLoader(test, batch_size=cfg.batch_size)
+            result = evaluate(trainer.depth_net, loader, trainer.device, progress=cfg.progress)
+            summary["eval"] = result
+            print(format_metrics(result))
+            print(_abs_rel_line(result))
     with open(os.path.join(trainer.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
-    print(format_metrics(result))
-    print(_abs_rel_line(result))
     print(f"trained {trainer.step} steps in {trainer.train_seconds / 60:.1f} min "
           f"({trainer.images_per_s:.1f} images/s); {trainer.skipped_steps} skipped")
     print(f"wrote {trainer.run_dir}/ (checkpoint.pt, log.csv, previews/, summary.json)")
     return 0
 
 
-def _load_for_eval(path):
-    from .infer import load_depth_net
-    return load_depth_net(path)
+def _device(name):
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(f"--device {name!r}: not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name!r}: no CUDA device is available here; use cpu")
+    return dev
 
 
 def cmd_eval(args):
     from .evaluate import evaluate, format_metrics
+    from .infer import depth_net_from_checkpoint
     from .train import TrainConfig, load_checkpoint, make_dataset
-    ck = load_checkpoint(args.checkpoint)
-    cfg = TrainConfig.from_dict(ck["config"])
+    device = _device(args.device)
+    ck = load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
+    try:
+        cfg = TrainConfig.from_dict(ck["config"])
+    except ValueError as e:
+        raise UsageError(f"{args.checkpoint}: the checkpoint's config is not usable ({e})") \
+            from None
     kwargs = dict(cfg.data_kwargs)
     if args.data and args.data != cfg.data:  # another data set: the run's settings do not apply
         cfg, kwargs = dataclasses.replace(cfg, data=args.data), {}
@@ -100,94 +214,247 @@ def cmd_eval(args):
         kwargs.pop("split_files", None)
         kwargs["split_file"] = args.split_file
     if cfg.data == "kitti" and "split_file" not in kwargs and "split_files" not in kwargs:
-        raise SystemExit("packnet eval: KITTI needs --split-file (e.g. eigen_test_files.txt)")
+        raise UsageError("KITTI needs --split-file (e.g. eigen_test_files.txt)")
     if cfg.data in ("kitti", "folder") and "root" not in kwargs:
-        raise SystemExit(f"packnet eval: --data {cfg.data} needs --data-root")
+        raise UsageError(f"--data {cfg.data} needs --data-root")
     cfg = dataclasses.replace(cfg, data_kwargs=kwargs)
-    net = _load_for_eval(args.checkpoint)
-    device = torch.device(args.device)
     data = make_dataset(cfg, split=args.split)
-    loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size)
+    why = _no_ground_truth(data) or (None if len(data) else
+                                     f"the {args.split} split of {cfg.data} has no samples")
     crop = "garg" if cfg.data == "kitti" else None
-    result = evaluate(net.to(device), loader, device, crop=crop)
-    print(format_metrics(result))
-    print(_abs_rel_line(result) + (" (Garg crop)" if crop else ""))
+    if why:
+        print(f"evaluation skipped: {why}")
+        result = None
+    else:
+        net = depth_net_from_checkpoint(ck, args.checkpoint, trust=args.trust_checkpoint)
+        loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size)
+        result = evaluate(net.to(device), loader, device, crop=crop)
+        print(format_metrics(result))
+        print(_abs_rel_line(result) + (" (Garg crop)" if crop else ""))
     if args.json:
+        out = {"checkpoint": args.checkpoint, "data": cfg.data, "split": args.split,
+               "crop": crop, "eval": result}
+        if why:
+            out["skipped"] = why
         with open(args.json, "w") as f:
-            json.dump({"checkpoint": args.checkpoint, "data": cfg.data, "split": args.split,
-                       "crop": crop, "eval": result}, f, indent=1, default=float)
+            json.dump(out, f, indent=1, default=float)
     return 0
 
 
 def cmd_infer(args):
-    from .infer import infer
-    written = infer(args.input, args.checkpoint, args.out, device=torch.device(args.device))
-    print(f"wrote {len(written)} files to {args.out}")
+    from .infer import InferenceError, infer
+    device = _device(args.device)
+    existing = set(os.listdir(args.out)) if os.path.isdir(args.out) else set()
+
+    def report(written):
+        replaced = sum(os.path.basename(p) in existing for p in written)
+        print(f"wrote {len(written)} files to {args.out}"
+              + (f" ({replaced} replaced existing files)" if replaced else ""))
+
+    try:
+        written = infer(args.input, args.checkpoint, args.out, size=args.size, device=device,
+                        trust=args.trust_checkpoint,
+                        log=lambda m: print(f"packnet infer: {m}", file=sys.stderr))
+    except InferenceError as e:
+        report(e.written)
+        print(f"packnet infer: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    report(written)
     return 0
 
 
 def cmd_export(args):
-    from .export import export_onnx
-    net = _load_for_eval(args.checkpoint)
-    diff = export_onnx(net, args.out, size=tuple(args.size))
+    from .export import ExportError, export_onnx
+    from .infer import load_depth_net
+    net = load_depth_net(args.checkpoint, trust=args.trust_checkpoint)
+    try:
+        diff = export_onnx(net, args.out, size=tuple(args.size))
+    except ExportError as e:
+        raise UsageError(str(e)) from None
     print(f"wrote {args.out}" + ("" if diff is None else f" (max |onnx - torch| = {diff:.2e})"))
     return 0
 
 
-def build_parser():
-    ap = argparse.ArgumentParser(prog="packnet", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="command", required=True)
+# -------------------------------------------------------------------- parser
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
 
-    t = sub.add_parser("train", help="self-supervised training (default: synthetic data preset)")
-    t.add_argument("--config", help="YAML file with TrainConfig fields")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any TrainConfig field")
-    t.add_argument("--name")
-    t.add_argument("--steps", type=int)
-    t.add_argument("--batch-size", type=int, dest="batch_size")
-    t.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
-    t.add_argument("--model")
-    t.add_argument("--ops", choices=("fused", "reference"))
-    t.add_argument("--data", choices=("synthetic", "kitti", "folder"))
-    t.add_argument("--data-root")
-    t.add_argument("--out-dir", dest="out_dir")
-    t.add_argument("--device")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--no-velocity", action="store_true", help="turn the velocity loss off")
-    t.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoint.pt")
-    t.add_argument("--no-eval", action="store_true")
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _setting_help(name, what):
+    """A train flag's help: what it is and TrainConfig's default."""
+    from .train import TrainConfig
+    default = getattr(TrainConfig(), name)
+    if isinstance(default, tuple):
+        default = " ".join(map(str, default))
+    return f"{what} (default: {default})"
+
+
+DEVICE_DEFAULT = "cuda" if torch.cuda.is_available() else "cpu"
+TRUST_HELP = ("load a checkpoint that needs Python's full unpickler, which can run code stored "
+              "in the file; only for files you made or trust (default: off, such files are "
+              "refused)")
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(
+        prog="packnet", description=__doc__.split("\n\n")[0],
+        epilog="packnet COMMAND --help lists a command's options. A bad setting, file or data "
+               "set prints one line naming it and exits with 2; a run that stops (divergence, "
+               "unreadable images) exits with 1; PACKNET_DEBUG=1 shows the traceback.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="self-supervised training (default: synthetic data preset)",
+                       description="Self-supervised training. Every setting is a TrainConfig "
+                       "field (packnet/train.py): list them with --list-settings, set them with "
+                       "--config or --set; the flags below are shortcuts. The run goes to "
+                       "OUT_DIR/NAME/.")
+    t.add_argument("--config", metavar="YAML",
+                   help="YAML file of TrainConfig settings, e.g. configs/packnet01-kitti.yaml "
+                        "(default: none)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="set any TrainConfig field, repeatable, over --config: --set lr=1e-3 "
+                        "--set size=64x192 --set 'data_kwargs={num_sequences: 4}'; fields, "
+                        "types, defaults: --list-settings (documented in TrainConfig, "
+                        "packnet/train.py) (default: none)")
+    t.add_argument("--list-settings", action="store_true",
+                   help="print every TrainConfig setting with its type, default and help, "
+                        "then exit (default: off)")
+    t.add_argument("--name", help=_setting_help("name", "run name; files go to OUT_DIR/NAME/"))
+    t.add_argument("--out-dir", dest="out_dir", metavar="DIR",
+                   help=_setting_help("out_dir", "directory of the runs"))
+    t.add_argument("--steps", type=int, metavar="N", help=_setting_help("steps", "training steps"))
+    t.add_argument("--batch-size", type=int, dest="batch_size", metavar="N",
+                   help=_setting_help("batch_size", "samples per step"))
+    t.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help=_setting_help("size", "training image size, multiples of 32"))
+    t.add_argument("--lr", type=_number, help=_setting_help("lr", "Adam learning rate"))
+    t.add_argument("--model", help=_setting_help("model", "depth network: PackNet01, "
+                                                          "PackNetSlim01 or PackNetTiny"))
+    t.add_argument("--ops", choices=("fused", "reference"),
+                   help=_setting_help("ops", "packops' fused kernels or the plain-PyTorch "
+                                             "reference"))
+    t.add_argument("--data", choices=("synthetic", "kitti", "folder"),
+                   help=_setting_help("data", "data set"))
+    t.add_argument("--data-root", metavar="DIR",
+                   help="data directory (data_kwargs root): KITTI raw root, or a folder of "
+                        "frames with intrinsics.txt (+ speed.txt) (default: none)")
+    t.add_argument("--device", help=_setting_help("device", "auto, cpu, cuda or cuda:N"))
+    t.add_argument("--seed", type=int, help=_setting_help("seed", "random seed"))
+    t.add_argument("--no-velocity", action="store_true",
+                   help="turn the velocity loss off (velocity_weight=0; the scale is then left "
+                        "free) (default: on)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue OUT_DIR/NAME/checkpoint.pt with the run's settings; steps, "
+                        "lr, logging and the device may change, the rest is fixed (default: off)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run of this name (its checkpoint, log, summary, "
+                        "previews; default: off, an existing run is refused)")
+    t.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    t.add_argument("--no-eval", action="store_true",
+                   help="skip the evaluation on the test split after training (default: "
+                        "evaluate when the data has ground-truth depth)")
     t.set_defaults(fn=cmd_train)
 
-    e = sub.add_parser("eval", help="depth metrics of a checkpoint")
-    e.add_argument("--checkpoint", required=True)
-    e.add_argument("--data", choices=("synthetic", "kitti", "folder"))
-    e.add_argument("--data-root")
-    e.add_argument("--split", default="test", help="train | val | test (synthetic, or the "
-                   "run's KITTI split_files)")
-    e.add_argument("--split-file", dest="split_file", help="KITTI: a split file (Eigen/Zhou)")
-    e.add_argument("--json", help="also write the metrics to this JSON file")
-    e.add_argument("--batch-size", type=int, default=4, dest="batch_size")
-    e.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    e = sub.add_parser("eval", help="depth metrics of a checkpoint",
+                       description="Depth metrics (abs_rel, ..., a3; metric and median-scaled) "
+                       "of a checkpoint on a data set with ground-truth depth.")
+    e.add_argument("--checkpoint", required=True, metavar="FILE",
+                   help="a packnet train checkpoint (runs/NAME/checkpoint.pt) (required, no "
+                        "default)")
+    e.add_argument("--data", choices=("synthetic", "kitti", "folder"),
+                   help="data set (default: the run's own)")
+    e.add_argument("--data-root", metavar="DIR",
+                   help="data directory for kitti or folder (default: the run's own)")
+    e.add_argument("--split", default="test",
+                   help="train | val | test (synthetic, or the run's KITTI split_files) "
+                        "(default: test)")
+    e.add_argument("--split-file", dest="split_file", metavar="FILE",
+                   help="KITTI: a split file such as eigen_test_files.txt (default: the run's)")
+    e.add_argument("--json", metavar="FILE",
+                   help="also write the metrics to this JSON file (default: none)")
+    e.add_argument("--batch-size", type=_positive_int, default=4, dest="batch_size",
+                   metavar="N", help="evaluation batch size (default: 4)")
+    e.add_argument("--device", default=DEVICE_DEFAULT,
+                   help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    e.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     e.set_defaults(fn=cmd_eval)
 
-    i = sub.add_parser("infer", help="colourised depth PNGs and raw .npy depth")
-    i.add_argument("input", help="an image or a directory of images")
-    i.add_argument("--checkpoint", required=True)
-    i.add_argument("--out", default="depth_out")
-    i.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    i = sub.add_parser("infer", help="colourised depth PNGs and raw .npy depth",
+                       description="Depth for images: <name>_depth.png (colourised inverse "
+                       "depth) and <name>_depth.npy (float32 depth) per image. An image that "
+                       "cannot be read is skipped with a warning; the exit status is then 1.")
+    i.add_argument("input", help="an image, or a directory of images (.png .jpg .jpeg .bmp "
+                                 ".ppm, not recursive)")
+    i.add_argument("--checkpoint", required=True, metavar="FILE",
+                   help="a packnet train checkpoint (required, no default)")
+    i.add_argument("--out", default="depth_out", metavar="DIR",
+                   help="output directory (default: depth_out)")
+    i.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="network input size, multiples of 32 (default: each image's size "
+                        "rounded to multiples of 32)")
+    i.add_argument("--device", default=DEVICE_DEFAULT,
+                   help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    i.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     i.set_defaults(fn=cmd_infer)
 
-    x = sub.add_parser("export-onnx", help="ONNX export of the depth network (reference ops)")
-    x.add_argument("--checkpoint", required=True)
-    x.add_argument("--out", required=True)
-    x.add_argument("--size", type=int, nargs=2, default=(192, 640), metavar=("H", "W"))
+    x = sub.add_parser("export-onnx", help="ONNX export of the depth network (reference ops)",
+                       description="ONNX export of a checkpoint's depth network for a fixed "
+                       "input size (needs: pip install onnx onnxruntime).")
+    x.add_argument("--checkpoint", required=True, metavar="FILE",
+                   help="a packnet train checkpoint (required, no default)")
+    x.add_argument("--out", required=True, metavar="FILE",
+                   help="the .onnx file to write (required, no default)")
+    x.add_argument("--size", type=int, nargs=2, default=(192, 640), metavar=("H", "W"),
+                   help="input size of the graph, multiples of 32 (default: 192 640)")
+    x.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     x.set_defaults(fn=cmd_export)
     return ap
 
 
+def _user_errors():
+    import yaml
+
+    from .data import DataError
+    return (ValueError, OSError, DataError, yaml.YAMLError)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    name = f"packnet {args.command}"
+    if os.environ.get("PACKNET_DEBUG"):
+        return args.fn(args)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `packnet ... | head`: the reader is gone, stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except FloatingPointError as e:  # the trainer stopped: too many non-finite steps
+        print(f"{name}: error: {e}. Lower the learning rate (--lr) or raise max_bad_steps; the "
+              f"last checkpoint (if any) is in the run directory", file=sys.stderr)
+        return EXIT_FAILED
+    except _user_errors() as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        # the library's own prefixes repeat what "packnet <command>:" says
+        for prefix in (f"{args.command}: ", "load_depth_net: ", "export_onnx: "):
+            message = message[len(prefix):] if message.startswith(prefix) else message
+        print(f"{name}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

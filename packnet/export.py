@@ -6,6 +6,7 @@ traces into standard ONNX; the fused backends are custom ops ONNX has no
 kernel for. The graph has a fixed input size: the (un)packing reshapes are
 traced with the sizes of the example input.
 """
+import importlib.util
 import os
 import warnings
 
@@ -13,9 +14,20 @@ import torch
 
 import packops
 
-__all__ = ["export_onnx"]
+__all__ = ["export_onnx", "ExportError"]
 
 INSTALL_HINT = "pip install onnx onnxruntime"
+
+
+class ExportError(RuntimeError):
+    """The export cannot run here (a package is missing) or its check failed."""
+
+
+def _have(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # sys.modules[module] = None, or no __spec__
+        return False
 
 
 def _onnx_export(net, example, path, opset):
@@ -37,12 +49,15 @@ def export_onnx(depth_net, path, size=(192, 640), opset=17, verify=True, seed=0)
 
     If onnxruntime is installed and verify is true, runs the file on a random
     image and returns max |onnx - torch| (raising if it is 1e-4 or more);
-    otherwise returns None. Raises RuntimeError naming what to install when
-    the exporter's dependencies are missing.
+    otherwise returns None. Raises ExportError (a RuntimeError) naming what to
+    install when the exporter's dependencies are missing, before any work.
     """
     H, W = (int(s) for s in size)
     if H % 32 or W % 32 or H < 32 or W < 32:
         raise ValueError(f"export_onnx: size must be positive multiples of 32, got {size}")
+    if not _have("onnx"):
+        raise ExportError(f"export_onnx: the ONNX exporter needs the onnx package, which is not "
+                          f"installed; {INSTALL_HINT}")
     was_training = depth_net.training
     device = next(iter(depth_net.parameters()), torch.empty(0)).device
     gen = torch.Generator().manual_seed(seed)
@@ -58,9 +73,14 @@ def export_onnx(depth_net, path, size=(192, 640), opset=17, verify=True, seed=0)
             warnings.simplefilter("ignore", DeprecationWarning)
             try:
                 _onnx_export(depth_net, example, path, opset)
-            except (ImportError, ModuleNotFoundError) as e:
-                raise RuntimeError(f"export_onnx: the ONNX exporter needs a missing package "
-                                   f"({e}); {INSTALL_HINT}") from None
+            except ImportError as e:
+                raise ExportError(f"export_onnx: the ONNX exporter needs a missing package "
+                                  f"({e}); {INSTALL_HINT}") from None
+            except Exception as e:  # noqa: BLE001 - torch.onnx's OnnxExporterError
+                if "not installed" not in str(e):
+                    raise
+                raise ExportError(f"export_onnx: the ONNX exporter needs a missing package "
+                                  f"({e}); {INSTALL_HINT}") from None
             expected = depth_net(*example)
     finally:
         depth_net.train(was_training)
@@ -74,6 +94,6 @@ def export_onnx(depth_net, path, size=(192, 640), opset=17, verify=True, seed=0)
     got = session.run(None, {"rgb": example[0].cpu().numpy()})[0]
     diff = float(abs(torch.from_numpy(got) - expected.float().cpu()).max())
     if not diff < 1e-4:
-        raise RuntimeError(f"export_onnx: ONNX output differs from torch by {diff:.3e} "
+        raise ExportError(f"export_onnx: ONNX output differs from torch by {diff:.3e} "
                            f"(max abs) on a random input; file written to {path}")
     return diff

@@ -9,7 +9,6 @@ A checkpoint is what packnet.train saves: a dict with at least
 """
 import importlib
 import os
-import pickle
 
 import numpy as np
 import torch
@@ -18,20 +17,36 @@ from torch import nn
 
 from . import models
 from .geometry import inv2depth
-from .data.io import _decode_rgb
+from .data.io import IMAGE_EXTS, _decode_rgb
 from .visualize import _have_pillow, colorize_depth, save_png
 
-__all__ = ["IMAGE_EXTENSIONS", "load_depth_net", "load_image", "list_images", "infer"]
+__all__ = ["IMAGE_EXTENSIONS", "InferenceError", "load_depth_net", "depth_net_from_checkpoint",
+           "load_image", "list_images", "infer"]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+IMAGE_EXTENSIONS = IMAGE_EXTS   # the data loaders' list: .png .jpg .jpeg .bmp .ppm
 DIVISOR = 32  # PackNet packs five times by 2
 
 
-def _model_class(name, path):
+class InferenceError(ValueError):
+    """Some images could not be read; the others were written. `.written`:
+    the files written, `.failed`: [(image path, reason)]."""
+
+    def __init__(self, written, failed):
+        names = "; ".join(f"{p} ({why})" for p, why in failed)
+        super().__init__(f"could not read {len(failed)} image(s), the others were written: "
+                         f"{names}")
+        self.written, self.failed = written, failed
+
+
+def _model_class(name, path, trust=False):
     if not isinstance(name, str) or not name:
         raise ValueError(f"load_depth_net: {path}: config['model'] must be a class name, "
                          f"got {name!r}")
     if ":" in name:
+        if not trust:  # importing a module named by a file runs that module's code
+            raise ValueError(f"load_depth_net: {path}: model {name!r} is defined outside "
+                             f"packnet.models and importing it runs code; only if you trust the "
+                             f"checkpoint, load it with --trust-checkpoint (trust=True)")
         module_name, _, attr = name.partition(":")
         try:
             cls = getattr(importlib.import_module(module_name), attr)
@@ -47,28 +62,24 @@ def _model_class(name, path):
     return cls
 
 
-def load_depth_net(checkpoint_path, map_location="cpu", trusted=True):
+def load_depth_net(checkpoint_path, map_location="cpu", trust=False):
     """Build config["model"](**config.get("model_kwargs", {})) and load
     checkpoint["model"]["depth_net"] into it; returns the net in eval mode.
 
-    The file is read with torch.load(weights_only=True) first; training
-    checkpoints also hold numpy RNG state, which that refuses, and then the
-    full unpickler is used if `trusted` (a pickle can run code: pass
-    trusted=False for files from elsewhere).
+    The file is read with packnet.train.load_checkpoint: torch.load with
+    weights_only=True, so it cannot run code; a file that needs the full
+    unpickler, or a config["model"] of the form "module:Class" (importing
+    runs code), is refused with a ValueError unless trust=True. Every error
+    names the file.
     """
+    from .train import load_checkpoint
     path = os.fspath(checkpoint_path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"load_depth_net: checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not trusted:
-            raise ValueError(f"load_depth_net: {path} needs the full unpickler "
-                             f"({str(e).splitlines()[0]}); pass trusted=True if you trust "
-                             f"the file") from None
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ValueError(f"load_depth_net: cannot read checkpoint {path}: {e}") from None
+    ckpt = load_checkpoint(path, map_location=map_location, trust=trust)
+    return depth_net_from_checkpoint(ckpt, path, trust=trust)
+
+
+def depth_net_from_checkpoint(ckpt, path="<checkpoint>", trust=False):
+    """The depth network of an already loaded checkpoint dict (eval mode)."""
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"load_depth_net: {path} is not a packnet checkpoint: expected a dict "
@@ -77,9 +88,18 @@ def load_depth_net(checkpoint_path, map_location="cpu", trusted=True):
         raise ValueError(f"load_depth_net: {path}: checkpoint['model'] has no 'depth_net' "
                          f"state_dict")
     config = ckpt["config"]
-    cls = _model_class(config.get("model"), path)
-    net = cls(**(config.get("model_kwargs") or {}))
-    net.load_state_dict(ckpt["model"]["depth_net"])
+    if not isinstance(config, dict):
+        raise ValueError(f"load_depth_net: {path}: checkpoint['config'] is not a mapping")
+    cls = _model_class(config.get("model"), path, trust=trust)
+    kwargs = config.get("model_kwargs") or {}
+    try:
+        net = cls(**kwargs)
+        net.load_state_dict(ckpt["model"]["depth_net"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        raise ValueError(f"load_depth_net: {path}: the depth network "
+                         f"{config.get('model')}({kwargs}) does not fit the checkpoint "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") \
+            from None
     return net.eval()
 
 
@@ -95,7 +115,7 @@ def list_images(paths):
                            if f.lower().endswith(IMAGE_EXTENSIONS)
                            and os.path.isfile(os.path.join(p, f)))
             if not found:
-                raise FileNotFoundError(f"infer: no {'/'.join(IMAGE_EXTENSIONS)} images in "
+                raise FileNotFoundError(f"infer: no {' '.join(IMAGE_EXTENSIONS)} images in "
                                         f"directory {p}")
             out.extend(found)
         elif os.path.isfile(p):
@@ -106,8 +126,9 @@ def list_images(paths):
 
 
 def load_image(path):
-    """Image file -> float32 [3,H,W] in [0,1] (grey is repeated, alpha dropped).
-    Pillow reads PNG and JPEG; without it only PNG (built-in reader)."""
+    """Image file -> float32 [3,H,W] in [0,1] (grey is repeated, alpha dropped,
+    16-bit grey scaled to 8 bits as the data loaders do). Pillow reads every
+    IMAGE_EXTENSIONS format; without it only PNG (built-in reader)."""
     path = os.fspath(path)
     try:
         img = _decode_rgb(path, use_pil=_have_pillow())     # the data loaders' decoder
@@ -129,17 +150,26 @@ def _network_size(H, W, size):
             max(DIVISOR, int(W / DIVISOR + 0.5) * DIVISOR))
 
 
-def infer(paths, checkpoint_or_model, out_dir, size=None, device="cpu"):
+def _warn(message):
+    import sys
+    print(f"infer: {message}", file=sys.stderr)
+
+
+def infer(paths, checkpoint_or_model, out_dir, size=None, device="cpu", trust=False, log=_warn):
     """Predict depth for each image; returns the written files
     [<name>_depth.png, <name>_depth.npy, ...] in input order.
 
     paths: image file, directory or list of them. checkpoint_or_model: a
-    checkpoint path (see load_depth_net) or an nn.Module returning inverse
-    depth [B,1,h,w] in eval mode. size: (H, W) for the network (multiples of
-    32) or None for each image's size rounded to the nearest multiple of 32.
-    The inverse depth is resized back to the image's size (bilinear) before
-    it becomes depth (1 / inverse depth: metric if the net was trained with
-    the velocity loss, else up to scale).
+    checkpoint path (see load_depth_net; trust as there) or an nn.Module
+    returning inverse depth [B,1,h,w] in eval mode. size: (H, W) for the
+    network (multiples of 32) or None for each image's size rounded to the
+    nearest multiple of 32. The inverse depth is resized back to the image's
+    size (bilinear) before it becomes depth (1 / inverse depth: metric if the
+    net was trained with the velocity loss, else up to scale).
+
+    An image that cannot be read is skipped (log(message) names it) and the
+    rest are written; then InferenceError lists what failed (`.written` has
+    what was written).
     """
     if size is not None:
         _network_size(DIVISOR, DIVISOR, size)  # check it before any work
@@ -147,20 +177,25 @@ def infer(paths, checkpoint_or_model, out_dir, size=None, device="cpu"):
     if isinstance(checkpoint_or_model, nn.Module):
         net = checkpoint_or_model
     else:
-        net = load_depth_net(checkpoint_or_model)
+        net = load_depth_net(checkpoint_or_model, trust=trust)
     device = torch.device(device)
     was_training = net.training
     net.eval().to(device)
     os.makedirs(out_dir, exist_ok=True)
 
     stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
-    written = []
+    written, failed = [], []
     try:
         with torch.no_grad():
             for f, stem in zip(files, stems):
                 if stems.count(stem) > 1:  # a.png and a.jpg: keep both apart
                     stem = f"{stem}_{os.path.splitext(f)[1][1:].lower()}"
-                rgb = load_image(f)
+                try:
+                    rgb = load_image(f)
+                except (ValueError, OSError) as e:
+                    failed.append((f, str(e).replace(f"infer: cannot read image {f}: ", "")))
+                    log(f"skipping {f}: {failed[-1][1]}")
+                    continue
                 H, W = rgb.shape[-2:]
                 x = rgb[None].to(device)
                 h, w = _network_size(H, W, size)
@@ -181,4 +216,6 @@ def infer(paths, checkpoint_or_model, out_dir, size=None, device="cpu"):
                 written += [png, npy]
     finally:
         net.train(was_training)
+    if failed:
+        raise InferenceError(written, failed)
     return written

@@ -104,3 +104,36 @@ def test_make_dataset_folder_defaults_and_velocity_needs_speed(frames, tmp_path)
     assert ds[0]["speed"] == pytest.approx(syn[0]["speed"], rel=1e-12)
     tr = Trainer(cfg, log=lambda m: None).fit()
     assert tr.step == 1
+
+
+# ------------------------------------------------- issue 12: loose input
+@pytest.mark.parametrize("text,frag", [("0 100 48 16", "fx"), ("100 nan 48 16", "fy"),
+                                       ("100 100 inf 16", "finite"),
+                                       ("0 0 48 0 100 16 0 0 1", "fx")])
+def test_bad_intrinsics_are_refused_naming_the_file(frames, tmp_path, text, frag):
+    root, _ = frames
+    k = tmp_path / "K_bad.txt"
+    k.write_text(text)
+    with pytest.raises(DataError, match=rf"K_bad.txt.*{frag}"):
+        FolderDataset(str(root / "frames"), str(k))
+
+
+def test_bad_speeds_are_refused_naming_the_file(frames, tmp_path):
+    root, _ = frames
+    s = tmp_path / "speed_bad.txt"
+    s.write_text("1.0\n2.0\nnan\n3.0\n4.0\n")
+    with pytest.raises(DataError, match=r"speed_bad.txt.*line 3.*nan"):
+        FolderDataset(str(root / "frames"), str(root / "K4.txt"), speed_file=str(s))
+    s.write_text("1.0\n2.0\n-3\n3.0\n4.0\n")
+    with pytest.raises(DataError, match=r"speed_bad.txt.*line 3"):
+        FolderDataset(str(root / "frames"), str(root / "K4.txt"), speed_file=str(s))
+
+
+def test_a_directory_named_like_an_image_is_not_a_frame(frames, tmp_path):
+    import shutil
+    root, _ = frames
+    d = tmp_path / "frames"
+    shutil.copytree(root / "frames", d)
+    (d / "zzz.png").mkdir()
+    ds = FolderDataset(str(d), str(root / "K4.txt"))
+    assert len(ds.files) == 5 and len(ds) == 3

@@ -32,3 +32,26 @@ def test_reads_pillow_files_with_all_filters(tmp_path):
     bad.write_bytes(open(str(tmp_path / "RGB.png"), "rb").read()[:100])
     with pytest.raises(DataError, match="bad.png"):
         read_rgb(str(bad))
+
+
+def test_16bit_grey_png_reads_the_same_with_and_without_pillow(tmp_path, monkeypatch):
+    """A 0..65535 ramp: both decoders give value >> 8 (Pillow's convert('RGB')
+    alone clips every 16-bit value above 255 to white)."""
+    import torch
+
+    from packnet.data import io
+    from packnet.infer import load_image
+    ramp = (np.arange(48 * 64, dtype=np.int64).reshape(48, 64) * 65535 // (48 * 64 - 1))
+    ramp = ramp.astype(np.uint16)
+    p = tmp_path / "grey16.png"
+    p.write_bytes(png.encode(ramp))
+    want = np.repeat((ramp >> 8).astype(np.uint8)[..., None], 3, axis=2)
+    own = _decode_rgb(str(p), use_pil=False)
+    assert np.array_equal(own, want)
+    if io.Image is not None:
+        assert np.array_equal(_decode_rgb(str(p), use_pil=True), want)
+    with_default = read_rgb(str(p))
+    assert abs(float(with_default.mean()) - want.mean() / 255) < 1e-6
+    assert torch.equal(load_image(str(p)), with_default)
+    monkeypatch.setattr(io, "Image", None)                      # Pillow absent
+    assert torch.equal(read_rgb(str(p)), with_default)

@@ -368,16 +368,31 @@ def test_infer_and_load_errors(tmp_path, monkeypatch):
 
 
 def test_load_checkpoint_with_numpy_state(tmp_path, monkeypatch):
-    """Training checkpoints hold numpy RNG state: weights_only refuses it, the
-    trusted fallback reads it, trusted=False says why it will not."""
+    """Checkpoints written before the RNG states became tensors hold numpy
+    arrays: they load with weights_only (numpy arrays allowed, nothing else);
+    a pickle that needs any other global is refused unless trust=True."""
+    import fractions
+
     import packnet.models
     monkeypatch.setattr(packnet.models, "TinyPackNet", TinyPackNet, raising=False)
-    torch.save({"model": {"depth_net": TinyPackNet().state_dict()},
-                "config": {"model": "TinyPackNet"}, "rng": {"numpy": np.random.get_state()}},
-               tmp_path / "ck.pt")
+    state = {"model": {"depth_net": TinyPackNet().state_dict()},
+             "config": {"model": "TinyPackNet"}, "rng": {"numpy": np.random.get_state()}}
+    torch.save(state, tmp_path / "ck.pt")
     assert isinstance(load_depth_net(tmp_path / "ck.pt"), TinyPackNet)
-    with pytest.raises(ValueError, match="trusted=True"):
-        load_depth_net(tmp_path / "ck.pt", trusted=False)
+    state["note"] = fractions.Fraction(1, 3)
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"old.pt.*fractions.Fraction.*trust"):
+        load_depth_net(tmp_path / "old.pt")
+    assert isinstance(load_depth_net(tmp_path / "old.pt", trust=True), TinyPackNet)
+
+
+def test_model_outside_packnet_needs_trust(tmp_path):
+    """config['model'] = 'module:Class' imports a module: that runs code, so
+    only a trusted checkpoint may name one."""
+    torch.save({"model": {"depth_net": {}}, "config": {"model": "collections:OrderedDict"}},
+               tmp_path / "m.pt")
+    with pytest.raises(ValueError, match=r"m.pt.*collections:OrderedDict.*trust"):
+        load_depth_net(tmp_path / "m.pt")
 
 
 # ------------------------------------------------------------------- export

@@ -145,3 +145,98 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
     p0, p1 = (torch.load(os.path.join(tmp_path, f"rank{r}.pt")) for r in (0, 1))
     assert all(torch.equal(a, b) for a, b in zip(p0, p1))
     assert os.path.exists(os.path.join(tmp_path, "t", "checkpoint.pt"))
+
+
+# ------------------------------------------------- issue 12: reliability
+def test_config_coerces_values_by_the_field_type():
+    """YAML reads 1e-3 as a string and 2.0 as a float: settings take their field's type."""
+    cfg = TrainConfig.from_dict({"lr": "1e-3", "size": "32x96", "batch_size": 2.0,
+                                 "steps": "7", "augment": "true", "name": 5})
+    assert cfg.lr == 1e-3 and type(cfg.lr) is float
+    assert cfg.size == (32, 96) and cfg.batch_size == 2 and type(cfg.batch_size) is int
+    assert cfg.steps == 7 and cfg.augment is True and cfg.name == "5"
+    assert TrainConfig.from_dict({"size": [64, 192]}).size == (64, 192)
+    for bad, frags in (({"batch_size": 2.5}, ["batch_size", "2.5", "integer"]),
+                       ({"lr": "fast"}, ["lr", "'fast'", "number"]),
+                       ({"size": "big"}, ["size", "'big'", "HxW"]),
+                       ({"progress": "maybe"}, ["progress", "true or false"]),
+                       ({"data_kwargs": [1]}, ["data_kwargs", "mapping"])):
+        with pytest.raises(ValueError) as e:
+            TrainConfig.from_dict(bad)
+        assert all(f in str(e.value) for f in frags), (bad, str(e.value))
+
+
+@pytest.mark.parametrize("kw,frags", [
+    (dict(ckpt_every=0), ["ckpt_every", ">= 1"]),
+    (dict(log_every=0), ["log_every", ">= 1"]),
+    (dict(preview_every=-1), ["preview_every", ">= 0"]),
+    (dict(max_bad_steps=0), ["max_bad_steps", ">= 1"]),
+    (dict(lr=0.0), ["lr", "> 0"]),
+    (dict(lr=float("inf")), ["lr", "> 0"]),
+    (dict(clip_grad=0.0), ["clip_grad", "> 0"]),
+    (dict(num_scales=5), ["num_scales", "1 to 4"]),
+    (dict(model="Nope"), ["model", "'Nope'", "PackNet01", "PackNetTiny"]),
+    (dict(model_kwargs={"depth": 3}), ["model_kwargs", "depth"]),
+    (dict(pose_kwargs={"nb_ref_imgs": 3}), ["pose_kwargs", "nb_ref_imgs"]),
+    (dict(data="imagenet"), ["data", "'imagenet'", "synthetic"]),
+    (dict(amp=True, device="cpu"), ["amp", "CUDA"]),
+    (dict(size=(0, 64)), ["size", "multiples of 32"]),
+    (dict(name=""), ["name"]),
+])
+def test_config_validate_names_the_setting_and_the_range(kw, frags):
+    with pytest.raises(ValueError) as e:
+        TrainConfig(**kw).validate()
+    assert all(f in str(e.value) for f in frags), str(e.value)
+
+
+def test_too_few_samples_for_a_batch_raise_at_start(tmp_path):
+    with pytest.raises(ValueError, match=r"3 usable samples.*batch_size 4"):
+        Trainer(_cfg(tmp_path, batch_size=4), dataset=_Pairs(n=3), log=lambda m: None)
+    with pytest.raises(ValueError, match=r"0 usable samples"):
+        Trainer(_cfg(tmp_path, batch_size=1), dataset=_Pairs(n=0), log=lambda m: None)
+
+
+def test_loss_finiteness_error_is_a_skipped_step(tmp_path):
+    """MultiViewPhotometricLoss raises FloatingPointError on a non-finite depth:
+    the trainer skips and counts that step like a non-finite loss."""
+    tr = Trainer(_cfg(tmp_path, max_bad_steps=2, steps=4), dataset=_Pairs(), log=lambda m: None)
+
+    def boom(batch):
+        raise FloatingPointError("MultiViewPhotometricLoss: the depth network's inverse depth "
+                                 "is not finite (NaN/inf) at scale(s) [0]")
+    tr.losses = boom
+    with pytest.raises(FloatingPointError, match=r"stopping at step 1: 2 steps in a row"):
+        tr.fit()
+    assert tr.skipped_steps == 2
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_checkpoints_load_without_the_full_unpickler(tmp_path):
+    import numpy as np
+
+    from packnet.train import CheckpointError
+    tr = Trainer(_cfg(tmp_path), dataset=_Pairs(), log=lambda m: None)
+    tr.save()
+    ck = torch.load(tr.ckpt_path, weights_only=True)      # RNG states are tensors and lists
+    assert ck["step"] == 0 and set(ck["rng"]) >= {"torch", "numpy", "python"}
+    tr.load_state(load_checkpoint(tr.ckpt_path))          # and they restore
+    # a checkpoint written before (numpy arrays in the RNG state) still loads
+    ck["rng"]["numpy"] = np.random.get_state()
+    torch.save(ck, tmp_path / "old.pt")
+    tr.load_state(load_checkpoint(tmp_path / "old.pt"))
+    # a pickle that runs code is refused, naming the file and what it asked for
+    ck["x"] = _Payload(tmp_path / "pwned")
+    torch.save(ck, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match=r"evil.pt.*posix.mkdir.*trust"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(CheckpointError, match=r"junk.pt: cannot read"):
+        (tmp_path / "junk.pt").write_bytes(b"\x80\x02junk")
+        load_checkpoint(tmp_path / "junk.pt")

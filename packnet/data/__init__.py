@@ -20,8 +20,8 @@ def make_dataset(name, split="train", size=(192, 640), **kwargs):
     synthetic: SyntheticDriving(split, size, **kwargs)
     kitti:     KITTIRaw(root, split_file=kwargs['split_files'][split] or kwargs['split_file'], size)
     folder:    FolderDataset(root, intrinsics_file, size=size, **kwargs) (one sequence: every
-               split); intrinsics_file defaults to root/intrinsics.txt and speed_file to
-               root/speed.txt when that exists
+               split); intrinsics_file defaults to root/intrinsics.txt, speed_file to
+               root/speed.txt and depth_dir to root/depth/ when they exist
     """
     size = tuple(size)
     if name == "synthetic":
@@ -37,6 +37,8 @@ def make_dataset(name, split="train", size=(192, 640), **kwargs):
         intrinsics = kw.pop("intrinsics_file", None) or os.path.join(root, "intrinsics.txt")
         if "speed_file" not in kw and os.path.isfile(os.path.join(root, "speed.txt")):
             kw["speed_file"] = os.path.join(root, "speed.txt")
+        if "depth_dir" not in kw and os.path.isdir(os.path.join(root, "depth")):
+            kw["depth_dir"] = os.path.join(root, "depth")
         return FolderDataset(root, intrinsics, size=size, **kw)
     raise ValueError(f"make_dataset: unknown dataset {name!r}; choose synthetic, kitti or folder")
 

@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     Image = None
 
 __all__ = ["DataError", "read_rgb", "write_rgb", "read_text", "resize_image", "SkipBadMixin",
-           "IMAGE_EXTS"]
+           "IMAGE_EXTS", "image_files"]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
 
@@ -44,10 +44,15 @@ def read_rgb(path):
 
 
 def _decode_rgb(path, use_pil=None):
-    """[H,W,3] uint8 from an image file (Pillow, else packnet.png for PNG files)."""
+    """[H,W,3] uint8 from an image file (Pillow, else packnet.png for PNG files).
+    16-bit grey becomes value >> 8 on both paths (Pillow's convert("RGB")
+    alone would clip it to white)."""
     if Image is not None and use_pil is not False:
         with Image.open(path) as im:
             im.load()  # decode now: truncated / corrupt data fails here, not later
+            if im.mode.startswith("I;16") or im.mode == "I":   # 16-bit grey (I: 32-bit int)
+                grey = np.asarray(im).astype(np.int64).clip(0, 65535) >> 8
+                return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     if not str(path).lower().endswith(".png"):
         raise ValueError("only PNG can be read without Pillow (pip install pillow)")
@@ -93,6 +98,12 @@ def parse_floats(path, text=None):
         return np.array([float(x) for x in text.replace(",", " ").split()], dtype=np.float64)
     except ValueError as e:
         raise DataError(path, f"expected numbers ({e})") from e
+
+
+def image_files(root):
+    """The image files (IMAGE_EXTS, not directories) of a directory, sorted."""
+    return sorted(os.path.join(root, f) for f in os.listdir(root)
+                  if f.lower().endswith(IMAGE_EXTS) and os.path.isfile(os.path.join(root, f)))
 
 
 class SkipBadMixin:

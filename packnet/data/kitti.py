@@ -134,6 +134,10 @@ class KITTIRaw(SkipBadMixin, torch.utils.data.Dataset):
     def __len__(self):
         return len(self.samples)
 
+    @property
+    def has_depth(self):
+        return self.depth_gt
+
     @lru_cache(maxsize=None)
     def _calib(self, date, cam):
         d = os.path.join(self.root, date)
@@ -145,6 +149,10 @@ class KITTIRaw(SkipBadMixin, torch.utils.data.Dataset):
         except (KeyError, ValueError) as e:
             raise DataError(os.path.join(d, "calib_cam_to_cam.txt"),
                             f"needs {key} (12 numbers) and R_rect_00 (9): {e}") from e
+        if not (np.isfinite(P).all() and np.isfinite(R_rect).all() and P[0, 0] > 0
+                and P[1, 1] > 0):
+            raise DataError(os.path.join(d, "calib_cam_to_cam.txt"),
+                            f"{key} must be finite with positive fx, fy; got {P.ravel().tolist()}")
         vpath = os.path.join(d, "calib_velo_to_cam.txt")
         vc = read_calib(vpath) if self.depth_gt else {"R": np.eye(3).ravel(), "T": np.zeros(3)}
         try:
@@ -179,6 +187,9 @@ class KITTIRaw(SkipBadMixin, torch.utils.data.Dataset):
         vals = parse_floats(path)
         if len(vals) < 11:
             raise DataError(path, f"expected 30 oxts fields, got {len(vals)}")
+        if not np.isfinite(vals[8:11]).all():
+            raise DataError(path, f"velocities vf, vl, vu must be finite, got "
+                                  f"{vals[8:11].tolist()}")
         return float(np.linalg.norm(vals[8:11]))   # vf, vl, vu
 
     def _load(self, idx):

@@ -1,0 +1,453 @@
+"""`packnet` end to end on what a new user (and a fuzzer) runs into: no hang,
+no silent data loss, no code from a checkpoint, one clear message and a
+non-zero exit for every user error (issue 12).
+
+Every case runs the command in-process (packnet.cli.main) at tiny sizes
+(32x32, batch 1, a step or three). A guard turns a hang into a failure.
+"""
+import csv
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from packnet import cli, png
+
+# a tiny run: 32x32, batch 1, one scale, a log row per step;
+# TINY: on 1 synthetic sequence of 4 frames (2 samples)
+SMALL = ["--size", "32", "32", "--batch-size", "1", "--set", "progress=false",
+         "--set", "num_scales=1", "--set", "log_every=1"]
+TINY = SMALL + ["--set", "data_kwargs={num_sequences: 1, frames_per_sequence: 4}"]
+
+
+@pytest.fixture(autouse=True)
+def _no_hang():
+    """A command that spins forever fails the test instead of stalling the suite."""
+    if not hasattr(signal, "SIGALRM"):  # not on Windows
+        yield
+        return
+
+    def alarm(signum, frame):
+        raise TimeoutError("packnet did not return within 120 s (hang)")
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def run(capsys, *argv):
+    """cli.main(argv) -> (exit code, stdout, stderr); a Python traceback in the
+    output fails the test (only exceptions that escape main propagate)."""
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as e:  # argparse errors, --help
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def make_frames(root, n, size=(32, 32), speed=True):
+    """A folder data set: n frames of a texture sliding by one pixel per frame,
+    intrinsics.txt and (optionally) speed.txt."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    H, W = size
+    base = rng.integers(0, 256, (H, W + n, 3), dtype=np.uint8)
+    for i in range(n):
+        (root / f"f{i:03d}.png").write_bytes(png.encode(np.ascontiguousarray(base[:, i:i + W])))
+    (root / "intrinsics.txt").write_text(f"{0.6 * W} {0.6 * W} {W / 2 - 0.5} {H / 2 - 0.5}\n")
+    if speed:
+        (root / "speed.txt").write_text("1.0\n" * n)
+    return root
+
+
+def log_steps(run_dir):
+    with open(os.path.join(run_dir, "log.csv")) as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One finished 1-step run (synthetic, 32x32): runs/r/checkpoint.pt, log.csv."""
+    out = tmp_path_factory.mktemp("runs")
+    assert cli.main(["train", "--out-dir", str(out), "--name", "r", "--steps", "1", "--no-eval",
+                     *TINY]) == 0
+    return out / "r"
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path):
+    """A copy of the trained run to change: (out_dir, run_dir)."""
+    import shutil
+    dst = tmp_path / "runs" / "r"
+    shutil.copytree(trained, dst)
+    return tmp_path / "runs", dst
+
+
+# ------------------------------------------------------------ 1. no hang
+@pytest.mark.parametrize("case", ["synthetic-batch-4", "synthetic-batch-1000", "folder-3-frames",
+                                  "folder-2-frames"])
+def test_too_few_samples_for_a_batch_is_refused_at_start(case, tmp_path, capsys):
+    out = tmp_path / "runs"
+    if case == "synthetic-batch-4":        # 2 samples
+        argv, n, bs = ["train", *TINY, "--batch-size", "4"], 2, 4
+    elif case == "synthetic-batch-1000":   # the default 20 sequences: 560 samples
+        argv, n, bs = ["train", "--size", "32", "32", "--batch-size", "1000"], 560, 1000
+    else:
+        frames = 3 if case == "folder-3-frames" else 2
+        root = make_frames(tmp_path / "video", frames)
+        argv = ["train", *SMALL, "--data", "folder", "--data-root", root,
+                "--batch-size", "4" if frames == 3 else "1"]
+        n, bs = frames - 2, 4 if frames == 3 else 1
+    code, _, err = run(capsys, *argv, "--out-dir", out, "--steps", "2")
+    assert code == 2
+    assert f"{n} usable sample" in err and f"batch_size {bs}" in err
+    assert ("--batch-size" in err) == (n > 0)    # lowering it helps only if there is a sample
+    if case.startswith("folder"):
+        assert f"previous and next frame in the folder, which has {n + 2} frames" in err
+    assert not (out / "synthetic-tiny" / "checkpoint.pt").exists()
+
+
+# ------------------------------------------- 2. folder data has no ground truth
+def test_folder_train_and_eval_skip_evaluation_without_depth(tmp_path, capsys):
+    root = make_frames(tmp_path / "video", 4)
+    code, out, err = run(capsys, "train", *SMALL, "--data", "folder", "--data-root", root,
+                         "--out-dir", tmp_path / "runs", "--name", "f", "--steps", "1")
+    assert code == 0
+    assert "evaluation skipped" in out and "no ground-truth depth" in out
+    ckpt = tmp_path / "runs" / "f" / "checkpoint.pt"
+    code, out, err = run(capsys, "eval", "--checkpoint", ckpt, "--data", "folder", "--data-root",
+                         root, "--device", "cpu")
+    assert code == 0 and "evaluation skipped" in out and "no ground-truth depth" in out
+
+    # with a depth folder (one <frame>.npy per frame, metres) it evaluates
+    (root / "depth").mkdir()
+    for i in range(4):
+        np.save(root / "depth" / f"f{i:03d}.npy", np.full((32, 32), 5.0, np.float32))
+    code, out, err = run(capsys, "eval", "--checkpoint", ckpt, "--data", "folder", "--data-root",
+                         root, "--device", "cpu")
+    assert code == 0 and "abs_rel: metric" in out and "images: 2" in out
+
+
+# ---------------------------------------- 3. an existing run is not destroyed
+def test_existing_run_is_refused_without_resume_or_overwrite(run_copy, capsys):
+    out, run_dir = run_copy
+    before = {f: (run_dir / f).read_bytes() for f in ("checkpoint.pt", "log.csv")}
+    code, _, err = run(capsys, "train", *TINY, "--out-dir", out, "--name", "r", "--steps", "1",
+                       "--no-eval")
+    assert code == 2
+    assert "already exists" in err and str(run_dir) in err
+    assert "--resume" in err and "--name" in err and "--overwrite" in err
+    assert {f: (run_dir / f).read_bytes() for f in before} == before
+
+    code, _, err = run(capsys, "train", *TINY, "--out-dir", out, "--name", "r", "--steps", "1",
+                       "--no-eval", "--overwrite")
+    assert code == 0 and log_steps(run_dir) == [1]
+
+
+# ---------------------------------------------------- 4. resume and changes
+def test_resume_refuses_fixed_settings(run_copy, capsys):
+    out, run_dir = run_copy
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    code, _, err = run(capsys, "train", "--out-dir", out, "--name", "r", "--resume", "--no-eval",
+                       "--batch-size", "2", "--size", "64", "64", "--set", "seed=3")
+    assert code == 2
+    assert "batch_size 1 -> 2" in err and "size (32, 32) -> (64, 64)" in err
+    assert "seed 0 -> 3" in err
+    assert "--name" in err
+    assert (run_dir / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_applies_lr_and_steps_to_the_scheduler(run_copy, capsys):
+    """Only the changed settings are given: the rest comes from the run's checkpoint."""
+    out, run_dir = run_copy
+    code, text, err = run(capsys, "train", "--out-dir", out, "--name", "r", "--resume",
+                          "--no-eval", "--steps", "3", "--lr", "1e-3")
+    assert code == 0, err
+    assert "resume: lr 0.0005 -> 0.001" in text and "resume: steps 1 -> 3" in text
+    ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == 3 and ck["config"]["lr"] == 1e-3 and ck["config"]["size"] == (32, 32)
+    sched = ck["scheduler"]
+    assert sched["step_size"] == 2 and sched["base_lrs"] == [1e-3]   # round(3 * 0.6)
+    # 3 optimizer steps, StepLR(2, 0.5): one decay of the new lr
+    assert ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(5e-4, rel=1e-12)
+    assert log_steps(run_dir) == [1, 2, 3]
+
+
+# ------------------------------------------ 5. no code from a checkpoint
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def _evil_checkpoint(path, trained, marker):
+    ck = torch.load(trained / "checkpoint.pt", weights_only=True)
+    ck["extra"] = _Payload(marker)
+    torch.save(ck, path)
+    return path
+
+
+def test_checkpoint_with_code_is_refused(trained, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    evil = _evil_checkpoint(tmp_path / "evil.pt", trained, marker)
+    imgs = make_frames(tmp_path / "imgs", 1, speed=False)
+    runs = tmp_path / "runs"
+    (runs / "e").mkdir(parents=True)
+    _evil_checkpoint(runs / "e" / "checkpoint.pt", trained, marker)
+    for argv in (["infer", imgs, "--checkpoint", evil, "--out", tmp_path / "o"],
+                 ["eval", "--checkpoint", evil, "--device", "cpu"],
+                 ["export-onnx", "--checkpoint", evil, "--out", tmp_path / "x.onnx"],
+                 ["train", "--out-dir", runs, "--name", "e", "--resume", "--no-eval"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert "evil.pt" in err or "checkpoint.pt" in err
+        assert "posix.mkdir" in err and "--trust-checkpoint" in err
+        assert not marker.exists(), f"{argv[0]} ran code from the checkpoint"
+
+
+def test_trust_checkpoint_opts_in_to_the_full_unpickler(trained, tmp_path, capsys):
+    import fractions
+    ck = torch.load(trained / "checkpoint.pt", weights_only=True)
+    ck["note"] = fractions.Fraction(1, 3)   # harmless, but not loadable with weights_only
+    torch.save(ck, tmp_path / "old.pt")
+    imgs = make_frames(tmp_path / "imgs", 1, speed=False)
+    code, _, err = run(capsys, "infer", imgs, "--checkpoint", tmp_path / "old.pt", "--out",
+                       tmp_path / "o")
+    assert code == 2 and "fractions.Fraction" in err
+    code, out, err = run(capsys, "infer", imgs, "--checkpoint", tmp_path / "old.pt", "--out",
+                         tmp_path / "o", "--trust-checkpoint")
+    assert code == 0 and "full unpickler" in err and "wrote 2 files" in out
+
+
+# ---------------------------------------------------------- 6. divergence
+def test_divergence_is_skipped_counted_and_stops_cleanly(tmp_path, capsys):
+    code, out, err = run(capsys, "train", *TINY, "--out-dir", tmp_path, "--steps", "6",
+                         "--no-eval", "--lr", "1e6", "--set", "max_bad_steps=2")
+    assert code == 1
+    assert "step skipped" in out + err
+    assert "stopping at step" in err and "2 steps in a row" in err and "--lr" in err
+
+
+# -------------------------------------------------------- 7. bad settings
+BAD_SETTINGS = [
+    (["--set", "ckpt_every=0"], ["ckpt_every", "0", ">= 1"]),
+    (["--set", "log_every=0"], ["log_every", "0", ">= 1"]),
+    (["--set", "lr=abc"], ["lr", "'abc'", "number"]),
+    (["--set", "batch_size=2.5"], ["batch_size", "2.5", "integer"]),
+    (["--set", "size=33x96"], ["size", "33", "multiples of 32"]),
+    (["--set", "size=big"], ["size", "'big'", "HxW"]),
+    (["--set", "amp=true", "--device", "cpu"], ["amp", "CUDA"]),
+    (["--set", "amp=maybe"], ["amp", "'maybe'", "true or false"]),
+    (["--set", "nope=1"], ["unknown setting", "nope"]),
+    (["--set", "lr"], ["--set", "KEY=VALUE", "'lr'"]),
+    (["--set", "data_kwargs={a: [}"], ["data_kwargs", "YAML"]),
+    (["--set", "data_kwargs={bogus: 1}"], ["data_kwargs", "bogus"]),
+    (["--set", "model_kwargs=[1]"], ["model_kwargs", "mapping"]),
+    (["--model", "Nope"], ["model", "'Nope'", "PackNetTiny"]),
+    (["--size", "33", "96"], ["size", "(33, 96)", "multiples of 32"]),
+    (["--lr", "-1"], ["lr", "-1", "> 0"]),
+    (["--lr", "nan"], ["lr", "nan", "> 0"]),
+    (["--steps", "0"], ["steps", "0", ">= 1"]),
+    (["--set", "ops=fast"], ["ops", "'fast'", "fused", "reference"]),
+    (["--device", "gpu7"], ["device", "'gpu7'"]),
+    (["--data", "folder"], ["folder", "--data-root"]),
+    (["--name", "../x"], ["name", "'../x'"]),
+]
+
+
+@pytest.mark.parametrize("flags,fragments", BAD_SETTINGS,
+                         ids=[" ".join(f) for f, _ in BAD_SETTINGS])
+def test_bad_settings_are_refused_before_any_work(flags, fragments, tmp_path, capsys):
+    code, out, err = run(capsys, "train", "--out-dir", tmp_path / "runs", *flags)
+    assert code == 2
+    assert err.startswith("packnet train: error:")
+    for frag in fragments:
+        assert frag in err, (frag, err)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_files_given_to_train_are_named(tmp_path, capsys):
+    cases = [(["--config", tmp_path / "missing.yaml"], "missing.yaml"),
+             (["--data", "folder", "--data-root", tmp_path / "nowhere"], "nowhere")]
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    cases.append((["--config", tmp_path / "list.yaml"], "list.yaml"))
+    (tmp_path / "broken.yaml").write_text("lr: [\n")
+    cases.append((["--config", tmp_path / "broken.yaml"], "broken.yaml"))
+    for flags, name in cases:
+        code, _, err = run(capsys, "train", "--out-dir", tmp_path / "runs", *flags)
+        assert code == 2 and name in err, err
+
+
+def test_numbers_and_sizes_in_set_parse_by_the_field_type():
+    args = cli.build_parser().parse_args(["train", "--set", "lr=1e-3", "--set", "size=32x96",
+                                          "--set", "batch_size=2.0", "--set", "name=2024",
+                                          "--set", "augment=yes"])
+    cfg = cli._config(args)
+    assert cfg.lr == 1e-3 and type(cfg.lr) is float
+    assert cfg.size == (32, 96) and cfg.batch_size == 2 and type(cfg.batch_size) is int
+    assert cfg.name == "2024" and cfg.augment is True
+
+
+# ---------------------------------------------------- 8. corrupt checkpoints
+@pytest.mark.parametrize("kind", ["empty", "text", "truncated", "not-a-dict"])
+def test_corrupt_checkpoint_is_named(kind, trained, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    (runs / "c").mkdir(parents=True)
+    path = runs / "c" / "checkpoint.pt"
+    good = (trained / "checkpoint.pt").read_bytes()
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("hello, I am not a checkpoint\n")
+    elif kind == "truncated":
+        path.write_bytes(good[:len(good) // 2])
+    else:
+        torch.save([1, 2, 3], path)
+    imgs = make_frames(tmp_path / "imgs", 1, speed=False)
+    for argv in (["infer", imgs, "--checkpoint", path, "--out", tmp_path / "o"],
+                 ["eval", "--checkpoint", path, "--device", "cpu"],
+                 ["train", "--out-dir", runs, "--name", "c", "--resume", "--no-eval"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert str(path) in err and ("cannot read" in err or "not a packnet checkpoint" in err)
+
+
+def test_missing_checkpoint_is_named(tmp_path, capsys):
+    code, _, err = run(capsys, "eval", "--checkpoint", tmp_path / "nope.pt")
+    assert code == 2 and "nope.pt" in err and "not found" in err
+
+
+# ------------------------------------------------------ 9. kill leftovers
+def _dead_pid():
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid += 1
+
+
+def test_resume_after_a_kill_cleans_temporaries_and_replayed_log_rows(run_copy, capsys):
+    """A kill after step 2 was logged but before its checkpoint: the orphan
+    temporary goes, and step 2's row is written once, by the resumed run."""
+    out, run_dir = run_copy
+    orphan = run_dir / f"checkpoint.pt.tmp.{_dead_pid()}"
+    orphan.write_bytes(b"half a checkpoint")
+    with open(run_dir / "log.csv", "a") as f:
+        f.write("2,99.0,99.0,99.0,99.0,0.0005,1.00\n")
+    assert log_steps(run_dir) == [1, 2]
+    code, text, err = run(capsys, "train", "--out-dir", out, "--name", "r", "--resume",
+                          "--no-eval", "--steps", "2")
+    assert code == 0, err
+    assert not orphan.exists() and orphan.name in text + err
+    assert log_steps(run_dir) == [1, 2]
+    rows = list(csv.DictReader(open(run_dir / "log.csv")))
+    assert float(rows[1]["loss"]) != 99.0
+
+
+def test_sigkill_then_resume_keeps_one_log_row_per_step(tmp_path, capsys):
+    """A real SIGKILL once step 1 is logged (checkpoints every 2 steps, so
+    step 1 is not saved): resuming replays what the checkpoint lacks and the
+    log has each step once."""
+    import time
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    run_dir = tmp_path / "runs" / "k"
+    p = subprocess.Popen([sys.executable, "-m", "packnet", "train", *TINY, "--out-dir",
+                          str(tmp_path / "runs"), "--name", "k", "--steps", "1000", "--no-eval",
+                          "--set", "ckpt_every=2"], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 100
+        while not ((run_dir / "log.csv").exists() and log_steps(run_dir)):
+            if time.time() > deadline or p.poll() is not None:
+                pytest.fail("the training subprocess logged no step in time")
+            time.sleep(0.05)
+    finally:
+        p.kill()
+        p.wait()
+    at_kill = log_steps(run_dir)[-1]
+    # the same command line (a run killed before its first checkpoint has no saved settings)
+    code, _, err = run(capsys, "train", *TINY, "--out-dir", tmp_path / "runs", "--name", "k",
+                       "--resume", "--no-eval", "--steps", str(at_kill + 1),
+                       "--set", "ckpt_every=2")
+    assert code == 0, err
+    assert log_steps(run_dir) == list(range(1, at_kill + 2))
+    assert not [f for f in os.listdir(run_dir) if ".tmp." in f]
+
+
+# ------------------------------------------------- 14. infer on a directory
+def test_infer_skips_unreadable_images_and_fails_at_the_end(trained, tmp_path, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    d = make_frames(tmp_path / "imgs", 1, speed=False)          # f000.png
+    (d / "bad.png").write_bytes(b"not a png")
+    Image.fromarray(np.zeros((32, 40, 3), np.uint8)).save(d / "c.bmp")
+    (d / "dir.png").mkdir()                                      # a directory, not an image
+    out = tmp_path / "o"
+    code, text, err = run(capsys, "infer", d, "--checkpoint", trained / "checkpoint.pt",
+                          "--out", out)
+    assert code == 1
+    assert "bad.png" in err and "skipping" in err and "dir.png" not in err
+    assert "wrote 4 files" in text
+    assert sorted(os.listdir(out)) == ["c_depth.npy", "c_depth.png", "f000_depth.npy",
+                                       "f000_depth.png"]
+
+
+# ------------------------------------------------ 15. export without onnx
+def test_export_without_onnx_says_what_to_install(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)   # import onnx -> ImportError
+    code, _, err = run(capsys, "export-onnx", "--checkpoint", trained / "checkpoint.pt", "--out",
+                       tmp_path / "x.onnx", "--size", "32", "32")
+    assert code == 2 and "pip install onnx onnxruntime" in err
+
+
+# --------------------------------------------------------------- CLI help
+def _subparsers():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return sub.choices
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "infer", "export-onnx"])
+def test_every_option_has_help_with_its_default(command, capsys):
+    sp = _subparsers()[command]
+    for action in sp._actions:
+        if action.dest == "help":
+            continue
+        assert action.help and len(action.help) > 10, (command, action.dest)
+        if action.option_strings:
+            assert "default" in action.help, (command, action.option_strings, action.help)
+    code, text, _ = run(capsys, command, "--help")
+    assert code == 0 and "default" in text
+
+
+def test_help_points_to_the_settings(capsys):
+    from packnet.train import TrainConfig
+    import dataclasses
+    code, text, _ = run(capsys, "train", "--help")
+    assert "--list-settings" in text and "TrainConfig" in text
+    assert "(default: 1500)" in text        # --steps
+    code, text, _ = run(capsys, "train", "--list-settings")
+    assert code == 0
+    for f in dataclasses.fields(TrainConfig):
+        assert f"\n{f.name} " in "\n" + text, f.name
+
+
+def test_the_installed_command_exits_2_with_one_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    p = subprocess.run([sys.executable, "-m", "packnet", "train", "--set", "ckpt_every=0",
+                        "--out-dir", str(tmp_path)], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "ckpt_every" in p.stderr, p.stderr
