@@ -19,7 +19,8 @@ time, i.e. the kernels it launched):
    forward op that created the node (matched by the autograd sequence number):
    the backward of a loss op is loss, of a 3-D convolution packing, of a 2-D
    convolution "conv bwd". Without a forward match the node's name decides
-   (`BACKWARD_RULES`).
+   (`BACKWARD_RULES`); a node that matches neither (a torch.compile graph's
+   CompiledFunctionBackward) leaves it to the ops inside, as in forward.
 4. Whatever matches nothing is "other", and so is the time inside the step
    that no op covers (Python, the trainer's bookkeeping): on CPU, the root
    range's self time; on a GPU, the step's wall time minus all kernel time
@@ -30,7 +31,10 @@ time, i.e. the kernels it launched):
 reference provider (which packs with conv3d) and the fused one
 (packops::pack3d*) are compared like for like. The 2-D convolution of a
 packing layer (and the folded convolution of the fused pack_conv) counts as
-convolution.
+convolution. Under torch.compile, inductor's generated kernels run inside
+"## Call CompiledFxGraph ##" ranges and mix categories (a fused group norm +
+ELU, say): their own time is "other" (see "other_top" in the JSON), while the
+aten ops they call (convolutions) keep their category.
 """
 import re
 
@@ -195,9 +199,11 @@ def _category(chain, fwd_by_seq):
             continue
         if a.name.startswith(_BWD_PREFIX):
             fwd = fwd_by_seq.get(a.sequence_nr) if a.sequence_nr is not None else None
-            if fwd is not None:
-                return _TO_BACKWARD.get(fwd, fwd)
-            return categorize_backward_node(a.name[len(_BWD_PREFIX):])
+            cat = _TO_BACKWARD.get(fwd, fwd) if fwd is not None else \
+                categorize_backward_node(a.name[len(_BWD_PREFIX):])
+            if cat is not None:
+                return cat
+            continue  # e.g. a compiled graph's backward: the ops inside decide
         cat = categorize_name(a.name)
         if cat is not None:
             return cat

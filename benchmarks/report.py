@@ -103,8 +103,8 @@ def header(device, copy_gbps, quick):
     return h
 
 
-def _fmt(x, spec):
-    return "-" if x is None else format(x, spec)
+def _fmt(x, spec, unit=""):
+    return "-" if x is None else format(x, spec) + unit
 
 
 def op_table(rows):
@@ -115,8 +115,8 @@ def op_table(rows):
         lines.append(
             f"| {r['op']} | {'x'.join(map(str, r['shape']))} | {r['dtype']} | {r['mode']} "
             f"| {r['provider']} | {r['median_ms']:.4g} | {r['p20_ms']:.4g}/{r['p80_ms']:.4g} "
-            f"| {_fmt(r.get('speedup'), '.2f')}x | {_fmt(r.get('gbps'), '.1f')} "
-            f"| {_fmt(r.get('pct_copy_bw'), '.0f')}% "
+            f"| {_fmt(r.get('speedup'), '.2f', 'x')} | {_fmt(r.get('gbps'), '.1f')} "
+            f"| {_fmt(r.get('pct_copy_bw'), '.0f', '%')} "
             f"| {r['peak_mem_mb']:.1f} | {_fmt(r.get('max_err'), '.1e')} |")
     return lines
 

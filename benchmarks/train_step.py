@@ -240,7 +240,7 @@ def table(rows, head=None):
             pct = r.get("breakdown_pct") or {}
             lines.append(
                 f"| {r['provider']} | {_f(r.get('images_per_s'), '.2f')} | {r['median_ms']:.1f} | "
-                f"{r['p20_ms']:.1f}/{r['p80_ms']:.1f} | {_f(r.get('speedup'), '.2f')}x | "
+                f"{r['p20_ms']:.1f}/{r['p80_ms']:.1f} | {_f(r.get('speedup'), '.2f', 'x')} | "
                 f"{r['peak_mem_mb']:.0f} | {_f(r.get('first_step_s'), '.1f')} | "
                 + " | ".join(_f(pct.get(c), '.1f') for c in cats) + " |")
         lines.append("")
@@ -251,8 +251,8 @@ def table(rows, head=None):
     return lines
 
 
-def _f(x, spec):
-    return "-" if x is None else format(x, spec)
+def _f(x, spec, unit=""):
+    return "-" if x is None else format(x, spec) + unit
 
 
 def main(argv=None):
