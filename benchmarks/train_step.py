@@ -2,7 +2,7 @@
 
     python -m benchmarks.train_step [--device cpu|cuda] [--preset main packnet01]
         [--providers reference fused fused+compile] [--reps N] [--warmup N]
-        [--profile-steps N] [--quick] [--out benchmarks/results]
+        [--profile-steps N] [--amp] [--quick] [--out benchmarks/results]
 
 What is timed is `packnet.train.Trainer.train_step(batch)` itself (zero_grad,
 depth and pose nets, photometric + smoothness + velocity loss, backward,
@@ -53,10 +53,12 @@ QUICK_PRESETS = ("main-quick",)
 OPS = PRESETS + QUICK_PRESETS  # what --ops / --preset can select
 PROVIDERS = ("reference", "fused", "fused+compile")
 SUITE = "train-step"
-PROFILE_STEPS = 2  # steps under the profiler for the breakdown (--profile-steps)
+# command-line settings for the cases (pytest runs the defaults)
+OPTIONS = {"profile_steps": 2,  # steps under the profiler for the breakdown (--profile-steps)
+           "amp": False}        # TrainConfig.amp: bf16 autocast of the nets on CUDA (--amp)
 
 
-def make_config(preset, provider, device):
+def make_config(preset, provider, device, amp=False):
     """The TrainConfig of a preset and provider."""
     from packnet.train import TrainConfig
     device = torch.device(device)
@@ -69,6 +71,7 @@ def make_config(preset, provider, device):
     elif preset != "main":
         raise ValueError(f"train_step: unknown preset {preset!r}; presets: {OPS}")
     kw["ops"] = "reference" if provider == "reference" else "fused"
+    kw["amp"] = bool(amp)
     cfg = TrainConfig(**kw)
     if provider == "fused+compile" and _has_compile_field(cfg):
         cfg = dataclasses.replace(cfg, compile=True)
@@ -137,7 +140,7 @@ def instrument(trainer):
             open_ranges.pop().__exit__(None, None, None)
 
 
-def profile_breakdown(step, trainer, device, steps=PROFILE_STEPS):
+def profile_breakdown(step, trainer, device, steps=2):
     """breakdown.breakdown() of `steps` calls of step() under torch.profiler."""
     device = torch.device(device)
     activities = [ProfilerActivity.CPU]
@@ -155,22 +158,23 @@ class TrainStepItem:
     """One provider of one preset: Trainer.train_step on a fixed batch."""
     suite = SUITE
 
-    def __init__(self, preset, provider, profile_steps=None):
+    def __init__(self, preset, provider, profile_steps=None, amp=False):
         self.preset, self.provider = preset, provider
-        self.op = preset
-        self.group = preset
-        self.id = f"{preset}-{provider}"
-        self.profile_steps = profile_steps
+        self.group = preset + ("-amp" if amp else "")
+        self.op = self.group  # what --merge keeps rows by
+        self.id = f"{self.group}-{provider}"
+        self.profile_steps = OPTIONS["profile_steps"] if profile_steps is None else profile_steps
+        self.amp = amp
 
     def params(self):
-        return {"preset": self.preset}
+        return {"preset": self.group}
 
     def prepare(self, device, copy_gbps=None):
         from packnet.train import Trainer
         device = torch.device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise harness.Skip("no CUDA device")
-        cfg = make_config(self.preset, self.provider, device)
+        cfg = make_config(self.preset, self.provider, device, self.amp)
         dataset, batch = make_batch(cfg)
         if self.provider == "fused+compile":
             torch._dynamo.reset()
@@ -192,12 +196,12 @@ class TrainStepItem:
             harness._sync(device)
             first_s = time.perf_counter() - t0
         params = {"model": cfg.model, "batch": cfg.batch_size,
-                  "size": f"{cfg.size[0]}x{cfg.size[1]}", "ops": cfg.ops}
+                  "size": f"{cfg.size[0]}x{cfg.size[1]}", "ops": cfg.ops, "amp": cfg.amp}
 
         def extras(median_ms):
             with context():
                 mem = harness.peak_memory(step, device)
-                steps = self.profile_steps or PROFILE_STEPS
+                steps = self.profile_steps
                 b = profile_breakdown(step, trainer, device, steps) if steps > 0 else None
             out = dict(params)
             out.update({
@@ -222,7 +226,8 @@ class TrainStepItem:
 def cases(device, quick=False, ops=OPS):
     """The training-step items: every provider of every selected preset."""
     presets = QUICK_PRESETS if quick else PRESETS
-    return [TrainStepItem(p, prov) for p in presets if p in ops for prov in PROVIDERS]
+    return [TrainStepItem(p, prov, amp=OPTIONS["amp"])
+            for p in presets if p in ops for prov in PROVIDERS]
 
 
 def table(rows, head=None):
@@ -232,7 +237,8 @@ def table(rows, head=None):
     for preset in dict.fromkeys(r["preset"] for r in rows):
         rs = [r for r in rows if r["preset"] == preset]
         r0 = rs[0]
-        lines += [f"### {preset}: {r0.get('model')}, batch {r0.get('batch')}, {r0.get('size')}", "",
+        amp = ", bf16 autocast" if r0.get("amp") else ""
+        lines += [f"### {preset}: {r0.get('model')}, batch {r0.get('batch')}, {r0.get('size')}{amp}", "",
                   "| provider | images/s | median ms | p20/p80 ms | speedup | peak MB | first step s | "
                   + " | ".join(f"{breakdown.LABELS[c]} %" for c in cats) + " |",
                   "|---|--:|--:|--:|--:|--:|--:|" + "--:|" * len(cats)]
@@ -256,7 +262,6 @@ def _f(x, spec, unit=""):
 
 
 def main(argv=None):
-    global PROFILE_STEPS
     from . import report
     ap = argparse.ArgumentParser(prog="python -m benchmarks.train_step", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -269,14 +274,16 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps after the first")
     ap.add_argument("--reps", type=int, default=None,
                     help="timed steps (default: as many as fit in ~1.5 s on CPU, at least 5)")
-    ap.add_argument("--profile-steps", type=int, default=PROFILE_STEPS,
+    ap.add_argument("--profile-steps", type=int, default=OPTIONS["profile_steps"],
                     help="steps under the profiler for the breakdown (0: no breakdown)")
+    ap.add_argument("--amp", action="store_true",
+                    help="TrainConfig.amp: bf16 autocast of the networks (CUDA)")
     ap.add_argument("--quick", action="store_true", help="main-quick only, 1-2 reps: a smoke test")
     ap.add_argument("--out", default=report.DEFAULT_OUT)
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of presets this run does not measure")
     args = ap.parse_args(argv)
-    PROFILE_STEPS = args.profile_steps
+    OPTIONS.update(profile_steps=args.profile_steps, amp=args.amp)
     presets = args.preset or (QUICK_PRESETS if args.quick else PRESETS)
     if args.quick and not set(presets) & set(QUICK_PRESETS):
         ap.error(f"--quick runs {' '.join(QUICK_PRESETS)}")
