@@ -189,6 +189,7 @@ class Run:
     extras: callable = None                     # (median_ms or None) -> dict of extra columns
     close: callable = None                      # frees what prepare built
     device: object = None                       # where fn runs, when not on the benchmark's device
+    warmup: int = None                          # untimed calls before timing (None: time_fn's default)
 
 
 def skip_reason(provider, device):
@@ -300,6 +301,7 @@ def setup_op(case, provider, device, inputs=None, grad_out=None, expected=None, 
 def measure(run, device, warmup=None, reps=None):
     """{median_ms, p20_ms, p80_ms, reps} and run.extras(median) of a prepared Run."""
     device = run.device or device
+    warmup = run.warmup if warmup is None else warmup
     with run.context():
         t = time_fn(run.fn, warmup=warmup, reps=reps, device=device)
     row = {"median_ms": t["median"], "p20_ms": t["p20"], "p80_ms": t["p80"], "reps": t["reps"]}

@@ -220,7 +220,10 @@ class TrainStepItem:
 
         def close():
             trainer.depth_ddp = trainer.pose_ddp = None
-        return harness.Run(fn=step, context=context, first_s=first_s, extras=extras, close=close)
+        # one more untimed step after the first is warm-up enough (a PackNet01 step on
+        # CPU takes seconds); --warmup overrides
+        return harness.Run(fn=step, context=context, first_s=first_s, extras=extras, close=close,
+                           warmup=1)
 
 
 def cases(device, quick=False, ops=OPS):
