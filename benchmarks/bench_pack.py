@@ -17,6 +17,9 @@ import packops
 from .harness import MODES, Case
 
 OPS = ("pack3d", "unpack3d", "pack_conv", "PackLayerConv3d", "UnpackLayerConv3d")
+# results file of each op: benchmarks/results/<device>/<suite>.md
+SUITES = {"pack3d": "pack", "unpack3d": "pack", "pack_conv": "pack",
+          "PackLayerConv3d": "pack-layer", "UnpackLayerConv3d": "pack-layer"}
 D = 8
 # name: (C, H, W, k) of the layer's input
 PACK = {"pack1": (64, 192, 640, 5), "pack3": (128, 48, 160, 3)}
@@ -131,5 +134,6 @@ def cases(device, quick=False, ops=OPS):
                     out.append(Case(op=op, public=public, reference=reference,
                                     make_inputs=_maker(shapes, dtype, device),
                                     shape=shapes[0][0], dtype=dtype, mode=mode,
-                                    bytes=_nbytes(shapes, n_out, mode, elem)))
+                                    bytes=_nbytes(shapes, n_out, mode, elem),
+                                    suite=SUITES[op]))
     return out

@@ -142,6 +142,18 @@ def copy_bandwidth(device="cpu", reps=None):
 
 
 # ------------------------------------------------------------- providers
+class Skip(Exception):
+    """A provider that cannot run here (the message says why): skipped, not failed."""
+
+
+def dtype_name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def shape_str(shape):
+    return "x".join(map(str, shape))
+
+
 @dataclasses.dataclass
 class Case:
     """One op at one shape, dtype and mode; every available provider times it."""
@@ -154,22 +166,57 @@ class Case:
     mode: str            # "fwd" or "fwd+bwd"
     bytes: int           # analytic bytes moved, for GB/s
     grad_inputs: tuple = None  # fwd+bwd: indices of the inputs that need gradients (None: all)
+    suite: str = "ops"   # results file: benchmarks/results/<device>/<suite>.md
+
+    @property
+    def key(self):
+        """What identifies the case across providers: op-shape-dtype-mode."""
+        return f"{self.op}-{shape_str(self.shape)}-{dtype_name(self.dtype)}-{self.mode}"
+
+    def params(self):
+        return {"op": self.op, "shape": list(self.shape), "dtype": dtype_name(self.dtype),
+                "mode": self.mode, "bytes": self.bytes}
+
+
+@dataclasses.dataclass
+class Run:
+    """A prepared benchmark: `fn` is the timed callable, already called once
+    (compiled, warmed); time it and measure it inside `context()`."""
+    fn: callable
+    context: callable = contextlib.nullcontext  # () -> context manager (e.g. use_backend)
+    first_s: float = None                       # seconds of the first (untimed) call
+    result: object = None                       # what the first call returned
+    extras: callable = None                     # (median_ms or None) -> dict of extra columns
+    close: callable = None                      # frees what prepare built
+    device: object = None                       # where fn runs, when not on the benchmark's device
+    warmup: int = None                          # untimed calls before timing (None: time_fn's default)
+
+
+def skip_reason(provider, device):
+    """Why provider cannot be timed on device here, or None."""
+    device = torch.device(device)
+    if provider == "compile":
+        return None
+    if provider == "triton" and device.type == "cpu":
+        return "Triton on CPU tensors is the interpreter, not a speed provider"
+    info = packops.backends()[provider]
+    if not info.available:
+        return info.reason
+    if device.type not in info.devices:
+        return f"runs on {', '.join(info.devices)} tensors, not {device.type}"
+    return None
 
 
 def provider_fn(provider, case, device):
     """(fn, None) that runs case.op on this provider, or (None, why it is skipped)."""
+    why = skip_reason(provider, device)
+    if why is not None:
+        return None, why
     if provider == "compile":
         # A fresh Dynamo cache per case: otherwise shapes x dtypes x grad modes
         # pile up recompiles on one code object and hit the recompile limit.
         torch._dynamo.reset()
         return torch.compile(case.reference, dynamic=False), None
-    if provider == "triton" and device.type == "cpu":
-        return None, "Triton on CPU tensors is the interpreter, not a speed provider"
-    info = packops.backends()[provider]
-    if not info.available:
-        return None, info.reason
-    if device.type not in info.devices:
-        return None, f"runs on {', '.join(info.devices)} tensors, not {device.type}"
     return case.public, None
 
 
@@ -199,57 +246,68 @@ def _max_err(a, b):
                for x, y in zip(a, b))
 
 
-def run_case(case, device, progress, warmup=None, reps=None, copy_gbps=None):
-    """Time every provider on case, side by side in this process.
-
-    progress: has update(description) and write(message).
-    Returns (rows, skipped): rows as dicts for the report, skipped as
-    {provider: reason}. A provider that raises is reported as skipped with
-    its error instead of aborting the whole run.
-    """
+def case_inputs(case):
+    """(inputs, grad_out) of a case: inputs requiring grad as the mode says, and
+    a real tensor of ones (not expanded: backward reads all of it)."""
     inputs = case.make_inputs()
     if case.mode == "fwd+bwd":
         want = range(len(inputs)) if case.grad_inputs is None else case.grad_inputs
         inputs = tuple(x.detach().requires_grad_(i in want) for i, x in enumerate(inputs))
-    with torch.no_grad():  # a real tensor of ones (not expanded): backward reads all of it
+    with torch.no_grad():
         grad_out = torch.ones_like(case.reference(*inputs))
-    rows, skipped, expected = [], {}, None
-    for provider in PROVIDERS:
-        progress.update(f"{case.op} {tuple(case.shape)} {str(case.dtype)[6:]} {case.mode} {provider}")
-        fn, why = provider_fn(provider, case, device)
-        if fn is None:
-            skipped[provider] = why
-            continue
-        backend = "reference" if provider == "compile" else provider
-        step = _step(fn, inputs, case.mode, grad_out)
-        try:
-            with packops.use_backend(backend):
-                result = step()  # first call: compiles under "compile", untimed
-                _sync(device)
-                t = time_fn(step, warmup=warmup, reps=reps, device=device)
-                mem = peak_memory(step, device)
-        except Exception as exc:  # noqa: BLE001 - report it, keep benchmarking the rest
-            skipped[provider] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-            progress.write(f"  {provider} failed: {skipped[provider]}")
-            continue
-        if expected is None and provider == "reference":
-            expected = result
-        gbps = case.bytes / (t["median"] * 1e-3) / 1e9
-        rows.append({
-            "op": case.op, "shape": list(case.shape), "dtype": str(case.dtype).replace("torch.", ""),
-            "mode": case.mode, "provider": provider, "median_ms": t["median"], "p20_ms": t["p20"],
-            "p80_ms": t["p80"], "reps": t["reps"], "bytes": case.bytes, "gbps": gbps,
-            "pct_copy_bw": 100 * gbps / copy_gbps if copy_gbps else None,
-            "peak_mem_mb": mem / 1e6,
-            # max |difference| vs the reference of what the step returns (output or
-            # grads), relative to the reference's max |value|
-            "max_err": _max_err(result, expected) if expected is not None else None,
-        })
-        del result
-    ref = next((r for r in rows if r["provider"] == "reference"), None)
-    for r in rows:
-        r["speedup"] = ref["median_ms"] / r["median_ms"] if ref else None
-    return rows, skipped
+    return inputs, grad_out
+
+
+def setup_op(case, provider, device, inputs=None, grad_out=None, expected=None, copy_gbps=None):
+    """Run (see Run) of case on provider, or raise Skip.
+
+    expected: the reference provider's result, for the max-error column
+    (None on the reference itself, which is its own reference: error 0).
+    copy_gbps: the device's copy bandwidth, for the % copy bw column.
+    """
+    device = torch.device(device)
+    fn, why = provider_fn(provider, case, device)
+    if fn is None:
+        raise Skip(why)
+    if inputs is None:
+        inputs, grad_out = case_inputs(case)
+    backend = "reference" if provider == "compile" else provider
+    step = _step(fn, inputs, case.mode, grad_out)
+
+    def context():
+        return packops.use_backend(backend)
+
+    with context():
+        t0 = time.perf_counter()
+        result = step()  # first call: compiles under "compile", untimed
+        _sync(device)
+        first_s = time.perf_counter() - t0
+    if expected is None and provider == "reference":
+        expected = result
+
+    def extras(median_ms):
+        with context():
+            mem = peak_memory(step, device)
+        gbps = case.bytes / (median_ms * 1e-3) / 1e9 if median_ms else None
+        return {"gbps": gbps,
+                "pct_copy_bw": 100 * gbps / copy_gbps if copy_gbps and gbps else None,
+                "peak_mem_mb": mem / 1e6,
+                # max |difference| vs the reference of what the step returns (output or
+                # grads), relative to the reference's max |value|
+                "max_err": _max_err(result, expected) if expected is not None else None}
+    return Run(fn=step, context=context, first_s=first_s, result=result, extras=extras)
+
+
+def measure(run, device, warmup=None, reps=None):
+    """{median_ms, p20_ms, p80_ms, reps} and run.extras(median) of a prepared Run."""
+    device = run.device or device
+    warmup = run.warmup if warmup is None else warmup
+    with run.context():
+        t = time_fn(run.fn, warmup=warmup, reps=reps, device=device)
+    row = {"median_ms": t["median"], "p20_ms": t["p20"], "p80_ms": t["p80"], "reps": t["reps"]}
+    if run.extras is not None:
+        row.update(run.extras(t["median"]))
+    return row
 
 
 # -------------------------------------------------------------- self-test

@@ -1,17 +1,18 @@
 """Run the benchmarks and write the report.
 
-    python -m benchmarks.report [--device cpu|cuda] [--ops photometric] [--quick]
+    python -m benchmarks.report [--device cpu|cuda] [--suite ops pack ...] [--ops photometric]
+                                [--providers reference cpu] [--quick] [--merge]
                                 [--out benchmarks/results] [--selftest]
 
-Writes <out>/<device-slug>.json and .md (<device-slug>-quick.* for --quick,
-so a smoke test never overwrites real results) and prints the markdown.
+The cases come from benchmarks/cases.py, the list pytest-benchmark runs too.
+Writes <out>/<device-slug>/<suite>.json and .md for every suite it ran
+(<suite>-quick.* for --quick, so a smoke test never overwrites real results)
+and prints the markdown.
 """
 import argparse
 import datetime
-import importlib
 import json
 import os
-import pkgutil
 import platform
 import re
 import subprocess
@@ -21,16 +22,11 @@ import torch
 
 import packops
 
-from . import harness
+from . import cases, harness
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def bench_modules():
-    """{"photometric": module} for every benchmarks/bench_*.py."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    return {m.name[len("bench_"):]: importlib.import_module(f"{__package__}.{m.name}")
-            for m in pkgutil.iter_modules([here]) if m.name.startswith("bench_")}
+DEFAULT_OUT = os.path.join("benchmarks", "results")
+OP_SUITES = ("ops", "pack", "pack-layer")
+DEFAULT_SUITES = tuple(s for s in cases.SUITES if s != "train-step")
 
 
 def cpu_name():
@@ -54,12 +50,19 @@ def slug(name):
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "device"
 
 
-def git_revision():
-    """Short HEAD, plus "-dirty" when tracked files differ from it (untracked
-    files, like results just written, do not count: as in `git describe --dirty`)."""
+def measured_tree():
+    """The source tree whose packops is imported (the code being measured;
+    under benchmarks.compare, not necessarily the tree of this file)."""
+    return os.path.dirname(os.path.dirname(os.path.realpath(packops.__file__)))
+
+
+def git_revision(tree=None):
+    """Short HEAD of the measured tree, plus "-dirty" when tracked files differ
+    from it (untracked files, like results just written, do not count: as in
+    `git describe --dirty`)."""
     def git(*args):
-        return subprocess.run(["git", *args], cwd=_ROOT, capture_output=True, text=True,
-                              timeout=30, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=tree or measured_tree(), capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
     try:
         rev = git("rev-parse", "--short", "HEAD")
         return rev + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
@@ -75,6 +78,12 @@ def triton_version():
         return "not installed"
 
 
+def results_stem(out, device, suite, quick):
+    """<out>/<device-slug>/<suite>[-quick]: the one results layout."""
+    return os.path.join(out, slug(device_name(torch.device(device))),
+                        suite + ("-quick" if quick else ""))
+
+
 def header(device, copy_gbps, quick):
     h = {"device": device_name(device)}
     if device.type == "cuda":
@@ -86,19 +95,45 @@ def header(device, copy_gbps, quick):
     h.update({
         "torch": torch.__version__, "triton": triton_version(), "git": git_revision(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "copy_bandwidth_gbps": round(copy_gbps, 1),
-        "backends": {k: v.available for k, v in packops.backends().items()},
-        "quick": quick,
     })
+    if copy_gbps is not None:
+        h["copy_bandwidth_gbps"] = round(copy_gbps, 1)
+    h.update({"backends": {k: v.available for k, v in packops.backends().items()},
+              "quick": quick})
     return h
 
 
-def _fmt(x, spec):
-    return "-" if x is None else format(x, spec)
+def _fmt(x, spec, unit=""):
+    return "-" if x is None else format(x, spec) + unit
 
 
-def markdown(head, rows, skipped):
-    lines = [f"# packops benchmarks: {head['device']}", ""]
+def op_table(rows):
+    lines = ["| op | shape | dtype | mode | provider | median ms | p20/p80 ms | speedup "
+             "| GB/s | % copy bw | peak MB | max rel err |",
+             "|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['op']} | {'x'.join(map(str, r['shape']))} | {r['dtype']} | {r['mode']} "
+            f"| {r['provider']} | {r['median_ms']:.4g} | {r['p20_ms']:.4g}/{r['p80_ms']:.4g} "
+            f"| {_fmt(r.get('speedup'), '.2f', 'x')} | {_fmt(r.get('gbps'), '.1f')} "
+            f"| {_fmt(r.get('pct_copy_bw'), '.0f', '%')} "
+            f"| {r['peak_mem_mb']:.1f} | {_fmt(r.get('max_err'), '.1e')} |")
+    return lines
+
+
+def _table(suite):
+    """The markdown table writer of a suite: op suites share one; others are
+    their module's `table(rows)`."""
+    if suite in OP_SUITES:
+        return op_table
+    for module in cases.modules().values():
+        if getattr(module, "SUITE", None) == suite:
+            return module.table
+    raise KeyError(f"no table for suite {suite!r}")
+
+
+def markdown(suite, head, rows, skipped):
+    lines = [f"# packops benchmarks, {suite}: {head['device']}", ""]
     for key, value in head.items():
         if key == "backends":
             value = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in value.items())
@@ -109,20 +144,24 @@ def markdown(head, rows, skipped):
         lines.append(f"- {key}: {value}")
     if head["quick"]:
         lines.append("- **quick run: tiny shapes, 1-2 reps; a smoke test, not a measurement**")
-    lines += ["", "| op | shape | dtype | mode | provider | median ms | p20/p80 ms | speedup "
-                  "| GB/s | % copy bw | peak MB | max rel err |",
-              "|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|"]
-    for r in rows:
-        lines.append(
-            f"| {r['op']} | {'x'.join(map(str, r['shape']))} | {r['dtype']} | {r['mode']} "
-            f"| {r['provider']} | {r['median_ms']:.4g} | {r['p20_ms']:.4g}/{r['p80_ms']:.4g} "
-            f"| {_fmt(r['speedup'], '.2f')}x | {r['gbps']:.1f} | {_fmt(r['pct_copy_bw'], '.0f')}% "
-            f"| {r['peak_mem_mb']:.1f} | {_fmt(r['max_err'], '.1e')} |")
+    lines += [""] + _table(suite)(rows)
     # Skips are the same for every case of a provider, mostly: list each reason once.
     reasons = sorted({(p, why) for s in skipped for p, why in s["skipped"].items()})
     if reasons:
         lines += ["", "Skipped providers:"] + [f"- {p}: {why}" for p, why in reasons]
     return "\n".join(lines) + "\n"
+
+
+def _name(row):
+    """What --merge keeps rows by: the op, the training preset or the 'what'."""
+    return row.get("op") or row.get("preset") or row.get("what")
+
+
+def _speedups(rows):
+    ref = {r["group"]: r["median_ms"] for r in rows if r.get("provider") == "reference" and "group" in r}
+    for r in rows:
+        if "group" in r:
+            r["speedup"] = ref[r["group"]] / r["median_ms"] if r["group"] in ref else None
 
 
 class Progress:
@@ -152,81 +191,133 @@ class Progress:
             self._bar.close()
 
 
+def run(device=None, suites=None, ops=None, providers=None, quick=False, out=DEFAULT_OUT,
+        merge=False, warmup=None, reps=None, copy_bw=True, show=True):
+    """Run the selected items of benchmarks.cases; write and print one report per suite.
+
+    Returns 0. Raises ValueError when nothing matches the selection.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is visible")
+        device = torch.device("cuda", torch.cuda.current_device())
+    files, names = cases.known_names()
+    unknown = set(ops or ()) - set(files) - set(names)
+    if unknown:
+        raise ValueError(f"--ops: unknown {sorted(unknown)}; bench files: {files}, ops and "
+                         f"presets: {names}")
+    items = cases.items(device, quick=quick, suites=suites, ops=ops, providers=providers)
+    if not items:
+        raise ValueError(f"nothing matches suites {suites or 'all'}, ops {ops or 'all'}, providers "
+                         f"{providers or 'all'}{' (--quick)' if quick else ''}; bench files: "
+                         f"{files}, ops and presets: {names}")
+    if quick:
+        warmup, reps = (1 if warmup is None else warmup), (2 if reps is None else reps)
+    copy_gbps = None
+    if copy_bw and any(i.suite in OP_SUITES for i in items):
+        print(f"measuring copy bandwidth on {device_name(device)} ...", file=sys.stderr)
+        copy_gbps = harness.copy_bandwidth(device, reps=3 if quick else None)
+    head = header(device, copy_gbps, quick)
+    progress = Progress(len(items))
+    state = {}  # suite -> (stem, kept rows, kept skipped, rows, skipped)
+    for item in items:
+        if item.suite not in state:
+            stem = results_stem(out, device, item.suite, quick)
+            os.makedirs(os.path.dirname(stem), exist_ok=True)
+            run_names = {i.op for i in items if i.suite == item.suite}
+            kept_rows, kept_skipped = [], []
+            # --merge keeps the rows of ops this run does not measure, so several
+            # runs (one per device-machine call, say) build up one results file.
+            if merge and os.path.exists(stem + ".json"):
+                with open(stem + ".json") as f:
+                    old = json.load(f)
+                kept_rows = [r for r in old["rows"] if _name(r) not in run_names]
+                kept_skipped = [r for r in old.get("skipped", []) if _name(r) not in run_names]
+            state[item.suite] = (stem, kept_rows, kept_skipped, [], [])
+        stem, kept_rows, kept_skipped, rows, skipped = state[item.suite]
+        progress.update(f"{item.suite} {item.id}")
+        why, run_ = None, None
+        try:
+            run_ = item.prepare(device, copy_gbps=copy_gbps)
+            row = harness.measure(run_, device, warmup, reps)
+        except harness.Skip as exc:
+            why = str(exc)
+        except Exception as exc:  # noqa: BLE001 - report it, keep benchmarking the rest
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            progress.write(f"  {item.id} failed: {why}")
+        finally:
+            if run_ is not None and run_.close is not None:
+                run_.close()
+            del run_
+        if why is None:
+            rows.append({"id": item.id, "group": item.group, "suite": item.suite,
+                         **item.params(), "provider": item.provider, **row})
+            _speedups(rows)
+        else:
+            entry = next((s for s in skipped if s["group"] == item.group), None)
+            if entry is None:
+                entry = {"group": item.group, **item.params(), "skipped": {}}
+                skipped.append(entry)
+            entry["skipped"][item.provider] = why
+        # written after every item: a run cut short keeps what it measured
+        all_rows, all_skipped = kept_rows + rows, kept_skipped + skipped
+        with open(stem + ".json", "w") as f:
+            json.dump({"suite": item.suite, "header": head, "rows": all_rows,
+                       "skipped": all_skipped}, f, indent=1)
+        with open(stem + ".md", "w") as f:
+            f.write(markdown(item.suite, head, all_rows, all_skipped))
+    progress.close()
+    for suite, (stem, kept_rows, kept_skipped, rows, skipped) in state.items():
+        if show:
+            print(markdown(suite, head, kept_rows + rows, kept_skipped + skipped))
+        print(f"wrote {stem}.json and {stem}.md", file=sys.stderr)
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=("cpu", "cuda"),
                     help="default: cuda when available, else cpu")
+    ap.add_argument("--suite", nargs="+", choices=cases.SUITES + ("all",), metavar="NAME",
+                    help=f"suites to run, of {', '.join(cases.SUITES)} or all; default: "
+                         f"{' '.join(DEFAULT_SUITES)} (the training step: --suite train-step, "
+                         "or python -m benchmarks.train_step)")
     ap.add_argument("--ops", nargs="+", metavar="NAME",
-                    help="bench files (photometric) or op names (ssim); default: all")
+                    help="bench files (photometric), op names (ssim) or training presets "
+                         "(main); default: all of the suites")
+    ap.add_argument("--providers", nargs="+", metavar="NAME",
+                    help="only these providers (reference compile cpu triton cuda, "
+                         "fused fused+compile, 1-thread); default: all")
     ap.add_argument("--quick", action="store_true",
                     help="tiny shapes and 1-2 reps: a smoke test that runs in seconds")
-    ap.add_argument("--out", default=os.path.join("benchmarks", "results"))
+    ap.add_argument("--reps", type=int, default=None,
+                    help="timed reps per case (default: adaptive, ~1.5 s on CPU, at least 5)")
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--out", default=DEFAULT_OUT,
+                    help="results root: files go to OUT/<device-slug>/<suite>.md and .json")
     ap.add_argument("--merge", action="store_true",
-                    help="keep the rows of other ops already in the output file")
+                    help="keep the rows of other ops already in the output files")
     ap.add_argument("--selftest", action="store_true",
                     help="check the timer, the peak-memory accounting and copy bandwidth")
     args = ap.parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            ap.error("--device cuda: no CUDA device is visible")
-        device = torch.device("cuda", torch.cuda.current_device())
 
     if args.selftest:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         ok, lines = harness.selftest(device)
         print(f"harness self-test on {device_name(device)} ({device.type}):")
         print("\n".join(lines))
         return 0 if ok else 1
-
-    modules = bench_modules()
-    wanted = set(args.ops or ())
-    all_cases = []
-    for name, module in sorted(modules.items()):
-        if wanted and name not in wanted and not wanted & set(module.OPS):
-            continue
-        ops = module.OPS if not wanted or name in wanted else [o for o in module.OPS if o in wanted]
-        all_cases += module.cases(device, quick=args.quick, ops=ops)
-    unknown = wanted - set(modules) - {o for m in modules.values() for o in m.OPS}
-    if unknown or not all_cases:
-        ap.error(f"--ops: nothing matches {sorted(unknown or wanted)}; bench files: "
-                 f"{sorted(modules)}, ops: {sorted(o for m in modules.values() for o in m.OPS)}")
-
-    warmup, reps = (1, 2) if args.quick else (None, None)
-    print(f"measuring copy bandwidth on {device_name(device)} ...", file=sys.stderr)
-    copy_gbps = harness.copy_bandwidth(device, reps=3 if args.quick else None)
-    progress = Progress(len(all_cases) * len(harness.PROVIDERS))
-    head = header(device, copy_gbps, args.quick)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, slug(head["device"]) + ("-quick" if args.quick else ""))
-    # --merge keeps the rows of ops this run does not measure, so several
-    # runs (one per device-machine call, say) build up one results file.
-    run_ops = {case.op for case in all_cases}
-    kept_rows, kept_skipped = [], []
-    if args.merge and os.path.exists(stem + ".json"):
-        with open(stem + ".json") as f:
-            old = json.load(f)
-        kept_rows = [r for r in old["rows"] if r["op"] not in run_ops]
-        kept_skipped = [r for r in old["skipped"] if r["op"] not in run_ops]
-    rows, skipped = [], []
-    for case in all_cases:
-        case_rows, case_skipped = harness.run_case(case, device, progress, warmup=warmup,
-                                                   reps=reps, copy_gbps=copy_gbps)
-        rows += case_rows
-        skipped.append({"op": case.op, "shape": list(case.shape),
-                        "dtype": str(case.dtype).replace("torch.", ""), "mode": case.mode,
-                        "skipped": case_skipped})
-        # written after every case: a run cut short keeps what it measured
-        text = markdown(head, kept_rows + rows, kept_skipped + skipped)
-        with open(stem + ".json", "w") as f:
-            json.dump({"header": head, "rows": kept_rows + rows,
-                       "skipped": kept_skipped + skipped}, f, indent=1)
-        with open(stem + ".md", "w") as f:
-            f.write(text)
-    progress.close()
-    print(text)
-    print(f"wrote {stem}.json and {stem}.md", file=sys.stderr)
-    return 0
+    suites = args.suite or list(DEFAULT_SUITES)
+    if "all" in suites:
+        suites = list(cases.SUITES)
+    try:
+        return run(device=args.device, suites=suites, ops=args.ops, providers=args.providers,
+                   quick=args.quick, out=args.out, merge=args.merge, warmup=args.warmup,
+                   reps=args.reps)
+    except ValueError as exc:
+        ap.error(str(exc))
 
 
 if __name__ == "__main__":

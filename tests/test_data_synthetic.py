@@ -1,7 +1,6 @@
-"""The synthetic renderer: determinism, splits, speed, and exact depth/pose
-(reprojecting frame t+1 into t with the true depth and pose reproduces it)."""
-import time
-
+"""The synthetic renderer: determinism, splits, and exact depth/pose
+(reprojecting frame t+1 into t with the true depth and pose reproduces it).
+Its speed is a benchmark case, not a test: benchmarks/bench_data.py."""
 import numpy as np
 import pytest
 import torch
@@ -50,22 +49,6 @@ def test_depth_positive_and_sky():
     assert 0.5 < valid.float().mean() < 0.99  # road, buildings ... and some sky
     assert d[valid].min() > 1.0 and d.max() <= 200.0
     assert valid[:, -1].all()  # the bottom row sees the road
-
-
-def test_render_time_192x640():
-    ds = SyntheticDriving("train", "192x640", num_sequences=1, frames_per_sequence=3, cache_frames=0)
-    ds.sequence(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        ds.frame(0, 0)  # warm-up
-        t0 = time.perf_counter()
-        ds.frame(0, 1)
-        dt = time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(threads)
-    print(f"\nrender 192x640, one thread: {dt * 1000:.0f} ms")
-    assert dt < 2.0
 
 
 # ------------------------------------------------------------ exactness

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device-machine call: build the CUDA extension, run the test suite on
 # CUDA, compute-sanitizer over every kernel, and the benchmarks, each stage
-# logging under $OUT. Usage: bash tools/gpu_session.sh [build] [test] [sanitize] [bench OPS...]
+# logging under $OUT. Usage: bash tools/gpu_session.sh [build] [test] [sanitize] [train] [bench OPS...]
+# Results land in $OUT/<device-slug>/<suite>.md|.json (the layout of benchmarks/results/).
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
@@ -25,16 +26,24 @@ fi
 if [[ $stages == *" sanitize "* ]]; then
   stamp sanitize
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --leak-check no \
-    --error-exitcode 9 python3 -m tools.sanitize_kernels ${SANITIZE_BACKENDS:-} > "$OUT/memcheck.log" 2>&1; rc=$?
+    --error-exitcode 9 python3 -m tools.sanitize ${SANITIZE_BACKENDS:-} > "$OUT/memcheck.log" 2>&1; rc=$?
   tail -4 "$OUT/memcheck.log"; summary+=("memcheck rc=$rc: $(grep -c 'Invalid' "$OUT/memcheck.log") invalid")
-  compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m tools.sanitize_kernels cuda \
+  compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m tools.sanitize cuda \
     > "$OUT/racecheck.log" 2>&1; rc=$?
   tail -4 "$OUT/racecheck.log"; summary+=("racecheck rc=$rc: $(grep -ci 'hazard' "$OUT/racecheck.log") hazard lines")
+fi
+if [[ $stages == *" train "* ]]; then
+  stamp train
+  python3 -m benchmarks.train_step --device cuda --out "$OUT" ${TRAIN_ARGS:-} > "$OUT/train.log" 2>&1; rc=$?
+  summary+=("train-step rc=$rc")
+  tail -30 "$OUT/train.log"
 fi
 if [[ $stages == *" bench "* ]]; then
   ops=${stages#* bench }
   stamp "bench $ops"
-  cp benchmarks/results/h100*.json "$OUT"/ 2>/dev/null || true  # --merge adds to these
+  # --merge adds to this device's committed results
+  slug=$(python3 -c "import torch; from benchmarks import report; print(report.slug(report.device_name(torch.device('cuda'))))" 2>/dev/null)
+  [[ -n $slug && -d benchmarks/results/$slug ]] && cp -rn "benchmarks/results/$slug" "$OUT"/  # -n: keep train-step.* just written
   python3 -m benchmarks.report --device cuda --merge --out "$OUT" ${ops:+--ops $ops} > "$OUT/bench.log" 2>&1; rc=$?
   summary+=("bench rc=$rc")
   tail -40 "$OUT/bench.log"

@@ -1,10 +1,11 @@
-"""Sanitizer driver for the pack ops (imported by tools/sanitize_kernels.py)."""
+"""Sanitizer driver for pack3d, unpack3d and pack_conv."""
 import torch
 
 import packops
 
 
-def run(backend, dtype, dev):
+def run(backend, dtype, device):
+    dev = device
     for B, C, H, W, k in ((1, 3, 2, 2, 3), (2, 5, 6, 10, 5), (1, 4, 12, 8, 3)):
         x = torch.rand(B, C, H, W, device=dev, dtype=dtype, requires_grad=True)
         w3 = torch.randn(8, 1, 3, 3, 3, device=dev, dtype=dtype, requires_grad=True)
