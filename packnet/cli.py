@@ -32,7 +32,7 @@ class UsageError(ValueError):
 
 # ------------------------------------------------------------------ settings
 def _field_types():
-    from .train import TrainConfig
+    from .config import TrainConfig
     return {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 
 
@@ -98,7 +98,7 @@ def _explicit_settings(args):
 def _config(args, base=None):
     """TrainConfig from `base` (a resumed run's saved settings) overridden by
     the command line; --data-root goes into data_kwargs; validated."""
-    from .train import TrainConfig
+    from .config import TrainConfig
     values = dict(base or {})
     explicit = _explicit_settings(args)
     values.update(explicit)
@@ -126,8 +126,10 @@ def _no_ground_truth(data):
 
 
 def cmd_train(args):
-    from .train import ADJUSTABLE_ON_RESUME, TRAINING_KEYS, TrainConfig, Trainer, check_run_dir, \
-        format_changes, load_checkpoint, make_dataset, resume_changes, settings_help
+    from .checkpoint import TRAINING_KEYS, check_run_dir, load_checkpoint
+    from .config import (ADJUSTABLE_ON_RESUME, TrainConfig, format_changes, resume_changes,
+                         settings_help)
+    from .train import Trainer, make_dataset
     if args.list_settings:
         print(settings_help())
         return 0
@@ -197,7 +199,9 @@ def _device(name):
 def cmd_eval(args):
     from .evaluate import evaluate, format_metrics
     from .infer import depth_net_from_checkpoint
-    from .train import TrainConfig, load_checkpoint, make_dataset
+    from .checkpoint import load_checkpoint
+    from .config import TrainConfig
+    from .train import make_dataset
     device = _device(args.device)
     ck = load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
     try:
@@ -295,7 +299,7 @@ def _number(text):
 
 def _setting_help(name, what):
     """A train flag's help: what it is and TrainConfig's default."""
-    from .train import TrainConfig
+    from .config import TrainConfig
     default = getattr(TrainConfig(), name)
     if isinstance(default, tuple):
         default = " ".join(map(str, default))

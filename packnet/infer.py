@@ -66,13 +66,13 @@ def load_depth_net(checkpoint_path, map_location="cpu", trust=False):
     """Build config["model"](**config.get("model_kwargs", {})) and load
     checkpoint["model"]["depth_net"] into it; returns the net in eval mode.
 
-    The file is read with packnet.train.load_checkpoint: torch.load with
+    The file is read with packnet.checkpoint.load_checkpoint: torch.load with
     weights_only=True, so it cannot run code; a file that needs the full
     unpickler, or a config["model"] of the form "module:Class" (importing
     runs code), is refused with a ValueError unless trust=True. Every error
     names the file.
     """
-    from .train import load_checkpoint
+    from .checkpoint import load_checkpoint
     path = os.fspath(checkpoint_path)
     ckpt = load_checkpoint(path, map_location=map_location, trust=trust)
     return depth_net_from_checkpoint(ckpt, path, trust=trust)

@@ -1,7 +1,8 @@
 """Self-supervised training of a PackNet depth network and PoseNet.
 
-One TrainConfig dataclass holds every setting (a YAML file or command-line
-flags fill it; it is printed at start and saved in every checkpoint).
+One TrainConfig dataclass (packnet/config.py) holds every setting (a YAML
+file or command-line flags fill it; it is printed at start and saved in
+every checkpoint); packnet/checkpoint.py reads and writes a run's files.
 Trainer runs: photometric (+ smoothness) loss, optional velocity loss (which
 makes the scale metric) and optional supervised loss; Adam for both
 networks; StepLR(30 of 50 epochs, 0.5) scaled to the run's length; gradient
@@ -16,601 +17,27 @@ random draws). A non-finite loss skips its step and is counted; `max_bad_steps`
 in a row stop the run with a message naming the step and the term.
 """
 import contextlib
-import copy
 import csv
 import dataclasses
-import inspect
-import math
 import os
-import pickle
-import random
-import re
-import shutil
 import sys
 import time
-import warnings
 
-import numpy as np
 import torch
 
 import packops
 
 from . import geometry, models
+from .checkpoint import (LOG_COLUMNS, TRAINING_KEYS, CheckpointError, UnsafeCheckpointError,
+                         check_run_dir, clean_stale_temporaries, clear_run, first_line,
+                         load_checkpoint, rng_state, save_checkpoint, set_rng_state)
+from .config import (ADJUSTABLE_ON_RESUME, ConfigError, TrainConfig, format_changes,
+                     resume_changes, settings_help, show)
 from .losses import MultiViewPhotometricLoss, SupervisedLoss, VelocityLoss
 
 __all__ = ["TrainConfig", "ConfigError", "Trainer", "save_checkpoint", "load_checkpoint",
            "CheckpointError", "UnsafeCheckpointError", "check_run_dir", "resume_changes",
            "settings_help"]
-
-
-def _setting(default, help):
-    """A TrainConfig field with its one-line help (packnet train --list-settings)."""
-    if isinstance(default, dict):
-        return dataclasses.field(default_factory=lambda d=default: copy.deepcopy(d),
-                                 metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
-DEPTH_MODELS = ("PackNet01", "PackNetSlim01", "PackNetTiny")
-DATASETS = ("synthetic", "kitti", "folder")
-# Settings that may change when a run is resumed (applied and printed); every
-# other setting (except name and out_dir, which locate the run) is fixed.
-ADJUSTABLE_ON_RESUME = ("steps", "lr", "lr_step_fraction", "lr_gamma", "clip_grad", "ops", "amp",
-                        "device", "num_workers", "max_bad_steps", "log_every", "ckpt_every",
-                        "preview_every", "progress")
-_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Every training setting. The defaults are the main job's preset: about
-    10 minutes on a 2-core CPU (1500 steps of 4 synthetic 64x192 frames).
-    `packnet train --list-settings` prints every field with its default and
-    its help; values from YAML or `--set` are converted to the field's type
-    (`lr=1e-3` is a float, `size=64x192` a pair) and validate() checks every
-    one, naming the setting, the value and what is allowed.
-
-    Three choices make a metric depth learnable in that time, none of them a
-    change of parameters: the inverse-depth heads start at 10 m
-    (model_kwargs init_depth; the release starts near 1 m), PoseNet's
-    translation output is scaled by 0.1 instead of 0.01 (pose_kwargs
-    translation_scale; at 0.01 a 1 m translation takes thousands of steps)
-    and the velocity loss ramps up over its first 200 steps (velocity_warmup:
-    at full weight from step 0 it inflates the translation before its
-    direction is learned, and min-reprojection then leaves one context frame
-    stuck with the wrong direction). configs/packnet01-kitti.yaml holds the
-    paper's recipe for the full network.
-    """
-    name: str = _setting("synthetic-tiny", "run name: the run's files go to OUT_DIR/NAME/")
-    out_dir: str = _setting("runs", "directory that holds the runs")
-    # data
-    data: str = _setting("synthetic", "data set: synthetic (built in), kitti (KITTI raw) or "
-                         "folder (frames + intrinsics.txt); see packnet.data.make_dataset")
-    data_kwargs: dict = _setting({}, "the data set's keyword arguments, e.g. {root: DIR} "
-                                 "(--data-root), {num_sequences: 4}, {skip_bad: true}")
-    size: tuple = _setting((64, 192), "(H, W) of the training images, multiples of 32; "
-                           "--set size=64x192")
-    augment: bool = _setting(False, "colour jitter + horizontal flip (the paper's recipe)")
-    # model
-    model: str = _setting("PackNetTiny", "depth network: " + ", ".join(DEPTH_MODELS))
-    model_kwargs: dict = _setting({"init_depth": 10.0}, "the depth network's keyword arguments "
-                                  "(version, dropout, init_depth; the preset starts at 10 m)")
-    pose_kwargs: dict = _setting({"translation_scale": 0.1}, "PoseNet's keyword arguments "
-                                 "(translation_scale, rotation_scale)")
-    # optimisation
-    batch_size: int = _setting(4, "samples per step (per process under torchrun)")
-    steps: int = _setting(1500, "training steps (optimizer updates, skipped ones included)")
-    lr: float = _setting(5e-4, "Adam learning rate (the paper's 2e-4 is for PackNet01 over "
-                         "50 epochs)")
-    lr_step_fraction: float = _setting(0.6, "StepLR period as a fraction of steps (the paper's "
-                                       "30 of 50 epochs)")
-    lr_gamma: float = _setting(0.5, "StepLR factor")
-    clip_grad: float = _setting(10.0, "gradient norm clipping threshold")
-    # losses
-    num_scales: int = _setting(4, "depth scales in the photometric loss, 1 to 4")
-    velocity_weight: float = _setting(0.05, "velocity loss weight (metric scale); 0 turns it off")
-    velocity_warmup: int = _setting(200, "steps over which the velocity weight ramps up from 0")
-    supervised_weight: float = _setting(0.0, "supervised L1 weight on inverse depth (data with "
-                                        "depth); 0 = off")
-    smooth_weight: float = _setting(0.001, "edge-aware smoothness weight")
-    # execution
-    ops: str = _setting("fused", "fused (packops' kernels) or reference (plain PyTorch)")
-    amp: bool = _setting(False, "bf16 autocast (CUDA only)")
-    device: str = _setting("auto", "auto (CUDA when available), cpu, cuda or cuda:N")
-    seed: int = _setting(0, "seed of the initialisation, the batch order and augmentation")
-    num_workers: int = _setting(0, "reserved: batches are loaded in the training process")
-    max_bad_steps: int = _setting(10, "stop after this many non-finite steps in a row")
-    log_every: int = _setting(10, "steps between log.csv / TensorBoard rows")
-    ckpt_every: int = _setting(100, "steps between checkpoints (a kill loses at most these)")
-    preview_every: int = _setting(250, "steps between depth previews; 0 = none")
-    progress: bool = _setting(True, "tqdm progress bar")
-
-    @classmethod
-    def from_dict(cls, d, validate=False):
-        """A TrainConfig from a mapping (YAML, a checkpoint's config); values
-        are converted to each field's type (ValueError naming the setting).
-        validate=True also checks the ranges, reporting every bad setting at once."""
-        if not isinstance(d, dict):
-            raise ValueError(f"TrainConfig: settings must be a mapping of name: value, got "
-                             f"{type(d).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(fields))
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown setting(s) {unknown}; known: {sorted(fields)} "
-                             f"(packnet train --list-settings)")
-        problems, values = [], {}
-        for k, v in d.items():
-            try:
-                values[k] = _coerce(k, fields[k].type, v)
-            except ValueError as e:
-                problems.append(str(e))
-        if problems and validate:  # the other settings' problems too, in one message
-            try:
-                cls(**values).validate()
-            except ConfigError as e:
-                problems += e.problems
-        _raise_problems(problems)
-        cfg = cls(**values)
-        return cfg.validate() if validate else cfg
-
-    def validate(self):
-        """Convert every value to its field's type and check its range; raises
-        ValueError listing each bad setting with its value and what is allowed."""
-        problems = []
-        for f in dataclasses.fields(self):
-            try:
-                setattr(self, f.name, _coerce(f.name, f.type, getattr(self, f.name)))
-            except ValueError as e:
-                problems.append(str(e))
-        _raise_problems(problems)
-
-        def bad(name, what):
-            problems.append(f"{name} = {_show(getattr(self, name))}: {what}")
-
-        if not self.name or self.name in (".", "..") or "/" in self.name or os.sep in self.name:
-            bad("name", "must be a plain directory name (no '/', not '.' or '..')")
-        if not self.out_dir:
-            bad("out_dir", "must be a directory")
-        H, W = self.size
-        if H < 32 or W < 32 or H % 32 or W % 32:
-            bad("size", "H and W must be positive multiples of 32 (divisible by 32: the network "
-                        "halves them 5 times), e.g. 64x192")
-        if self.model not in DEPTH_MODELS:
-            bad("model", f"choose {', '.join(DEPTH_MODELS)}")
-        else:
-            _check_kwargs(problems, "model_kwargs", self.model_kwargs,
-                          getattr(models, self.model), self.model)
-        if "nb_ref_imgs" in self.pose_kwargs:
-            bad("pose_kwargs", "nb_ref_imgs is set by the trainer (2 context frames)")
-        else:
-            _check_kwargs(problems, "pose_kwargs", self.pose_kwargs, models.PoseNet, "PoseNet")
-        if self.data not in DATASETS:
-            bad("data", f"choose {', '.join(DATASETS)}")
-        else:
-            problems.extend(_data_kwargs_problems(self.data, self.data_kwargs))
-        for name in ("batch_size", "steps", "max_bad_steps", "log_every", "ckpt_every"):
-            if getattr(self, name) < 1:
-                bad(name, "must be an integer >= 1")
-        for name in ("velocity_warmup", "preview_every", "seed", "num_workers"):
-            if getattr(self, name) < 0:
-                bad(name, "must be an integer >= 0")
-        if not 1 <= self.num_scales <= 4:
-            bad("num_scales", "must be 1 to 4 (the depth network returns 4 scales)")
-        for name in ("lr", "lr_step_fraction", "lr_gamma", "clip_grad"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                bad(name, "must be a finite number > 0")
-        for name in ("velocity_weight", "supervised_weight", "smooth_weight"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                bad(name, "must be a finite number >= 0")
-        if self.ops not in ("fused", "reference"):
-            bad("ops", "choose fused or reference")
-        device = None
-        try:
-            device = self.resolved_device()
-        except ValueError as e:
-            bad("device", str(e))
-        if self.amp and device is not None and device.type != "cuda":
-            bad("amp", f"bf16 autocast needs a CUDA device (device is {str(device)!r}); "
-                       f"set amp=false")
-        _raise_problems(problems)
-        return self
-
-    def resolved_device(self):
-        """torch.device for `device` ("auto": cuda:LOCAL_RANK when CUDA is there,
-        else cpu); ValueError for a name torch does not know or a missing GPU."""
-        if self.device == "auto":
-            if torch.cuda.is_available():
-                return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-            return torch.device("cpu")
-        try:
-            dev = torch.device(self.device)
-        except (RuntimeError, ValueError, TypeError):
-            raise ValueError("not a device; use auto, cpu, cuda or cuda:N") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("no CUDA device is available here; use auto or cpu")
-        if dev.type not in ("cpu", "cuda"):
-            raise ValueError("use auto, cpu, cuda or cuda:N")
-        return dev
-
-
-def settings_help():
-    """Every TrainConfig field: name, type, default and help (one line each)."""
-    lines = []
-    for f in dataclasses.fields(TrainConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        lines.append(f"{f.name} ({f.type.__name__}, default {_show(default)}): "
-                     f"{f.metadata.get('help', '')}")
-    return "\n".join(lines)
-
-
-def _show(v):
-    """A value as a message shows it: 0.0005, (64, 192), 'text', {'a': 1}."""
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, (list, tuple)) and not isinstance(v, str):
-        inner = ", ".join(_show(x) for x in v)
-        return f"({inner})" if isinstance(v, tuple) else f"[{inner}]"
-    return repr(v)
-
-
-class ConfigError(ValueError):
-    """Bad settings; `.problems` lists one message per setting."""
-
-    def __init__(self, problems):
-        self.problems = list(problems)
-        if len(self.problems) == 1:
-            super().__init__(f"TrainConfig: {self.problems[0]}")
-        else:
-            super().__init__(f"TrainConfig: {len(self.problems)} bad settings: "
-                             + "; ".join(self.problems))
-
-
-def _raise_problems(problems):
-    if problems:
-        raise ConfigError(problems)
-
-
-def _as_int(name, value):
-    if isinstance(value, bool):
-        raise ValueError(f"{name} = {value!r}: expected an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            try:
-                value = float(value)
-            except ValueError:
-                raise ValueError(f"{name} = {value!r}: expected an integer") from None
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    raise ValueError(f"{name} = {_show(value)}: expected an integer")
-
-
-def _coerce(name, ftype, value):
-    """A setting's value (from YAML, a flag or Python) as the field's type:
-    int (integral floats and digit strings too), float (numbers and strings
-    such as '1e-3', which YAML leaves a string), bool (true/false, yes/no,
-    on/off, 1/0), str, dict, and for size a pair of ints from [H, W] or 'HxW'."""
-    if ftype is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ValueError(f"{name} = {value!r}: expected true or false")
-    if ftype is int:
-        return _as_int(name, value)
-    if ftype is float:
-        if isinstance(value, bool):
-            raise ValueError(f"{name} = {value!r}: expected a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ValueError(f"{name} = {value!r}: expected a number")
-    if ftype is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)   # a run named 2024
-        raise ValueError(f"{name} = {value!r}: expected a string")
-    if ftype is dict:
-        if value is None:
-            return {}
-        if isinstance(value, dict):
-            return copy.deepcopy(value)
-        raise ValueError(f"{name} = {value!r}: expected a mapping such as {{key: value}}")
-    if ftype is tuple:
-        parts = value
-        if isinstance(value, str):
-            parts = [p for p in re.split(r"[x,\s]+", value.strip().lower()) if p]
-        if not isinstance(parts, (list, tuple)) or len(parts) != 2:
-            raise ValueError(f"{name} = {value!r}: expected HxW such as 64x192 (or [H, W])")
-        try:
-            return tuple(_as_int(name, p) for p in parts)
-        except ValueError:
-            raise ValueError(f"{name} = {value!r}: expected HxW such as 64x192 (or [H, W]), "
-                             f"two integers") from None
-    return value
-
-
-def _accepted(cls, drop=()):
-    """(keyword names cls() accepts, whether it takes **kwargs)."""
-    params = inspect.signature(cls).parameters.values()
-    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return names - set(drop), any(p.kind == p.VAR_KEYWORD for p in params)
-
-
-def _check_kwargs(problems, name, kwargs, cls, label, drop=(), extra=()):
-    names, var = _accepted(cls, drop)
-    names |= set(extra)
-    unknown = [k for k in kwargs if not isinstance(k, str) or (k not in names and not var)]
-    if unknown:
-        problems.append(f"{name} = {_show(kwargs)}: {label} takes no argument "
-                        f"{', '.join(map(repr, unknown))} (it takes {', '.join(sorted(names))})")
-
-
-def _data_kwargs_problems(data, kw):
-    from . import data as data_pkg  # lazily: only training needs the data sets
-    problems = []
-    if data == "synthetic":
-        _check_kwargs(problems, "data_kwargs", kw, data_pkg.SyntheticDriving, "synthetic data",
-                      drop=("split", "size", "transform"))
-    elif data == "folder":
-        _check_kwargs(problems, "data_kwargs", kw, data_pkg.FolderDataset, "folder data",
-                      drop=("size", "transform"))
-    else:
-        _check_kwargs(problems, "data_kwargs", kw, data_pkg.KITTIRaw, "kitti data",
-                      drop=("size", "transform"), extra=("split_files",))
-    if data in ("folder", "kitti") and not kw.get("root"):
-        problems.append(f"data_kwargs = {_show(kw)}: data {data!r} needs root, the data "
-                        f"directory (--data-root DIR)")
-    if data == "kitti" and not (kw.get("split_files") or kw.get("split_file")):
-        problems.append(f"data_kwargs = {_show(kw)}: kitti data needs split_files "
-                        f"({{train: FILE, val: FILE, test: FILE}}) or split_file")
-    ctx = kw.get("context")
-    if ctx is not None and (not isinstance(ctx, (list, tuple)) or len(ctx) != 2):
-        problems.append(f"data_kwargs context = {_show(ctx)}: the trainer's PoseNet takes 2 "
-                        f"context frames, e.g. [-1, 1]")
-    return problems
-
-
-def resume_changes(saved, cfg):
-    """Settings that differ between a checkpoint's config (a dict) and cfg:
-    (fixed, adjustable), each a list of (name, saved value, new value).
-    name and out_dir locate the run and are not compared; settings the
-    checkpoint does not have (an older version) are not compared either."""
-    fixed, adjustable = [], []
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in ("name", "out_dir") or f.name not in saved:
-            continue
-        try:
-            old = _coerce(f.name, f.type, saved[f.name])
-        except ValueError:
-            old = saved[f.name]
-        new = getattr(cfg, f.name)
-        if f.name == "data_kwargs":
-            same = _norm_paths(old) == _norm_paths(new)
-        else:
-            same = old == new
-        if not same:
-            (adjustable if f.name in ADJUSTABLE_ON_RESUME else fixed).append((f.name, old, new))
-    return fixed, adjustable
-
-
-def _norm_paths(kw):
-    if not isinstance(kw, dict):
-        return kw
-    kw = dict(kw)
-    for k in ("root", "intrinsics_file", "speed_file", "depth_dir"):
-        if isinstance(kw.get(k), str):
-            kw[k] = os.path.abspath(os.path.expanduser(kw[k]))
-    return kw
-
-
-def format_changes(changes):
-    return ", ".join(f"{n} {_show(a)} -> {_show(b)}" for n, a, b in changes)
-
-
-# ------------------------------------------------------------ checkpoints
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing, unreadable, not a packnet
-    checkpoint, or unsafe to load. The message names the file; `.path` is it."""
-
-    def __init__(self, path, reason):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """The checkpoint file does not exist."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """Loading the file would need Python's full unpickler (it can run code)."""
-
-
-TRAINING_KEYS = ("model", "optimizer", "scheduler", "step", "rng", "config")
-
-
-def save_checkpoint(path, state):
-    """Atomic: a reader sees the old file or the new one, never a partial one."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _numpy_globals():
-    """What a numpy array needs to unpickle (and nothing else): checkpoints
-    written before the RNG states became tensors and lists hold one."""
-    core = getattr(np, "_core", None) or np.core
-    rec = core.multiarray._reconstruct
-    return [(rec, "numpy.core.multiarray._reconstruct"),
-            (rec, "numpy._core.multiarray._reconstruct"),
-            np.ndarray, np.dtype, type(np.dtype(np.uint32))]
-
-
-def load_checkpoint(path, map_location="cpu", trust=False, require=("model", "config")):
-    """Read a checkpoint with torch.load(weights_only=True): tensors, numbers,
-    strings, lists, tuples and dicts only (plus numpy arrays, for checkpoints
-    of earlier versions), so a file cannot run code. A file that needs the
-    full unpickler raises UnsafeCheckpointError unless trust=True (then it is
-    loaded with a warning on stderr; only for files you made or trust).
-    Missing, unreadable or foreign files raise CheckpointError naming the file;
-    `require`: the keys the checkpoint dict must have."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointNotFoundError(path, "checkpoint not found")
-    if os.path.isdir(path):
-        raise CheckpointError(path, "is a directory, not a checkpoint file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # torch's notes on pickle protocols
-            with torch.serialization.safe_globals(_numpy_globals()):
-                ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        msg = str(e)
-        if "Weights only load failed" not in msg:
-            raise CheckpointError(path, f"cannot read it: not a (complete) PyTorch checkpoint "
-                                        f"({_first_line(msg)})") from None
-        found = re.search(r"GLOBAL ([\w.]+)", msg) or re.search(r"(Unsupported [^\n.]*)", msg)
-        wants = f" (it asks for {found.group(1)})" if found else ""
-        if not trust:
-            raise UnsafeCheckpointError(
-                path, f"refused: loading it needs Python's full unpickler, which can run code "
-                      f"stored in the file{wants}. Only if you made the file or trust where it "
-                      f"came from, load it with --trust-checkpoint (trust=True)") from None
-        print(f"warning: loading {path} with the full unpickler (--trust-checkpoint): code in "
-              f"the file runs{wants}", file=sys.stderr)
-        try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=False)
-        except Exception as e2:  # noqa: BLE001 - any unpickling failure names the file
-            raise CheckpointError(path, f"cannot read it ({type(e2).__name__}: "
-                                        f"{_first_line(str(e2))})") from None
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(path, f"cannot read it: not a (complete) PyTorch checkpoint "
-                                    f"({type(e).__name__}: {_first_line(str(e))})") from None
-    missing = [k for k in require if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        got = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(path, f"not a packnet checkpoint: expected a dict with "
-                                    f"{', '.join(require)}; got {got}")
-    if "config" in require and not isinstance(ckpt["config"], dict):
-        raise CheckpointError(path, "not a packnet checkpoint: 'config' is not a mapping")
-    return ckpt
-
-
-def _first_line(text):
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    return lines[0] if lines else "no detail"
-
-
-def _rng_state():
-    """Every RNG state as tensors and plain lists (loadable with weights_only)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)),
-                      "pos": int(pos), "has_gauss": int(has_gauss),
-                      "cached_gaussian": float(gauss)},
-            "python": [version, list(internal), gauss_next],
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(s):
-    torch.set_rng_state(s["torch"].cpu())
-    n = s["numpy"]
-    if isinstance(n, dict):
-        keys = n["keys"].cpu().numpy().astype(np.uint32)
-        np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    else:  # a checkpoint of an earlier version: numpy's own tuple
-        np.random.set_state(n)
-    version, internal, gauss_next = s["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    if s.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([t.cpu() for t in s["cuda"]])
-
-
-# ---------------------------------------------------------- run directory
-LOG_COLUMNS = ["step", "loss", "photometric", "smoothness", "velocity", "lr", "images_per_s"]
-RUN_FILES = ("checkpoint.pt", "log.csv", "summary.json")
-RUN_DIRS = ("previews", "tensorboard")
-
-
-def check_run_dir(run_dir, resume=False, overwrite=False):
-    """ValueError when a new run would write over an existing one (its
-    checkpoint, log or summary): it is continued with resume, replaced with
-    overwrite, never silently."""
-    if resume and overwrite:
-        raise ValueError(f"--resume continues {run_dir}, --overwrite replaces it: give one")
-    if resume or overwrite:
-        return
-    existing = [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))
-                and (f != "log.csv" or _log_has_rows(os.path.join(run_dir, f)))]
-    if existing:
-        raise ValueError(f"run {os.path.basename(os.path.normpath(run_dir))!r} already exists in "
-                         f"{run_dir} ({', '.join(existing)}): continue it with --resume, start "
-                         f"another with --name NEW, or replace it with --overwrite")
-
-
-def _log_has_rows(path):
-    """A log.csv with only its header (a run that failed at its first step)
-    holds nothing to lose."""
-    try:
-        with open(path) as f:
-            return sum(1 for line in f if line.strip()) > 1
-    except OSError:
-        return True
-
-
-def clear_run(run_dir):
-    """Remove a run's files (checkpoint, log, summary, previews, TensorBoard
-    events) and nothing else; returns what was removed."""
-    removed = []
-    for f in RUN_FILES:
-        p = os.path.join(run_dir, f)
-        if os.path.isfile(p):
-            os.remove(p)
-            removed.append(f)
-    for d in RUN_DIRS:
-        p = os.path.join(run_dir, d)
-        if os.path.isdir(p):
-            shutil.rmtree(p)
-            removed.append(d + "/")
-    return removed
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale_temporaries(run_dir):
-    """Remove checkpoint.pt.tmp.<pid> files whose process is gone (a kill
-    during a save); returns their paths."""
-    removed = []
-    if not os.path.isdir(run_dir):
-        return removed
-    for f in sorted(os.listdir(run_dir)):
-        head, _, pid = f.rpartition(".tmp.")
-        if head in ("checkpoint.pt", "log.csv") and pid.isdigit() and not _pid_alive(int(pid)):
-            path = os.path.join(run_dir, f)
-            os.remove(path)
-            removed.append(path)
-    return removed
 
 
 # ------------------------------------------------------------------ data
@@ -705,7 +132,7 @@ class Trainer:
                           "pose_net": self.pose_net.state_dict()},
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "step": self.step, "skipped_steps": self.skipped_steps,
-                "rng": _rng_state(), "config": dataclasses.asdict(self.cfg)}
+                "rng": rng_state(), "config": dataclasses.asdict(self.cfg)}
 
     def load_state(self, s):
         self.depth_net.load_state_dict(s["model"]["depth_net"])
@@ -713,7 +140,7 @@ class Trainer:
         self.opt.load_state_dict(s["optimizer"])
         self.sched.load_state_dict(s["scheduler"])
         self.step, self.skipped_steps = s["step"], s.get("skipped_steps", 0)
-        _set_rng_state(s["rng"])
+        set_rng_state(s["rng"])
 
     def save(self):
         if self.rank == 0:
@@ -916,9 +343,9 @@ class Trainer:
             self.load_state(s)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(path, f"does not fit this run's networks and optimizer "
-                                        f"({type(e).__name__}: {_first_line(str(e))})") from None
+                                        f"({type(e).__name__}: {first_line(str(e))})") from None
         for name, old, new in adjustable:
-            self.log(f"resume: {name} {_show(old)} -> {_show(new)}")
+            self.log(f"resume: {name} {show(old)} -> {show(new)}")
         if {"steps", "lr", "lr_step_fraction", "lr_gamma"} & {c[0] for c in adjustable}:
             self._apply_schedule()
         self.log(f"resumed from {path} at step {self.step}")
@@ -939,8 +366,8 @@ class Trainer:
             g["initial_lr"] = cfg.lr
             g["lr"] = cfg.lr * cfg.lr_gamma ** decays
         sched._last_lr = [g["lr"] for g in self.opt.param_groups]
-        self.log(f"resume: learning rate {_show(sched._last_lr[0])} (lr {_show(cfg.lr)}, StepLR "
-                 f"every {sched.step_size} steps x {_show(cfg.lr_gamma)}, {decays} decay(s) "
+        self.log(f"resume: learning rate {show(sched._last_lr[0])} (lr {show(cfg.lr)}, StepLR "
+                 f"every {sched.step_size} steps x {show(cfg.lr_gamma)}, {decays} decay(s) "
                  f"after {sched.last_epoch} optimizer steps)")
 
     def _trim_log(self, path):

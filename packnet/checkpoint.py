@@ -1,0 +1,213 @@
+"""The files of a run: checkpoints (written atomically, read without the
+full unpickler unless trusted), RNG states stored as tensors and lists, and
+the run directory's hygiene (no silent overwrite, no stale temporaries)."""
+import os
+import pickle
+import random
+import re
+import shutil
+import sys
+import warnings
+
+import numpy as np
+import torch
+
+__all__ = ["CheckpointError", "CheckpointNotFoundError", "UnsafeCheckpointError",
+           "save_checkpoint", "load_checkpoint", "check_run_dir", "clear_run",
+           "clean_stale_temporaries", "rng_state", "set_rng_state", "first_line", "TRAINING_KEYS",
+           "LOG_COLUMNS"]
+
+
+# ------------------------------------------------------------ checkpoints
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, unreadable, not a packnet
+    checkpoint, or unsafe to load. The message names the file; `.path` is it."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """Loading the file would need Python's full unpickler (it can run code)."""
+
+
+TRAINING_KEYS = ("model", "optimizer", "scheduler", "step", "rng", "config")
+
+
+def save_checkpoint(path, state):
+    """Atomic: a reader sees the old file or the new one, never a partial one."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _numpy_globals():
+    """What a numpy array needs to unpickle (and nothing else): checkpoints
+    written before the RNG states became tensors and lists hold one."""
+    core = getattr(np, "_core", None) or np.core
+    rec = core.multiarray._reconstruct
+    return [(rec, "numpy.core.multiarray._reconstruct"),
+            (rec, "numpy._core.multiarray._reconstruct"),
+            np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_checkpoint(path, map_location="cpu", trust=False, require=("model", "config")):
+    """Read a checkpoint with torch.load(weights_only=True): tensors, numbers,
+    strings, lists, tuples and dicts only (plus numpy arrays, for checkpoints
+    of earlier versions), so a file cannot run code. A file that needs the
+    full unpickler raises UnsafeCheckpointError unless trust=True (then it is
+    loaded with a warning on stderr; only for files you made or trust).
+    Missing, unreadable or foreign files raise CheckpointError naming the file;
+    `require`: the keys the checkpoint dict must have."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointNotFoundError(path, "checkpoint not found")
+    if os.path.isdir(path):
+        raise CheckpointError(path, "is a directory, not a checkpoint file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # torch's notes on pickle protocols
+            with torch.serialization.safe_globals(_numpy_globals()):
+                ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if "Weights only load failed" not in msg:
+            raise CheckpointError(path, f"cannot read it: not a (complete) PyTorch checkpoint "
+                                        f"({first_line(msg)})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", msg) or re.search(r"(Unsupported [^\n.]*)", msg)
+        wants = f" (it asks for {found.group(1)})" if found else ""
+        if not trust:
+            raise UnsafeCheckpointError(
+                path, f"refused: loading it needs Python's full unpickler, which can run code "
+                      f"stored in the file{wants}. Only if you made the file or trust where it "
+                      f"came from, load it with --trust-checkpoint (trust=True)") from None
+        print(f"warning: loading {path} with the full unpickler (--trust-checkpoint): code in "
+              f"the file runs{wants}", file=sys.stderr)
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as e2:  # noqa: BLE001 - any unpickling failure names the file
+            raise CheckpointError(path, f"cannot read it ({type(e2).__name__}: "
+                                        f"{first_line(str(e2))})") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise CheckpointError(path, f"cannot read it: not a (complete) PyTorch checkpoint "
+                                    f"({type(e).__name__}: {first_line(str(e))})") from None
+    missing = [k for k in require if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        got = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(path, f"not a packnet checkpoint: expected a dict with "
+                                    f"{', '.join(require)}; got {got}")
+    if "config" in require and not isinstance(ckpt["config"], dict):
+        raise CheckpointError(path, "not a packnet checkpoint: 'config' is not a mapping")
+    return ckpt
+
+
+def first_line(text):
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[0] if lines else "no detail"
+
+
+def rng_state():
+    """Every RNG state as tensors and plain lists (loadable with weights_only)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)),
+                      "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached_gaussian": float(gauss)},
+            "python": [version, list(internal), gauss_next],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(s):
+    torch.set_rng_state(s["torch"].cpu())
+    n = s["numpy"]
+    if isinstance(n, dict):
+        keys = n["keys"].cpu().numpy().astype(np.uint32)
+        np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    else:  # a checkpoint of an earlier version: numpy's own tuple
+        np.random.set_state(n)
+    version, internal, gauss_next = s["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([t.cpu() for t in s["cuda"]])
+
+
+# ---------------------------------------------------------- run directory
+LOG_COLUMNS = ["step", "loss", "photometric", "smoothness", "velocity", "lr", "images_per_s"]
+RUN_FILES = ("checkpoint.pt", "log.csv", "summary.json")
+RUN_DIRS = ("previews", "tensorboard")
+
+
+def check_run_dir(run_dir, resume=False, overwrite=False):
+    """ValueError when a new run would write over an existing one (its
+    checkpoint, log or summary): it is continued with resume, replaced with
+    overwrite, never silently."""
+    if resume and overwrite:
+        raise ValueError(f"--resume continues {run_dir}, --overwrite replaces it: give one")
+    if resume or overwrite:
+        return
+    existing = [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))
+                and (f != "log.csv" or _log_has_rows(os.path.join(run_dir, f)))]
+    if existing:
+        raise ValueError(f"run {os.path.basename(os.path.normpath(run_dir))!r} already exists in "
+                         f"{run_dir} ({', '.join(existing)}): continue it with --resume, start "
+                         f"another with --name NEW, or replace it with --overwrite")
+
+
+def _log_has_rows(path):
+    """A log.csv with only its header (a run that failed at its first step)
+    holds nothing to lose."""
+    try:
+        with open(path) as f:
+            return sum(1 for line in f if line.strip()) > 1
+    except OSError:
+        return True
+
+
+def clear_run(run_dir):
+    """Remove a run's files (checkpoint, log, summary, previews, TensorBoard
+    events) and nothing else; returns what was removed."""
+    removed = []
+    for f in RUN_FILES:
+        p = os.path.join(run_dir, f)
+        if os.path.isfile(p):
+            os.remove(p)
+            removed.append(f)
+    for d in RUN_DIRS:
+        p = os.path.join(run_dir, d)
+        if os.path.isdir(p):
+            shutil.rmtree(p)
+            removed.append(d + "/")
+    return removed
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temporaries(run_dir):
+    """Remove checkpoint.pt.tmp.<pid> files whose process is gone (a kill
+    during a save); returns their paths."""
+    removed = []
+    if not os.path.isdir(run_dir):
+        return removed
+    for f in sorted(os.listdir(run_dir)):
+        head, _, pid = f.rpartition(".tmp.")
+        if head in ("checkpoint.pt", "log.csv") and pid.isdigit() and not _pid_alive(int(pid)):
+            path = os.path.join(run_dir, f)
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+

@@ -1,0 +1,396 @@
+"""Training settings: TrainConfig (every setting, with its one-line help),
+their conversion from YAML / --set text to each field's type, validation
+that names the setting, the value and what is allowed, and what may change
+when a run is resumed."""
+import copy
+import dataclasses
+import inspect
+import math
+import os
+import re
+
+import torch
+
+from . import models
+
+__all__ = ["TrainConfig", "ConfigError", "settings_help", "resume_changes", "format_changes",
+           "ADJUSTABLE_ON_RESUME", "show"]
+
+
+def _setting(default, help):
+    """A TrainConfig field with its one-line help (packnet train --list-settings)."""
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=lambda d=default: copy.deepcopy(d),
+                                 metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+DEPTH_MODELS = ("PackNet01", "PackNetSlim01", "PackNetTiny")
+DATASETS = ("synthetic", "kitti", "folder")
+# Settings that may change when a run is resumed (applied and printed); every
+# other setting (except name and out_dir, which locate the run) is fixed.
+ADJUSTABLE_ON_RESUME = ("steps", "lr", "lr_step_fraction", "lr_gamma", "clip_grad", "ops", "amp",
+                        "device", "num_workers", "max_bad_steps", "log_every", "ckpt_every",
+                        "preview_every", "progress")
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every training setting. The defaults are the main job's preset: about
+    10 minutes on a 2-core CPU (1500 steps of 4 synthetic 64x192 frames).
+    `packnet train --list-settings` prints every field with its default and
+    its help; values from YAML or `--set` are converted to the field's type
+    (`lr=1e-3` is a float, `size=64x192` a pair) and validate() checks every
+    one, naming the setting, the value and what is allowed.
+
+    Three choices make a metric depth learnable in that time, none of them a
+    change of parameters: the inverse-depth heads start at 10 m
+    (model_kwargs init_depth; the release starts near 1 m), PoseNet's
+    translation output is scaled by 0.1 instead of 0.01 (pose_kwargs
+    translation_scale; at 0.01 a 1 m translation takes thousands of steps)
+    and the velocity loss ramps up over its first 200 steps (velocity_warmup:
+    at full weight from step 0 it inflates the translation before its
+    direction is learned, and min-reprojection then leaves one context frame
+    stuck with the wrong direction). configs/packnet01-kitti.yaml holds the
+    paper's recipe for the full network.
+    """
+    name: str = _setting("synthetic-tiny", "run name: the run's files go to OUT_DIR/NAME/")
+    out_dir: str = _setting("runs", "directory that holds the runs")
+    # data
+    data: str = _setting("synthetic", "data set: synthetic (built in), kitti (KITTI raw) or "
+                         "folder (frames + intrinsics.txt); see packnet.data.make_dataset")
+    data_kwargs: dict = _setting({}, "the data set's keyword arguments, e.g. {root: DIR} "
+                                 "(--data-root), {num_sequences: 4}, {skip_bad: true}")
+    size: tuple = _setting((64, 192), "(H, W) of the training images, multiples of 32; "
+                           "--set size=64x192")
+    augment: bool = _setting(False, "colour jitter + horizontal flip (the paper's recipe)")
+    # model
+    model: str = _setting("PackNetTiny", "depth network: " + ", ".join(DEPTH_MODELS))
+    model_kwargs: dict = _setting({"init_depth": 10.0}, "the depth network's keyword arguments "
+                                  "(version, dropout, init_depth; the preset starts at 10 m)")
+    pose_kwargs: dict = _setting({"translation_scale": 0.1}, "PoseNet's keyword arguments "
+                                 "(translation_scale, rotation_scale)")
+    # optimisation
+    batch_size: int = _setting(4, "samples per step (per process under torchrun)")
+    steps: int = _setting(1500, "training steps (optimizer updates, skipped ones included)")
+    lr: float = _setting(5e-4, "Adam learning rate (the paper's 2e-4 is for PackNet01 over "
+                         "50 epochs)")
+    lr_step_fraction: float = _setting(0.6, "StepLR period as a fraction of steps (the paper's "
+                                       "30 of 50 epochs)")
+    lr_gamma: float = _setting(0.5, "StepLR factor")
+    clip_grad: float = _setting(10.0, "gradient norm clipping threshold")
+    # losses
+    num_scales: int = _setting(4, "depth scales in the photometric loss, 1 to 4")
+    velocity_weight: float = _setting(0.05, "velocity loss weight (metric scale); 0 turns it off")
+    velocity_warmup: int = _setting(200, "steps over which the velocity weight ramps up from 0")
+    supervised_weight: float = _setting(0.0, "supervised L1 weight on inverse depth (data with "
+                                        "depth); 0 = off")
+    smooth_weight: float = _setting(0.001, "edge-aware smoothness weight")
+    # execution
+    ops: str = _setting("fused", "fused (packops' kernels) or reference (plain PyTorch)")
+    amp: bool = _setting(False, "bf16 autocast (CUDA only)")
+    device: str = _setting("auto", "auto (CUDA when available), cpu, cuda or cuda:N")
+    seed: int = _setting(0, "seed of the initialisation, the batch order and augmentation")
+    num_workers: int = _setting(0, "reserved: batches are loaded in the training process")
+    max_bad_steps: int = _setting(10, "stop after this many non-finite steps in a row")
+    log_every: int = _setting(10, "steps between log.csv / TensorBoard rows")
+    ckpt_every: int = _setting(100, "steps between checkpoints (a kill loses at most these)")
+    preview_every: int = _setting(250, "steps between depth previews; 0 = none")
+    progress: bool = _setting(True, "tqdm progress bar")
+
+    @classmethod
+    def from_dict(cls, d, validate=False):
+        """A TrainConfig from a mapping (YAML, a checkpoint's config); values
+        are converted to each field's type (ValueError naming the setting).
+        validate=True also checks the ranges, reporting every bad setting at once."""
+        if not isinstance(d, dict):
+            raise ValueError(f"TrainConfig: settings must be a mapping of name: value, got "
+                             f"{type(d).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown setting(s) {unknown}; known: {sorted(fields)} "
+                             f"(packnet train --list-settings)")
+        problems, values = [], {}
+        for k, v in d.items():
+            try:
+                values[k] = _coerce(k, fields[k].type, v)
+            except ValueError as e:
+                problems.append(str(e))
+        if problems and validate:  # the other settings' problems too, in one message
+            try:
+                cls(**values).validate()
+            except ConfigError as e:
+                problems += e.problems
+        _raise_problems(problems)
+        cfg = cls(**values)
+        return cfg.validate() if validate else cfg
+
+    def validate(self):
+        """Convert every value to its field's type and check its range; raises
+        ValueError listing each bad setting with its value and what is allowed."""
+        problems = []
+        for f in dataclasses.fields(self):
+            try:
+                setattr(self, f.name, _coerce(f.name, f.type, getattr(self, f.name)))
+            except ValueError as e:
+                problems.append(str(e))
+        _raise_problems(problems)
+
+        def bad(name, what):
+            problems.append(f"{name} = {show(getattr(self, name))}: {what}")
+
+        if not self.name or self.name in (".", "..") or "/" in self.name or os.sep in self.name:
+            bad("name", "must be a plain directory name (no '/', not '.' or '..')")
+        if not self.out_dir:
+            bad("out_dir", "must be a directory")
+        H, W = self.size
+        if H < 32 or W < 32 or H % 32 or W % 32:
+            bad("size", "H and W must be positive multiples of 32 (divisible by 32: the network "
+                        "halves them 5 times), e.g. 64x192")
+        if self.model not in DEPTH_MODELS:
+            bad("model", f"choose {', '.join(DEPTH_MODELS)}")
+        else:
+            _check_kwargs(problems, "model_kwargs", self.model_kwargs,
+                          getattr(models, self.model), self.model)
+        if "nb_ref_imgs" in self.pose_kwargs:
+            bad("pose_kwargs", "nb_ref_imgs is set by the trainer (2 context frames)")
+        else:
+            _check_kwargs(problems, "pose_kwargs", self.pose_kwargs, models.PoseNet, "PoseNet")
+        if self.data not in DATASETS:
+            bad("data", f"choose {', '.join(DATASETS)}")
+        else:
+            problems.extend(_data_kwargs_problems(self.data, self.data_kwargs))
+        for name in ("batch_size", "steps", "max_bad_steps", "log_every", "ckpt_every"):
+            if getattr(self, name) < 1:
+                bad(name, "must be an integer >= 1")
+        for name in ("velocity_warmup", "preview_every", "seed", "num_workers"):
+            if getattr(self, name) < 0:
+                bad(name, "must be an integer >= 0")
+        if not 1 <= self.num_scales <= 4:
+            bad("num_scales", "must be 1 to 4 (the depth network returns 4 scales)")
+        for name in ("lr", "lr_step_fraction", "lr_gamma", "clip_grad"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                bad(name, "must be a finite number > 0")
+        for name in ("velocity_weight", "supervised_weight", "smooth_weight"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                bad(name, "must be a finite number >= 0")
+        if self.ops not in ("fused", "reference"):
+            bad("ops", "choose fused or reference")
+        device = None
+        try:
+            device = self.resolved_device()
+        except ValueError as e:
+            bad("device", str(e))
+        if self.amp and device is not None and device.type != "cuda":
+            bad("amp", f"bf16 autocast needs a CUDA device (device is {str(device)!r}); "
+                       f"set amp=false")
+        _raise_problems(problems)
+        return self
+
+    def resolved_device(self):
+        """torch.device for `device` ("auto": cuda:LOCAL_RANK when CUDA is there,
+        else cpu); ValueError for a name torch does not know or a missing GPU."""
+        if self.device == "auto":
+            if torch.cuda.is_available():
+                return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+            return torch.device("cpu")
+        try:
+            dev = torch.device(self.device)
+        except (RuntimeError, ValueError, TypeError):
+            raise ValueError("not a device; use auto, cpu, cuda or cuda:N") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("no CUDA device is available here; use auto or cpu")
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError("use auto, cpu, cuda or cuda:N")
+        return dev
+
+
+def settings_help():
+    """Every TrainConfig field: name, type, default and help (one line each)."""
+    lines = []
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"{f.name} ({f.type.__name__}, default {show(default)}): "
+                     f"{f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+def show(v):
+    """A value as a message shows it: 0.0005, (64, 192), 'text', {'a': 1}."""
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)) and not isinstance(v, str):
+        inner = ", ".join(show(x) for x in v)
+        return f"({inner})" if isinstance(v, tuple) else f"[{inner}]"
+    return repr(v)
+
+
+class ConfigError(ValueError):
+    """Bad settings; `.problems` lists one message per setting."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            super().__init__(f"TrainConfig: {self.problems[0]}")
+        else:
+            super().__init__(f"TrainConfig: {len(self.problems)} bad settings: "
+                             + "; ".join(self.problems))
+
+
+def _raise_problems(problems):
+    if problems:
+        raise ConfigError(problems)
+
+
+def _as_int(name, value):
+    if isinstance(value, bool):
+        raise ValueError(f"{name} = {value!r}: expected an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{name} = {value!r}: expected an integer") from None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    raise ValueError(f"{name} = {show(value)}: expected an integer")
+
+
+def _coerce(name, ftype, value):
+    """A setting's value (from YAML, a flag or Python) as the field's type:
+    int (integral floats and digit strings too), float (numbers and strings
+    such as '1e-3', which YAML leaves a string), bool (true/false, yes/no,
+    on/off, 1/0), str, dict, and for size a pair of ints from [H, W] or 'HxW'."""
+    if ftype is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError(f"{name} = {value!r}: expected true or false")
+    if ftype is int:
+        return _as_int(name, value)
+    if ftype is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{name} = {value!r}: expected a number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ValueError(f"{name} = {value!r}: expected a number")
+    if ftype is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)   # a run named 2024
+        raise ValueError(f"{name} = {value!r}: expected a string")
+    if ftype is dict:
+        if value is None:
+            return {}
+        if isinstance(value, dict):
+            return copy.deepcopy(value)
+        raise ValueError(f"{name} = {value!r}: expected a mapping such as {{key: value}}")
+    if ftype is tuple:
+        parts = value
+        if isinstance(value, str):
+            parts = [p for p in re.split(r"[x,\s]+", value.strip().lower()) if p]
+        if not isinstance(parts, (list, tuple)) or len(parts) != 2:
+            raise ValueError(f"{name} = {value!r}: expected HxW such as 64x192 (or [H, W])")
+        try:
+            return tuple(_as_int(name, p) for p in parts)
+        except ValueError:
+            raise ValueError(f"{name} = {value!r}: expected HxW such as 64x192 (or [H, W]), "
+                             f"two integers") from None
+    return value
+
+
+def _accepted(cls, drop=()):
+    """(keyword names cls() accepts, whether it takes **kwargs)."""
+    params = inspect.signature(cls).parameters.values()
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names - set(drop), any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+def _check_kwargs(problems, name, kwargs, cls, label, drop=(), extra=()):
+    names, var = _accepted(cls, drop)
+    names |= set(extra)
+    unknown = [k for k in kwargs if not isinstance(k, str) or (k not in names and not var)]
+    if unknown:
+        problems.append(f"{name} = {show(kwargs)}: {label} takes no argument "
+                        f"{', '.join(map(repr, unknown))} (it takes {', '.join(sorted(names))})")
+
+
+def _data_kwargs_problems(data, kw):
+    from . import data as data_pkg  # lazily: only training needs the data sets
+    problems = []
+    if data == "synthetic":
+        _check_kwargs(problems, "data_kwargs", kw, data_pkg.SyntheticDriving, "synthetic data",
+                      drop=("split", "size", "transform"))
+    elif data == "folder":
+        _check_kwargs(problems, "data_kwargs", kw, data_pkg.FolderDataset, "folder data",
+                      drop=("size", "transform"))
+    else:
+        _check_kwargs(problems, "data_kwargs", kw, data_pkg.KITTIRaw, "kitti data",
+                      drop=("size", "transform"), extra=("split_files",))
+    if data in ("folder", "kitti") and not kw.get("root"):
+        problems.append(f"data_kwargs = {show(kw)}: data {data!r} needs root, the data "
+                        f"directory (--data-root DIR)")
+    if data == "kitti" and not (kw.get("split_files") or kw.get("split_file")):
+        problems.append(f"data_kwargs = {show(kw)}: kitti data needs split_files "
+                        f"({{train: FILE, val: FILE, test: FILE}}) or split_file")
+    ctx = kw.get("context")
+    if ctx is not None and (not isinstance(ctx, (list, tuple)) or len(ctx) != 2):
+        problems.append(f"data_kwargs context = {show(ctx)}: the trainer's PoseNet takes 2 "
+                        f"context frames, e.g. [-1, 1]")
+    return problems
+
+
+def resume_changes(saved, cfg):
+    """Settings that differ between a checkpoint's config (a dict) and cfg:
+    (fixed, adjustable), each a list of (name, saved value, new value).
+    name and out_dir locate the run and are not compared; settings the
+    checkpoint does not have (an older version) are not compared either."""
+    fixed, adjustable = [], []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("name", "out_dir") or f.name not in saved:
+            continue
+        try:
+            old = _coerce(f.name, f.type, saved[f.name])
+        except ValueError:
+            old = saved[f.name]
+        new = getattr(cfg, f.name)
+        if f.name == "data_kwargs":
+            same = _norm_paths(old) == _norm_paths(new)
+        else:
+            same = old == new
+        if not same:
+            (adjustable if f.name in ADJUSTABLE_ON_RESUME else fixed).append((f.name, old, new))
+    return fixed, adjustable
+
+
+def _norm_paths(kw):
+    if not isinstance(kw, dict):
+        return kw
+    kw = dict(kw)
+    for k in ("root", "intrinsics_file", "speed_file", "depth_dir"):
+        if isinstance(kw.get(k), str):
+            kw[k] = os.path.abspath(os.path.expanduser(kw[k]))
+    return kw
+
+
+def format_changes(changes):
+    return ", ".join(f"{n} {show(a)} -> {show(b)}" for n, a, b in changes)
+
+
