@@ -1,7 +1,7 @@
 """A small benchmark harness: timing, peak memory, copy bandwidth, providers.
 
 Used by the bench_*.py files and run by `python -m benchmarks.report`.
-Nothing here asserts speed: it measures and reports (STYLE.md item 5).
+Nothing here asserts speed: it measures and reports (docs/design.md, "Performance targets").
 """
 import contextlib
 import dataclasses

@@ -2,7 +2,7 @@
 //
 // Both ops are a Conv3d(1 -> d, 3x3x3, padding 1) over a "packed" volume
 // U [B, Cu, h, w] whose channel axis is the 3D depth axis; the conv output V
-// [B, d*Cu, h, w] has channel o*Cu + c (DESIGN.md).
+// [B, d*Cu, h, w] has channel o*Cu + c (docs/design.md).
 //   pack3d:   U = space-to-depth(x) (x: [B, Cu/(r*r), h*r, w*r]), V is the output.
 //   unpack3d: U = x, and the output is pixel_shuffle(V) ([B, d*Cu/(r*r), h*r, w*r]).
 // Neither U (pack) nor V (unpack) is ever stored: the kernels read and write

@@ -1,6 +1,6 @@
 // Per-pixel SSIM math shared by the CPU and CUDA kernels.
 //
-// Definitions (DESIGN.md): both inputs are reflection-padded by 1 and averaged
+// Definitions (docs/design.md): both inputs are reflection-padded by 1 and averaged
 // over a 3x3 window. With window means mx = E[x], my = E[y] and raw second
 // moments exx = E[x^2], eyy = E[y^2], exy = E[xy]:
 //   sx = exx - mx^2, sy = eyy - my^2, sxy = exy - mx*my
