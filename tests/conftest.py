@@ -55,9 +55,9 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 def pytest_generate_tests(metafunc):
     """The op test classes (tests/contract.py) give their cases as class
-    attributes: SHAPES {id: shape}, GRADS, LAYOUTS and bad_inputs()."""
+    attributes: SHAPES {id: shape}, GRADS, LAYOUTS and BAD."""
     cls = metafunc.cls
-    if cls is None or not hasattr(cls, "bad_inputs"):
+    if cls is None or not hasattr(cls, "BAD"):
         return
     names = metafunc.fixturenames
     if "shape" in names:
@@ -67,8 +67,7 @@ def pytest_generate_tests(metafunc):
     if "layout" in names:
         metafunc.parametrize("layout", list(cls.LAYOUTS))
     if "bad" in names:
-        cases = cls.bad_inputs()
-        metafunc.parametrize("bad", cases, ids=[c[0] for c in cases])
+        metafunc.parametrize("bad", cls.BAD, ids=[c[0] for c in cls.BAD])
 
 
 @pytest.fixture(autouse=True)

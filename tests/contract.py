@@ -17,7 +17,8 @@ run for every backend present (tests/conftest.py):
 
 The reference is checked against float64 or known answers in the op's own
 file, never against itself. tests/conftest.py parametrizes the fixtures
-`shape`, `which`, `layout` and `bad` from the class attributes below.
+`shape`, `which`, `layout` and `bad` from the class attributes below
+(SHAPES, GRADS, LAYOUTS, BAD).
 """
 import pytest
 import torch
@@ -46,10 +47,7 @@ class OpContract:
     BATCHED = (0,)            # positions of the arguments that carry the batch dimension
     NEEDS_FOR_OPCHECK = None  # tuples of requires_grad flags over GRADS (default: all, each alone)
 
-    @staticmethod
-    def bad_inputs():
-        """[(id, args, kwargs, exception, regex)]: inputs the op must refuse."""
-        return []
+    BAD = []                  # [(id, args, kwargs, exception, regex)]: inputs the op must refuse
 
     def make(self, shape, seed=0):
         """float64 CPU arguments for `shape`: tensors, None or Python numbers."""

@@ -118,29 +118,19 @@ class _Conv3dOp(OpContract):
 
 
 class TestPack3d(_Conv3dOp):
-    fn = packops.pack3d
-    reference = pack3d_reference
-    KERNELS = ("pack3d_fwd",)
+    fn, reference, KERNELS = packops.pack3d, pack3d_reference, ("pack3d_fwd",)
     # (B, C, H, W, d): odd channel counts, batch 1, the minimum 2x2, d = 1 and 8
     SHAPES = {"2x3x4x6-d2": (2, 3, 4, 6, 2), "1x1x2x2-d4": (1, 1, 2, 2, 4),
               "1x5x6x10-d8": (1, 5, 6, 10, 8), "2x2x8x4-d1": (2, 2, 8, 4, 1)}
-
-    @staticmethod
-    def bad_inputs():
-        return _bad_conv3d("pack3d")
+    BAD = _bad_conv3d("pack3d")
 
 
 class TestUnpack3d(_Conv3dOp):
-    fn = packops.unpack3d
-    reference = unpack3d_reference
-    KERNELS = ("unpack3d_fwd",)
+    fn, reference, KERNELS = packops.unpack3d, unpack3d_reference, ("unpack3d_fwd",)
     # unpack3d needs d*C divisible by r*r
     SHAPES = {"2x3x3x5-d4": (2, 3, 3, 5, 4), "1x1x2x2-d4": (1, 1, 2, 2, 4),
               "1x2x5x4-d8": (1, 2, 5, 4, 8), "2x4x4x3-d1": (2, 4, 4, 3, 1)}
-
-    @staticmethod
-    def bad_inputs():
-        return _bad_conv3d("unpack3d")
+    BAD = _bad_conv3d("unpack3d")
 
 
 class TestPackConv(OpContract):
@@ -165,25 +155,23 @@ class TestPackConv(OpContract):
     def make(self, shape, seed=0):
         return _conv_inputs(shape, seed)
 
-    @staticmethod
-    def bad_inputs():
-        return [
-            ("w2-cin", (x, w3, b3, w2[:, :40], b2), {}, ValueError,
-             r"w2 must be \[Cout, d\*r\*r\*C, k, k\] = \[Cout, 48, k, k\].*got shape \(5, 40, 3, 3\)"),
-            ("w2-even-k", (x, w3, b3, torch.rand(5, 48, 2, 2), b2), {}, ValueError,
-             r"k odd.*\(5, 48, 2, 2\)"),
-            ("w2-not-square", (x, w3, b3, torch.rand(5, 48, 3, 5), b2), {}, ValueError,
-             r"w2 must be.*\(5, 48, 3, 5\)"),
-            ("b2-shape", (x, w3, b3, w2, b2[:4]), {}, ValueError,
-             r"b2 must be \[5\] for w2 \(5, 48, 3, 3\), got shape \(4,\)"),
-            ("w2-dtype", (x, w3, b3, w2.double(), b2), {}, ValueError,
-             r"x and w2 must have the same dtype"),
-            ("w3-taps", (x, w3[:, :, :2], b3, w2, b2), {}, ValueError, r"w3 must be \[d,1,3,3,3\]"),
-            ("b3-shape", (x, w3, b3[:2], w2, b2), {}, ValueError, r"b3 must be \[4\]"),
-            ("b2-device", (x, w3, b3, w2, b2.to("meta")), {}, ValueError,
-             r"x and b2 must be on the same device"),
-            ("r3", (x, w3, b3, w2, b2), {"r": 3}, ValueError, r"divisible by r = 3.*\(2, 3, 4, 6\)"),
-        ]
+    BAD = [
+        ("w2-cin", (x, w3, b3, w2[:, :40], b2), {}, ValueError,
+         r"w2 must be \[Cout, d\*r\*r\*C, k, k\] = \[Cout, 48, k, k\].*got shape \(5, 40, 3, 3\)"),
+        ("w2-even-k", (x, w3, b3, torch.rand(5, 48, 2, 2), b2), {}, ValueError,
+         r"k odd.*\(5, 48, 2, 2\)"),
+        ("w2-not-square", (x, w3, b3, torch.rand(5, 48, 3, 5), b2), {}, ValueError,
+         r"w2 must be.*\(5, 48, 3, 5\)"),
+        ("b2-shape", (x, w3, b3, w2, b2[:4]), {}, ValueError,
+         r"b2 must be \[5\] for w2 \(5, 48, 3, 3\), got shape \(4,\)"),
+        ("w2-dtype", (x, w3, b3, w2.double(), b2), {}, ValueError,
+         r"x and w2 must have the same dtype"),
+        ("w3-taps", (x, w3[:, :, :2], b3, w2, b2), {}, ValueError, r"w3 must be \[d,1,3,3,3\]"),
+        ("b3-shape", (x, w3, b3[:2], w2, b2), {}, ValueError, r"b3 must be \[4\]"),
+        ("b2-device", (x, w3, b3, w2, b2.to("meta")), {}, ValueError,
+         r"x and b2 must be on the same device"),
+        ("r3", (x, w3, b3, w2, b2), {"r": 3}, ValueError, r"divisible by r = 3.*\(2, 3, 4, 6\)"),
+    ]
 
 
 # ------------------------------------------------------------ other cases

@@ -63,9 +63,7 @@ class TestSSIM(_PairOp):
     NAMES = GRADS = ("x", "y")
     KERNELS = ("ssim_fwd",)
 
-    @staticmethod
-    def bad_inputs():
-        return _bad_pairs("x", "y")
+    BAD = _bad_pairs("x", "y")
 
     def kernel_args(self, args, kwargs):
         return "ssim_fwd", (*args, kwargs.get("C1", 1e-4), kwargs.get("C2", 9e-4))
@@ -77,14 +75,12 @@ class TestPhotometricLoss(_PairOp):
     NAMES = GRADS = ("pred", "target")
     KERNELS = ("photometric_fwd",)
 
-    @staticmethod
-    def bad_inputs():
-        return _bad_pairs("pred", "target") + [
-            ("no-channels", (torch.rand(1, 0, 4, 4), torch.rand(1, 0, 4, 4)), {}, ValueError,
-             "at least one channel"),
-            ("alpha-nan", (ok, ok), {"alpha": float("nan")}, ValueError,
-             "alpha must be a finite number"),
-        ]
+    BAD = _bad_pairs("pred", "target") + [
+        ("no-channels", (torch.rand(1, 0, 4, 4), torch.rand(1, 0, 4, 4)), {}, ValueError,
+         "at least one channel"),
+        ("alpha-nan", (ok, ok), {"alpha": float("nan")}, ValueError,
+         "alpha must be a finite number"),
+    ]
 
     def kernel_args(self, args, kwargs):
         return "photometric_fwd", (*args, kwargs.get("alpha", 0.85), kwargs.get("C1", 1e-4),

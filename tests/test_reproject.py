@@ -151,31 +151,29 @@ class TestReproject(OpContract):
                                    .requires_grad_(T_.requires_grad), None, m))
                 for m in (False, True)]
 
-    @staticmethod
-    def bad_inputs():
-        return [
-            _bad("depth-channels", r"depth must be \[B,1,H,W\].*\(2, 2, 5, 6\)",
-                 depth=torch.rand(B, 2, 5, 6)),
-            _bad("depth-batch", r"depth must be \[B,1,H,W\].*B=2.*\(3, 1, 5, 6\)",
-                 depth=torch.rand(3, 1, 5, 6)),
-            _bad("depth-3d", r"depth must have 4 dimensions.*\(2, 5, 6\)", depth=torch.rand(B, 5, 6)),
-            _bad("image-H1", r"image needs H >= 2 and W >= 2.*\(2, 3, 1, 7\)",
-                 image=torch.rand(B, 3, 1, 7)),
-            _bad("K-2d", r"K must be \[B,3,3\].*\(3, 3\)", K=torch.eye(3)),
-            _bad("K-4x4", r"K must be \[B,3,3\].*\(2, 4, 4\)", K=torch.eye(4).expand(B, 4, 4)),
-            _bad("K-batch", r"K must be.*B=2.*\(3, 3, 3\)", K=K.expand(2, 3, 3)[:1].expand(3, 3, 3)),
-            _bad("T-3x3", r"T must be \[B,4,4\] or \[B,3,4\].*\(2, 3, 3\)",
-                 T=torch.eye(3).expand(B, 3, 3)),
-            _bad("T-batch", r"T must be .*B=2.*\(3, 4, 4\)", T=torch.eye(4).expand(3, 4, 4)),
-            _bad("K_src-shape", r"K_src must be \[B,3,3\].*\(1, 2, 3\)", K_src=torch.eye(3)[None, :2]),
-            _bad("image-int", r"image must be a floating-point tensor.*int64", image=img.long()),
-            _bad("depth-int", r"depth must be a floating-point tensor.*int32", depth=dep.int()),
-            _bad("T-int", r"T must be a floating-point", T=torch.eye(4, dtype=torch.int64).expand(B, 4, 4)),
-            _bad("K-device", r"K must be on the image's device cpu, got meta", K=K.to("meta")),
-            _bad("depth-device", r"depth must be on the image's device cpu, got meta",
-                 depth=dep.to("meta")),
-            _bad("T-numpy", "T must be a torch.Tensor", TypeError, T=T.numpy()),
-        ]
+    BAD = [
+        _bad("depth-channels", r"depth must be \[B,1,H,W\].*\(2, 2, 5, 6\)",
+             depth=torch.rand(B, 2, 5, 6)),
+        _bad("depth-batch", r"depth must be \[B,1,H,W\].*B=2.*\(3, 1, 5, 6\)",
+             depth=torch.rand(3, 1, 5, 6)),
+        _bad("depth-3d", r"depth must have 4 dimensions.*\(2, 5, 6\)", depth=torch.rand(B, 5, 6)),
+        _bad("image-H1", r"image needs H >= 2 and W >= 2.*\(2, 3, 1, 7\)",
+             image=torch.rand(B, 3, 1, 7)),
+        _bad("K-2d", r"K must be \[B,3,3\].*\(3, 3\)", K=torch.eye(3)),
+        _bad("K-4x4", r"K must be \[B,3,3\].*\(2, 4, 4\)", K=torch.eye(4).expand(B, 4, 4)),
+        _bad("K-batch", r"K must be.*B=2.*\(3, 3, 3\)", K=K.expand(2, 3, 3)[:1].expand(3, 3, 3)),
+        _bad("T-3x3", r"T must be \[B,4,4\] or \[B,3,4\].*\(2, 3, 3\)",
+             T=torch.eye(3).expand(B, 3, 3)),
+        _bad("T-batch", r"T must be .*B=2.*\(3, 4, 4\)", T=torch.eye(4).expand(3, 4, 4)),
+        _bad("K_src-shape", r"K_src must be \[B,3,3\].*\(1, 2, 3\)", K_src=torch.eye(3)[None, :2]),
+        _bad("image-int", r"image must be a floating-point tensor.*int64", image=img.long()),
+        _bad("depth-int", r"depth must be a floating-point tensor.*int32", depth=dep.int()),
+        _bad("T-int", r"T must be a floating-point", T=torch.eye(4, dtype=torch.int64).expand(B, 4, 4)),
+        _bad("K-device", r"K must be on the image's device cpu, got meta", K=K.to("meta")),
+        _bad("depth-device", r"depth must be on the image's device cpu, got meta",
+             depth=dep.to("meta")),
+        _bad("T-numpy", "T must be a torch.Tensor", TypeError, T=T.numpy()),
+    ]
 
 
 # ------------------------------------------------------------ other cases

@@ -210,52 +210,35 @@ void backward(const T* grad, const T* in, const T* weight, T* grad_in, T* grad_w
 
 int64_t pack_workspace_elems(int64_t, Stream) { return 0; }
 
-Status pack3d_forward(DType dt, const void* x, const void* weight, const void* bias, void* out,
-                      int64_t B, int64_t C, int64_t H, int64_t W, int64_t d, int64_t r, Stream) {
-  if (H % r || W % r) return Status::kInvalidShape;
+Status pack_forward(DType dt, bool unpack, const void* x, const void* weight, const void* bias,
+                    void* out, int64_t B, int64_t C, int64_t H, int64_t W, int64_t d, int64_t r,
+                    Stream) {
+  if (unpack ? (d * C) % (r * r) != 0 : (H % r != 0 || W % r != 0)) return Status::kInvalidShape;
   return dispatch(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    forward<T, false>(static_cast<const T*>(x), static_cast<const T*>(weight),
-                      static_cast<const T*>(bias), static_cast<T*>(out), B,
-                      Layout<false>{C * r * r, H / r, W / r, r}, d);
+    const T *xp = static_cast<const T*>(x), *wp = static_cast<const T*>(weight),
+            *bp = static_cast<const T*>(bias);
+    T* op = static_cast<T*>(out);
+    if (unpack)
+      forward<T, true>(xp, wp, bp, op, B, Layout<true>{C, H, W, r}, d);
+    else
+      forward<T, false>(xp, wp, bp, op, B, Layout<false>{C * r * r, H / r, W / r, r}, d);
   });
 }
 
-Status pack3d_backward(DType dt, const void* grad, const void* x, const void* weight,
-                       void* grad_x, void* grad_w, void* grad_b, void*, int64_t B, int64_t C,
-                       int64_t H, int64_t W, int64_t d, int64_t r, Stream) {
-  if (H % r || W % r) return Status::kInvalidShape;
+Status pack_backward(DType dt, bool unpack, const void* grad, const void* x, const void* weight,
+                     void* grad_x, void* grad_w, void* grad_b, void*, int64_t B, int64_t C,
+                     int64_t H, int64_t W, int64_t d, int64_t r, Stream) {
+  if (unpack ? (d * C) % (r * r) != 0 : (H % r != 0 || W % r != 0)) return Status::kInvalidShape;
   return dispatch(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    backward<T, false>(static_cast<const T*>(grad), static_cast<const T*>(x),
-                       static_cast<const T*>(weight), static_cast<T*>(grad_x),
-                       static_cast<T*>(grad_w), static_cast<T*>(grad_b), B,
-                       Layout<false>{C * r * r, H / r, W / r, r}, d);
-  });
-}
-
-Status unpack3d_forward(DType dt, const void* x, const void* weight, const void* bias, void* out,
-                        int64_t B, int64_t C, int64_t H, int64_t W, int64_t d, int64_t r,
-                        Stream) {
-  if ((d * C) % (r * r)) return Status::kInvalidShape;
-  return dispatch(dt, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    forward<T, true>(static_cast<const T*>(x), static_cast<const T*>(weight),
-                     static_cast<const T*>(bias), static_cast<T*>(out), B,
-                     Layout<true>{C, H, W, r}, d);
-  });
-}
-
-Status unpack3d_backward(DType dt, const void* grad, const void* x, const void* weight,
-                         void* grad_x, void* grad_w, void* grad_b, void*, int64_t B, int64_t C,
-                         int64_t H, int64_t W, int64_t d, int64_t r, Stream) {
-  if ((d * C) % (r * r)) return Status::kInvalidShape;
-  return dispatch(dt, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    backward<T, true>(static_cast<const T*>(grad), static_cast<const T*>(x),
-                      static_cast<const T*>(weight), static_cast<T*>(grad_x),
-                      static_cast<T*>(grad_w), static_cast<T*>(grad_b), B,
-                      Layout<true>{C, H, W, r}, d);
+    const T *gp = static_cast<const T*>(grad), *xp = static_cast<const T*>(x),
+            *wp = static_cast<const T*>(weight);
+    T *gx = static_cast<T*>(grad_x), *gw = static_cast<T*>(grad_w), *gb = static_cast<T*>(grad_b);
+    if (unpack)
+      backward<T, true>(gp, xp, wp, gx, gw, gb, B, Layout<true>{C, H, W, r}, d);
+    else
+      backward<T, false>(gp, xp, wp, gx, gw, gb, B, Layout<false>{C * r * r, H / r, W / r, r}, d);
   });
 }
 

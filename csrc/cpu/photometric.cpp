@@ -221,44 +221,31 @@ void backward(const T* grad, const T* x, const T* y, T* gx, T* gy, int64_t B, in
 
 }  // namespace
 
-Status ssim_forward(DType dt, const void* x, const void* y, void* out, int64_t B, int64_t C,
-                    int64_t H, int64_t W, double C1, double C2, Stream) {
+Status photometric_forward(DType dt, bool photo, const void* x, const void* y, void* out,
+                           int64_t B, int64_t C, int64_t H, int64_t W, double alpha, double C1,
+                           double C2, Stream) {
   return dispatch(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    forward<T, false>(static_cast<const T*>(x), static_cast<const T*>(y), static_cast<T*>(out),
-                      B, C, H, W, 0.0, C1, C2);
+    const T *xp = static_cast<const T*>(x), *yp = static_cast<const T*>(y);
+    if (photo)
+      forward<T, true>(xp, yp, static_cast<T*>(out), B, C, H, W, alpha, C1, C2);
+    else
+      forward<T, false>(xp, yp, static_cast<T*>(out), B, C, H, W, 0.0, C1, C2);
   });
 }
 
-Status ssim_backward(DType dt, const void* grad, const void* x, const void* y, void* grad_x,
-                     void* grad_y, int64_t B, int64_t C, int64_t H, int64_t W, double C1,
-                     double C2, Stream) {
-  return dispatch(dt, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    backward<T, false>(static_cast<const T*>(grad), static_cast<const T*>(x),
-                       static_cast<const T*>(y), static_cast<T*>(grad_x), static_cast<T*>(grad_y),
-                       B, C, H, W, 0.0, C1, C2);
-  });
-}
-
-Status photometric_forward(DType dt, const void* pred, const void* target, void* out, int64_t B,
-                           int64_t C, int64_t H, int64_t W, double alpha, double C1, double C2,
-                           Stream) {
-  return dispatch(dt, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    forward<T, true>(static_cast<const T*>(pred), static_cast<const T*>(target),
-                     static_cast<T*>(out), B, C, H, W, alpha, C1, C2);
-  });
-}
-
-Status photometric_backward(DType dt, const void* grad, const void* pred, const void* target,
-                            void* grad_pred, void* grad_target, int64_t B, int64_t C, int64_t H,
+Status photometric_backward(DType dt, bool photo, const void* grad, const void* x, const void* y,
+                            void* grad_x, void* grad_y, int64_t B, int64_t C, int64_t H,
                             int64_t W, double alpha, double C1, double C2, Stream) {
   return dispatch(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    backward<T, true>(static_cast<const T*>(grad), static_cast<const T*>(pred),
-                      static_cast<const T*>(target), static_cast<T*>(grad_pred),
-                      static_cast<T*>(grad_target), B, C, H, W, alpha, C1, C2);
+    const T *gp = static_cast<const T*>(grad), *xp = static_cast<const T*>(x),
+            *yp = static_cast<const T*>(y);
+    T *gx = static_cast<T*>(grad_x), *gy = static_cast<T*>(grad_y);
+    if (photo)
+      backward<T, true>(gp, xp, yp, gx, gy, B, C, H, W, alpha, C1, C2);
+    else
+      backward<T, false>(gp, xp, yp, gx, gy, B, C, H, W, 0.0, C1, C2);
   });
 }
 

@@ -12,23 +12,15 @@
 namespace packops {
 namespace cpu {
 
-// x, y: [B,C,H,W] -> out: [B,C,H,W]
-Status ssim_forward(DType dt, const void* x, const void* y, void* out, int64_t B, int64_t C,
-                    int64_t H, int64_t W, double C1, double C2, Stream stream);
+// photo = false, ssim:             x, y: [B,C,H,W] -> out: [B,C,H,W] (alpha unused)
+// photo = true,  photometric loss: x, y: [B,C,H,W] -> out: [B,1,H,W]
+Status photometric_forward(DType dt, bool photo, const void* x, const void* y, void* out,
+                           int64_t B, int64_t C, int64_t H, int64_t W, double alpha, double C1,
+                           double C2, Stream stream);
 
-// grad: [B,C,H,W] -> grad_x, grad_y: [B,C,H,W] or nullptr
-Status ssim_backward(DType dt, const void* grad, const void* x, const void* y, void* grad_x,
-                     void* grad_y, int64_t B, int64_t C, int64_t H, int64_t W, double C1,
-                     double C2, Stream stream);
-
-// pred, target: [B,C,H,W] -> out: [B,1,H,W]
-Status photometric_forward(DType dt, const void* pred, const void* target, void* out, int64_t B,
-                           int64_t C, int64_t H, int64_t W, double alpha, double C1, double C2,
-                           Stream stream);
-
-// grad: [B,1,H,W] -> grad_pred, grad_target: [B,C,H,W] or nullptr
-Status photometric_backward(DType dt, const void* grad, const void* pred, const void* target,
-                            void* grad_pred, void* grad_target, int64_t B, int64_t C, int64_t H,
+// grad: the forward output's shape -> grad_x, grad_y: [B,C,H,W] or nullptr
+Status photometric_backward(DType dt, bool photo, const void* grad, const void* x, const void* y,
+                            void* grad_x, void* grad_y, int64_t B, int64_t C, int64_t H,
                             int64_t W, double alpha, double C1, double C2, Stream stream);
 
 }  // namespace cpu

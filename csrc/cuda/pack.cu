@@ -265,46 +265,24 @@ cudaError_t launch_backward(bool unpack, const void* grad, const void* x, const 
 // ===========================================================================
 int64_t pack_workspace_elems(int64_t d, Stream) { return d * kChunks * kGradSlots; }
 
-cudaError_t pack3d_forward(DType dt, const void* x, const void* weight, const void* bias,
-                           void* out, int64_t B, int64_t C, int64_t H, int64_t W, int64_t d,
-                           int64_t r, Stream s) {
+cudaError_t pack_forward(DType dt, bool unpack, const void* x, const void* weight,
+                         const void* bias, void* out, int64_t B, int64_t C, int64_t H, int64_t W,
+                         int64_t d, int64_t r, Stream s) {
   const auto stream = static_cast<cudaStream_t>(s.handle);
   return dispatch(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    return launch_forward<T>(false, x, weight, bias, out, B, C, H, W, d, r, stream);
+    return launch_forward<T>(unpack, x, weight, bias, out, B, C, H, W, d, r, stream);
   });
 }
 
-cudaError_t pack3d_backward(DType dt, const void* grad, const void* x, const void* weight,
-                            void* grad_x, void* grad_w, void* grad_b, void* workspace,
-                            int64_t B, int64_t C, int64_t H, int64_t W, int64_t d, int64_t r,
-                            Stream s) {
+cudaError_t pack_backward(DType dt, bool unpack, const void* grad, const void* x,
+                          const void* weight, void* grad_x, void* grad_w, void* grad_b,
+                          void* workspace, int64_t B, int64_t C, int64_t H, int64_t W, int64_t d,
+                          int64_t r, Stream s) {
   const auto stream = static_cast<cudaStream_t>(s.handle);
   return dispatch(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    return launch_backward<T>(false, grad, x, weight, grad_x, grad_w, grad_b, workspace, B, C,
-                              H, W, d, r, stream);
-  });
-}
-
-cudaError_t unpack3d_forward(DType dt, const void* x, const void* weight, const void* bias,
-                             void* out, int64_t B, int64_t C, int64_t H, int64_t W, int64_t d,
-                             int64_t r, Stream s) {
-  const auto stream = static_cast<cudaStream_t>(s.handle);
-  return dispatch(dt, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    return launch_forward<T>(true, x, weight, bias, out, B, C, H, W, d, r, stream);
-  });
-}
-
-cudaError_t unpack3d_backward(DType dt, const void* grad, const void* x, const void* weight,
-                              void* grad_x, void* grad_w, void* grad_b, void* workspace,
-                              int64_t B, int64_t C, int64_t H, int64_t W, int64_t d, int64_t r,
-                              Stream s) {
-  const auto stream = static_cast<cudaStream_t>(s.handle);
-  return dispatch(dt, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    return launch_backward<T>(true, grad, x, weight, grad_x, grad_w, grad_b, workspace, B, C,
+    return launch_backward<T>(unpack, grad, x, weight, grad_x, grad_w, grad_b, workspace, B, C,
                               H, W, d, r, stream);
   });
 }

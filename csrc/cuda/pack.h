@@ -20,27 +20,17 @@ namespace cuda {
 // Stream argument only selects the device, as for every launcher.)
 int64_t pack_workspace_elems(int64_t d, Stream device);
 
-// x: [B,C,H,W], H and W divisible by r -> out: [B, d*r*r*C, H/r, W/r]
-cudaError_t pack3d_forward(DType dt, const void* x, const void* weight, const void* bias,
-                           void* out, int64_t B, int64_t C, int64_t H, int64_t W, int64_t d,
-                           int64_t r, Stream stream);
+// unpack = false, pack3d:   x: [B,C,H,W], H and W divisible by r -> out: [B, d*r*r*C, H/r, W/r]
+// unpack = true,  unpack3d: x: [B,C,H,W], d*C divisible by r*r  -> out: [B, d*C/(r*r), H*r, W*r]
+cudaError_t pack_forward(DType dt, bool unpack, const void* x, const void* weight,
+                         const void* bias, void* out, int64_t B, int64_t C, int64_t H, int64_t W,
+                         int64_t d, int64_t r, Stream stream);
 
-// grad: [B, d*r*r*C, H/r, W/r] -> grad_x: [B,C,H,W], grad_w: [d,1,3,3,3], grad_b: [d]
-cudaError_t pack3d_backward(DType dt, const void* grad, const void* x, const void* weight,
-                            void* grad_x, void* grad_w, void* grad_b, void* workspace,
-                            int64_t B, int64_t C, int64_t H, int64_t W, int64_t d, int64_t r,
-                            Stream stream);
-
-// x: [B,C,H,W], d*C divisible by r*r -> out: [B, d*C/(r*r), H*r, W*r]
-cudaError_t unpack3d_forward(DType dt, const void* x, const void* weight, const void* bias,
-                             void* out, int64_t B, int64_t C, int64_t H, int64_t W, int64_t d,
-                             int64_t r, Stream stream);
-
-// grad: [B, d*C/(r*r), H*r, W*r] -> grad_x: [B,C,H,W], grad_w: [d,1,3,3,3], grad_b: [d]
-cudaError_t unpack3d_backward(DType dt, const void* grad, const void* x, const void* weight,
-                              void* grad_x, void* grad_w, void* grad_b, void* workspace,
-                              int64_t B, int64_t C, int64_t H, int64_t W, int64_t d, int64_t r,
-                              Stream stream);
+// grad: the forward output's shape -> grad_x: [B,C,H,W], grad_w: [d,1,3,3,3], grad_b: [d]
+cudaError_t pack_backward(DType dt, bool unpack, const void* grad, const void* x,
+                          const void* weight, void* grad_x, void* grad_w, void* grad_b,
+                          void* workspace, int64_t B, int64_t C, int64_t H, int64_t W, int64_t d,
+                          int64_t r, Stream stream);
 
 }  // namespace cuda
 }  // namespace packops

@@ -336,47 +336,28 @@ cudaError_t launch_backward(const void* g, const void* x, const void* y, void* g
 // ===========================================================================
 // Public launchers (photometric.h)
 // ===========================================================================
-cudaError_t ssim_forward(DType dt, const void* x, const void* y, void* out,
-                         int64_t B, int64_t C, int64_t H, int64_t W,
-                         double C1, double C2, Stream s) {
+cudaError_t photometric_forward(DType dt, bool photo, const void* x, const void* y, void* out,
+                                int64_t B, int64_t C, int64_t H, int64_t W, double alpha,
+                                double C1, double C2, Stream s) {
   const auto stream = static_cast<cudaStream_t>(s.handle);
   return dispatch(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    return launch_forward<T, false>(x, y, out, B, C, H, W, 0.0, C1, C2, stream);
+    return photo ? launch_forward<T, true>(x, y, out, B, C, H, W, alpha, C1, C2, stream)
+                 : launch_forward<T, false>(x, y, out, B, C, H, W, 0.0, C1, C2, stream);
   });
 }
 
-cudaError_t ssim_backward(DType dt, const void* grad, const void* x, const void* y,
-                          void* grad_x, void* grad_y,
-                          int64_t B, int64_t C, int64_t H, int64_t W,
-                          double C1, double C2, Stream s) {
+cudaError_t photometric_backward(DType dt, bool photo, const void* grad, const void* x,
+                                 const void* y, void* grad_x, void* grad_y, int64_t B, int64_t C,
+                                 int64_t H, int64_t W, double alpha, double C1, double C2,
+                                 Stream s) {
   const auto stream = static_cast<cudaStream_t>(s.handle);
   return dispatch(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    return launch_backward<T, false>(grad, x, y, grad_x, grad_y, B, C, H, W, 0.0, C1, C2,
-                                     stream);
-  });
-}
-
-cudaError_t photometric_forward(DType dt, const void* pred, const void* target, void* out,
-                                int64_t B, int64_t C, int64_t H, int64_t W,
-                                double alpha, double C1, double C2, Stream s) {
-  const auto stream = static_cast<cudaStream_t>(s.handle);
-  return dispatch(dt, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    return launch_forward<T, true>(pred, target, out, B, C, H, W, alpha, C1, C2, stream);
-  });
-}
-
-cudaError_t photometric_backward(DType dt, const void* grad, const void* pred, const void* target,
-                                 void* grad_pred, void* grad_target,
-                                 int64_t B, int64_t C, int64_t H, int64_t W,
-                                 double alpha, double C1, double C2, Stream s) {
-  const auto stream = static_cast<cudaStream_t>(s.handle);
-  return dispatch(dt, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    return launch_backward<T, true>(grad, pred, target, grad_pred, grad_target, B, C, H, W,
-                                    alpha, C1, C2, stream);
+    return photo ? launch_backward<T, true>(grad, x, y, grad_x, grad_y, B, C, H, W, alpha, C1,
+                                            C2, stream)
+                 : launch_backward<T, false>(grad, x, y, grad_x, grad_y, B, C, H, W, 0.0, C1, C2,
+                                             stream);
   });
 }
 

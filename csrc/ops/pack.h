@@ -36,17 +36,8 @@ at::Tensor pack_fwd(const at::Tensor& x_in, const at::Tensor& w_in, const at::Te
   const typename Dev::Guard guard(a.x.device());
   at::Tensor out = at::empty(pack_out_shape(a.x, a.d, r, UNPACK), a.x.options());
   if (out.numel() == 0) return out;
-  // The launcher is named inside a generic lambda, so that (as in every
-  // wrapper) the stream argument's namespace picks the device's launcher.
-  const auto launch = [&](auto kernel) {
-    Dev::check(op, kernel(dt, a.x.data_ptr(), a.weight.data_ptr(), a.bias.data_ptr(),
-                          out.data_ptr(), a.B, a.C, a.H, a.W, a.d, r, Dev::stream()));
-  };
-  if constexpr (UNPACK) {
-    launch([](auto... args) { return unpack3d_forward(args...); });
-  } else {
-    launch([](auto... args) { return pack3d_forward(args...); });
-  }
+  Dev::check(op, pack_forward(dt, UNPACK, a.x.data_ptr(), a.weight.data_ptr(), a.bias.data_ptr(),
+                              out.data_ptr(), a.B, a.C, a.H, a.W, a.d, r, Dev::stream()));
   return out;
 }
 
@@ -76,17 +67,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_bwd(const at::Tensor& grad_i
   // order (deterministic), in the accumulation type; none on the CPU.
   const int64_t ws_elems = (need_w || need_b) ? pack_workspace_elems(a.d, Dev::stream()) : 0;
   at::Tensor ws = at::empty({ws_elems}, a.x.options().dtype(acc_type(a.x.scalar_type())));
-  const auto launch = [&](auto kernel) {
-    Dev::check(op, kernel(dt, g.data_ptr(), a.x.data_ptr(), a.weight.data_ptr(),
-                          data_or_null(need_x, gx), data_or_null(need_w, gw),
-                          data_or_null(need_b, gb), data_or_null(ws_elems > 0, ws), a.B, a.C,
-                          a.H, a.W, a.d, r, Dev::stream()));
-  };
-  if constexpr (UNPACK) {
-    launch([](auto... args) { return unpack3d_backward(args...); });
-  } else {
-    launch([](auto... args) { return pack3d_backward(args...); });
-  }
+  Dev::check(op, pack_backward(dt, UNPACK, g.data_ptr(), a.x.data_ptr(), a.weight.data_ptr(),
+                               data_or_null(need_x, gx), data_or_null(need_w, gw),
+                               data_or_null(need_b, gb), data_or_null(ws_elems > 0, ws), a.B, a.C,
+                               a.H, a.W, a.d, r, Dev::stream()));
   return {gx, gw, gb};
 }
 

@@ -5,6 +5,7 @@
 #include "cpu/photometric.h"
 
 namespace packops {
+namespace {
 
 void check_pair(const char* op, const char* xn, const at::Tensor& x, const char* yn,
                 const at::Tensor& y) {
@@ -19,11 +20,7 @@ void check_pair(const char* op, const char* xn, const at::Tensor& x, const char*
               " needs H >= 2 and W >= 2 (reflection padding), got shape ", shape_str(x));
 }
 
-Pair prepare_pair(const char* op, const char* xn, const at::Tensor& x, const char* yn,
-                  const at::Tensor& y) {
-  check_pair(op, xn, x, yn, y);
-  return {x.contiguous(), y.contiguous(), x.size(0), x.size(1), x.size(2), x.size(3)};
-}
+}  // namespace
 
 void check_constants(const char* op, double alpha, double C1, double C2) {
   check_finite(op, "alpha", alpha);
@@ -35,7 +32,18 @@ void check_channels(const char* op, const at::Tensor& p) {
   TORCH_CHECK(p.size(1) >= 1, op, ": pred needs at least one channel, got shape ", shape_str(p));
 }
 
-std::vector<int64_t> loss_shape(const at::Tensor& x) { return {x.size(0), 1, x.size(2), x.size(3)}; }
+Pair prepare_pair(const char* op, bool photo, const at::Tensor& x, const at::Tensor& y,
+                  double alpha, double C1, double C2) {
+  check_pair(op, photo ? "pred" : "x", x, photo ? "target" : "y", y);
+  check_constants(op, alpha, C1, C2);
+  if (photo) check_channels(op, x);
+  return {x.contiguous(), y.contiguous(), x.size(0), x.size(1), x.size(2), x.size(3)};
+}
+
+std::vector<int64_t> pair_out_shape(const at::Tensor& x, bool photo) {
+  if (photo) return {x.size(0), 1, x.size(2), x.size(3)};
+  return x.sizes().vec();
+}
 
 TORCH_LIBRARY_FRAGMENT(packops, m) {
   // x, y: [B,C,H,W] -> [B,C,H,W]
