@@ -46,10 +46,10 @@ def _geometry_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def reproject_reference(image, depth, K, T, K_src=None, return_mask=False):
+def reproject_reference(image, depth, K, T, K_src=None, return_mask=False, padding_mode="zeros"):
     """image: [B,C,Hs,Ws]; depth: [B,1,H,W]; K, K_src: [B|1,3,3]; T: [B|1,4,4|3,4].
 
-    PackNet-SfM's reconstruct -> project -> grid_sample(zeros, align_corners=True),
+    PackNet-SfM's reconstruct -> project -> grid_sample(padding_mode, align_corners=True),
     with the geometry in float32 (float64 for float64 depth).
     """
     B, _, H, W = depth.shape
@@ -65,8 +65,18 @@ def reproject_reference(image, depth, K, T, K_src=None, return_mask=False):
     z = p[:, 2].clamp(min=MIN_Z)
     x, y = p[:, 0] / z, p[:, 1] / z
     grid = torch.stack([2 * x / (Ws - 1) - 1, 2 * y / (Hs - 1) - 1], -1).view(B, H, W, 2)
-    out = F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="zeros",
+    if padding_mode == "border":
+        # grid_sample's border clamp turns a coordinate that is not finite
+        # into an edge pixel (a different one on CPU and CUDA for NaN; on CPU
+        # it can also read out of bounds): give it finite coordinates (the
+        # clamp to [-2, 2] changes nothing, border samples [-1, 1]) and keep
+        # such a projection NaN, as zeros padding does
+        lost = ~(torch.isfinite(x) & torch.isfinite(y)).view(B, 1, H, W)
+        grid = torch.nan_to_num(grid.clamp(-2, 2), nan=0.0)
+    out = F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode=padding_mode,
                         align_corners=True)
+    if padding_mode == "border":
+        out = out.masked_fill(lost, math.nan)
     if not return_mask:
         return out
     inside = (x >= 0) & (x <= Ws - 1) & (y >= 0) & (y <= Hs - 1)
@@ -130,14 +140,14 @@ def camera_grads(gP, K, T, K_src, need_K, need_T, need_K_src):
 
 
 # ------------------------------------------------ fused op registration
-def _fwd_fake(image, depth, K, T, K_src, with_mask):
+def _fwd_fake(image, depth, K, T, K_src, with_mask, border):
     B, C = image.shape[:2]
     H, W = depth.shape[-2:]
     mask = image.new_empty((B, 1, H, W)) if with_mask else image.new_empty(0)
     return image.new_empty((B, C, H, W)), mask
 
 
-def _bwd_fake(grad, image, depth, K, T, K_src, need_image, need_depth, need_K, need_T,
+def _bwd_fake(grad, image, depth, K, T, K_src, border, need_image, need_depth, need_K, need_T,
               need_K_src):
     def like(need, t):
         return t.new_empty(t.shape) if need else t.new_empty(0)
@@ -147,14 +157,14 @@ def _bwd_fake(grad, image, depth, K, T, K_src, need_image, need_depth, need_K, n
 
 
 REPROJECT = _library.fused_op(_library.FusedOp(
-    # image: [B,C,Hs,Ws], depth: [B,1,H,W], K, K_src: [B|1,3,3], T: [B|1,3|4,4]
-    #   -> (out [B,C,H,W], mask [B,1,H,W] or empty)
+    # image: [B,C,Hs,Ws], depth: [B,1,H,W], K, K_src: [B|1,3,3], T: [B|1,3|4,4];
+    # border: padding_mode "border" -> (out [B,C,H,W], mask [B,1,H,W] or empty)
     fwd="reproject_fwd(Tensor image, Tensor depth, Tensor K, Tensor T, Tensor? K_src, "
-        "bool with_mask) -> (Tensor, Tensor)",
+        "bool with_mask, bool border) -> (Tensor, Tensor)",
     bwd="reproject_bwd(Tensor grad, Tensor image, Tensor depth, Tensor K, Tensor T, "
-        "Tensor? K_src, bool need_image, bool need_depth, bool need_K, bool need_T, "
-        "bool need_K_src) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
-    saved=("image", "depth", "K", "T", "K_src"), params=(),
+        "Tensor? K_src, bool border, bool need_image, bool need_depth, bool need_K, "
+        "bool need_T, bool need_K_src) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    saved=("image", "depth", "K", "T", "K_src"), params=("border",),
     grads=("image", "depth", "K", "T", "K_src"), triton="reproject"), _fwd_fake, _bwd_fake)
 
 
@@ -187,7 +197,10 @@ def _check_inputs(image, depth, K, T, K_src):
                              f"{image.device}, got {t.device}")
 
 
-def reproject(image, depth, K, T, K_src=None, return_mask=False):
+PADDING_MODES = ("zeros", "border")
+
+
+def reproject(image, depth, K, T, K_src=None, return_mask=False, padding_mode="zeros"):
     """Warp a source image into the target view (view synthesis).
 
     image: [B,C,Hs,Ws] source frame (Hs, Ws >= 2; may differ from H, W)
@@ -198,21 +211,30 @@ def reproject(image, depth, K, T, K_src=None, return_mask=False):
     Returns out [B,C,H,W] (dtype of image), and with return_mask=True also a
     [B,1,H,W] mask that is 1 where the sample point lies inside the image.
 
-    Bilinear, align_corners=True semantics, zeros outside; z is clamped at
-    1e-5, so points behind the camera land far outside and read zeros.
+    Bilinear, align_corners=True semantics; z is clamped at 1e-5, so points
+    behind the camera land far outside. padding_mode "zeros" (PackNet-SfM's)
+    reads zeros outside the image; "border" (monodepth2's) clamps the sample
+    point into the image, as grid_sample does, so outside points repeat the
+    edge pixels (and the gradient of the clamped coordinate is 0). The mask
+    says whether the point itself fell inside, in both modes.
     Differentiable with respect to image, depth, T, K and K_src; gradients
     that are not needed cost nothing. Depth <= 0 is defined: such points
-    project behind the camera (z clamped at 1e-5) and read zeros. A pixel
-    whose projection is not finite (NaN or inf depth) gives NaN, as
-    grid_sample does, with mask 0; the fused backends pass no gradient
-    through it (the reference passes NaN).
+    project behind the camera (z clamped at 1e-5) and read zeros (border:
+    the edge). A pixel whose projection is not finite (NaN or inf depth)
+    gives NaN in both modes, as grid_sample does with zeros padding (its
+    border clamp would hide it in an edge pixel: we do not), with mask 0; the
+    fused backends pass no gradient through it (the reference passes NaN).
     """
     _check_inputs(image, depth, K, T, K_src)
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"packops.reproject: padding_mode must be 'zeros' or 'border', got "
+                         f"{padding_mode!r}")
     backend = _dispatch.resolve("reproject", image)
     if backend == "reference":
-        return reproject_reference(image, depth, K, T, K_src, return_mask)
+        return reproject_reference(image, depth, K, T, K_src, return_mask, padding_mode)
     geometry = _geometry_dtype(image.dtype)
     K, T, depth = K.to(geometry), T.to(geometry), depth.to(geometry)
     K_src = None if K_src is None else K_src.to(geometry)
-    out, mask = _library.kernel("reproject_fwd", backend)(image, depth, K, T, K_src, return_mask)
+    out, mask = _library.kernel("reproject_fwd", backend)(image, depth, K, T, K_src, return_mask,
+                                                          padding_mode == "border")
     return (out, mask) if return_mask else out

@@ -48,6 +48,7 @@ class OpContract:
     NEEDS_FOR_OPCHECK = None  # tuples of requires_grad flags over GRADS (default: all, each alone)
 
     BAD = []                  # [(id, args, kwargs, exception, regex)]: inputs the op must refuse
+    KWARGS = {}               # keyword arguments of every call (a mode, e.g. padding_mode)
 
     def make(self, shape, seed=0):
         """float64 CPU arguments for `shape`: tensors, None or Python numbers."""
@@ -66,12 +67,15 @@ class OpContract:
     def diff_positions(self, args):
         return [i for i, n in enumerate(self.NAMES) if n in self.GRADS and torch.is_tensor(args[i])]
 
-    def call(self, backend, args, **kwargs):
-        with packops.use_backend(backend):
-            return type(self).fn(*args, **kwargs)
+    def op(self, *args):
+        return type(self).fn(*args, **self.KWARGS)
 
-    def ref(self, args, **kwargs):
-        return type(self).reference(*args, **kwargs)
+    def call(self, backend, args):
+        with packops.use_backend(backend):
+            return self.op(*args)
+
+    def ref(self, args):
+        return type(self).reference(*args, **self.KWARGS)
 
     def check_output(self, dtype, what, actual, same, exact):
         """actual: the op's output in a run of `dtype`; same: the reference's in
@@ -168,7 +172,7 @@ class OpContract:
         args = self._with_grad(args, pos)
         # the interpreter runs each launch in Python: fast mode (random projections)
         with packops.use_backend(backend):
-            assert torch.autograd.gradcheck(lambda *a: type(self).fn(*a), tuple(args), eps=1e-6,
+            assert torch.autograd.gradcheck(self.op, tuple(args), eps=1e-6,
                                             atol=1e-6, fast_mode=backend == "triton")
 
     @pytest.mark.parametrize("backend,device", FUSED)
@@ -208,7 +212,7 @@ class OpContract:
         args = self._with_grad(args, pos)
 
         def step(*a):
-            return type(self).fn(*a).square().mean()
+            return self.op(*a).square().mean()
 
         with packops.use_backend(backend):
             compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
@@ -252,7 +256,7 @@ class OpContract:
     def test_bad_input(self, backend, bad):
         _, args, kwargs, exc, match = bad
         with packops.use_backend(backend), pytest.raises(exc, match=match):
-            type(self).fn(*args, **kwargs)
+            type(self).fn(*args, **{**self.KWARGS, **kwargs})
 
     def test_kernel_refuses_what_the_op_refuses(self, bad):
         """The Python checks and the compiled kernel's agree: every input the

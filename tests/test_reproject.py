@@ -138,17 +138,23 @@ class TestReproject(OpContract):
             limit = 2e-2 if name == "image" else 5e-2
         assert _relerr(actual, exact) < limit, f"{what}: rel err {_relerr(actual, exact):.2e}"
 
+    @property
+    def border(self):
+        return self.KWARGS.get("padding_mode") == "border"
+
     def kernel_args(self, args, kwargs):
         a = dict(zip(self.NAMES, args), **kwargs)
-        return "reproject_fwd", (a["image"], a["depth"], a["K"], a["T"], a.get("K_src"), False)
+        return "reproject_fwd", (a["image"], a["depth"], a["K"], a["T"], a.get("K_src"), False,
+                                 a.get("padding_mode") == "border")
 
     def opcheck_cases(self, args):
         image, depth, K_, T_, K_src = args
         # cameras broadcast from batch 1, a 3x4 pose and no K_src
         bcast = [t.detach()[:1].clone().requires_grad_(t.requires_grad) for t in (K_, T_)]
-        return [("reproject_fwd", (image, depth, K_, T_, K_src, m)) for m in (False, True)] + \
+        return [("reproject_fwd", (image, depth, K_, T_, K_src, m, self.border))
+                for m in (False, True)] + \
                [("reproject_fwd", (image, depth, bcast[0], bcast[1][:, :3].detach().clone()
-                                   .requires_grad_(T_.requires_grad), None, m))
+                                   .requires_grad_(T_.requires_grad), None, m, self.border))
                 for m in (False, True)]
 
     BAD = [
@@ -174,6 +180,18 @@ class TestReproject(OpContract):
              depth=dep.to("meta")),
         _bad("T-numpy", "T must be a torch.Tensor", TypeError, T=T.numpy()),
     ]
+
+
+class TestReprojectBorder(TestReproject):
+    """padding_mode="border" (monodepth2's): every contract case again."""
+    KWARGS = {"padding_mode": "border"}
+    BAD = [_bad("padding-mode", r"padding_mode must be 'zeros' or 'border', got 'reflection'",
+                padding_mode="reflection")]
+
+    def kernel_args(self, args, kwargs):
+        if kwargs.get("padding_mode") not in ("zeros", "border"):
+            return None  # the kernel op takes a bool: nothing to refuse
+        return super().kernel_args(args, kwargs)
 
 
 # ------------------------------------------------------------ other cases
@@ -309,22 +327,38 @@ def test_translation_along_x_shifts_by_f_t_over_z(backend, device, tx, shift):
 
 
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-def test_far_outside_and_behind_the_camera_read_zeros(backend, device):
+@pytest.mark.parametrize("padding_mode", ["zeros", "border"])
+def test_far_outside_and_behind_the_camera(backend, device, padding_mode):
+    """zeros: such points read zeros and pass no gradient; border: they read
+    the edge pixels they are clamped to and pass a gradient only through the
+    coordinate that was not clamped, as grid_sample does."""
     image, depth, K, T, _ = _to(_case(2, 3, 6, 7, seed=14), device, torch.float32, torch.float32)
     T = T.clone()
     T[0, :3, :3] = _rotation(0.0, math.pi, 0.0, torch.float32).to(device)  # looks backwards
     T[1, :3, 3] = torch.tensor([1e4, 0.0, 0.0], device=device)              # far to the side
     depth = depth.detach().requires_grad_()
-    out, mask = _run(backend, image, depth, K, T, return_mask=True)
-    assert torch.equal(out, torch.zeros_like(out)) and torch.equal(mask, torch.zeros_like(mask))
+    out, mask = _run(backend, image, depth, K, T, return_mask=True, padding_mode=padding_mode)
+    assert torch.equal(mask, torch.zeros_like(mask))
     (g,) = torch.autograd.grad(out.sum(), depth)
-    assert torch.equal(g, torch.zeros_like(g))
+    if padding_mode == "zeros":
+        assert torch.equal(out, torch.zeros_like(out)) and torch.equal(g, torch.zeros_like(g))
+        return
+    d = depth.detach().requires_grad_()
+    want = reproject_reference(image, d, K, T, padding_mode="border")
+    (want_g,) = torch.autograd.grad(want.sum(), d)
+    assert (out.abs() > 0).all()  # edge pixels of a random image
+    assert_close(out, want, 1e-5, f"{backend} border")
+    assert_close(g, want_g, 1e-3 * max(1.0, float(want_g.abs().max())), f"{backend} border grad")
+    assert torch.equal(g[0], torch.zeros_like(g[0]))  # behind the camera: both clamped
 
 
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-def test_non_finite_and_non_positive_depth(backend, device):
-    """NaN/inf depth -> NaN at that pixel (as grid_sample), mask 0; depth <= 0
-    is whatever the formula gives (as the reference); nothing crashes."""
+@pytest.mark.parametrize("padding_mode", ["zeros", "border"])
+def test_non_finite_and_non_positive_depth(backend, device, padding_mode):
+    """NaN/inf depth -> NaN at that pixel in both modes (grid_sample's zeros
+    padding gives it; its border clamp would hide it in an edge pixel), mask
+    0; depth <= 0 is whatever the formula gives (as the reference); nothing
+    crashes, and the fused backends pass no gradient through such pixels."""
     image, depth, K, T, _ = _to(_case(1, 3, 6, 7, seed=15), device)
     depth = depth.clone()
     bad = [(1, 2, float("nan")), (2, 3, float("inf")), (3, 3, -float("inf")),
@@ -332,18 +366,38 @@ def test_non_finite_and_non_positive_depth(backend, device):
     for h, w, v in bad:
         depth[0, 0, h, w] = v
     depth.requires_grad_()
-    out, mask = _run(backend, image, depth, K, T, return_mask=True)
+    out, mask = _run(backend, image, depth, K, T, return_mask=True, padding_mode=padding_mode)
     want, want_mask = reproject_reference(image.cpu(), depth.detach().cpu(), K.cpu(), T.cpu(),
-                                          return_mask=True)
+                                          return_mask=True, padding_mode=padding_mode)
     assert torch.equal(torch.isnan(out).cpu(), torch.isnan(want)), "NaN pattern"
     assert_close(out, want, 1e-12, f"{backend} with bad depth")
     assert torch.equal(mask.cpu(), want_mask)
     for h, w, _ in bad[:3]:
         assert torch.isnan(out[0, :, h, w]).all() and mask[0, 0, h, w] == 0
     (g,) = torch.autograd.grad(out.nansum(), depth)
-    if backend != "reference":  # the fused backends pass no gradient through NaN pixels
+    if backend != "reference":
         assert torch.isfinite(g).all()
         assert all(g[0, 0, h, w] == 0 for h, w, _ in bad[:3])
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
+def test_border_repeats_the_edge_pixels(backend, device):
+    """A shift of 2 pixels to the left along x: with border the last two
+    columns repeat the image's last column, and their x gradient is 0."""
+    dtype = torch.float64
+    image = torch.rand(1, 2, 5, 8, dtype=dtype, device=device)
+    depth = torch.full((1, 1, 5, 8), 2.0, dtype=dtype, device=device, requires_grad=True)
+    T = torch.eye(4, dtype=dtype, device=device)[None].clone()
+    T[0, 0, 3] = 0.5  # x + f t / z = x + 2
+    out, mask = _run(backend, image, depth, _exact_K(1, dtype, device), T, return_mask=True,
+                     padding_mode="border")
+    want = torch.cat([image[..., 2:], image[..., 7:].expand(1, 2, 5, 2)], 3)
+    assert_close(out, want, 1e-6 if backend == "reference" else 1e-15, f"{backend} border shift")
+    assert torch.equal(mask[0, 0, 0], torch.tensor([1.0] * 6 + [0.0] * 2, dtype=dtype,
+                                                   device=device))
+    (g,) = torch.autograd.grad(out.sum(), depth)
+    assert_close(g[..., 6:], torch.zeros_like(g[..., 6:]), 1e-12, "clamped: no gradient")
+    assert g[..., :5].abs().sum() > 0
 
 
 def test_cpu_image_gradient_is_deterministic():
@@ -424,12 +478,13 @@ def test_compiled_op_checks_its_arguments():
         pytest.skip("packops._C not built")
     op = torch.ops.packops.reproject_fwd
     with pytest.raises(RuntimeError, match=r"T must be \[B,4,4\] or \[B,3,4\].*\[2, 3, 3\]"):
-        op(img, dep, K, T[:, :3, :3], None, False)
+        op(img, dep, K, T[:, :3, :3], None, False, False)
     with pytest.raises(RuntimeError, match=r"K_src must be \[B,3,3\].*\[3, 3, 3\]"):
-        op(img, dep, K, T, K[:1].expand(3, 3, 3), False)
+        op(img, dep, K, T, K[:1].expand(3, 3, 3), False, False)
     with pytest.raises(RuntimeError, match=r"depth must be \[B,1,H,W\]"):
-        op(img, dep[:1], K, T, None, False)
+        op(img, dep[:1], K, T, None, False, False)
     with pytest.raises(RuntimeError, match=r"must be Double for a Double image"):
-        op(img.double(), dep, K, T, None, False)
+        op(img.double(), dep, K, T, None, False, False)
     with pytest.raises(RuntimeError, match=r"grad must have shape \[2, 3, 5, 6\]"):
-        torch.ops.packops.reproject_bwd(img, img, dep, K, T, None, True, True, True, True, False)
+        torch.ops.packops.reproject_bwd(img, img, dep, K, T, None, False, True, True, True, True,
+                                        False)

@@ -33,8 +33,8 @@ namespace {
 constexpr int64_t kParallelGrain = 1 << 14;
 
 template <typename T>
-void forward(const T* image, const T* depth, const T* P, T* out, T* mask, int64_t B, int64_t C,
-             int64_t H, int64_t W, int64_t Hs, int64_t Ws) {
+void forward(const T* image, const T* depth, const T* P, bool border, T* out, T* mask, int64_t B,
+             int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws) {
   const int64_t plane = Hs * Ws, HW = H * W;
 #pragma omp parallel for collapse(2) schedule(static) if (B * HW * (C + 1) > kParallelGrain)
   for (int64_t b = 0; b < B; ++b) {
@@ -45,8 +45,9 @@ void forward(const T* image, const T* depth, const T* P, T* out, T* mask, int64_
       for (int64_t w = 0; w < W; ++w) {
         const int64_t pix = row + w;
         const auto r = project<T>(Pb, depth[b * HW + pix], T(w), T(h));
+        const auto sp = sample_point(r, Hs, Ws, border);
         Bilinear<T> s;
-        const bool any = bilinear_setup(r.x, r.y, Hs, Ws, s);
+        const bool any = bilinear_setup(sp.x, sp.y, Hs, Ws, s);
         if (mask) mask[b * HW + pix] = any && inside(r.x, r.y, Hs, Ws) ? T(1) : T(0);
         T* o = out + b * C * HW + pix;
         if (!any) {
@@ -78,9 +79,9 @@ void forward(const T* image, const T* depth, const T* P, T* out, T* mask, int64_
 }
 
 template <typename T>
-void depth_pose_grads(const T* grad_out, const T* image, const T* depth, const T* P,
-                             T* grad_depth, T* grad_P, int64_t B, int64_t C, int64_t H,
-                             int64_t W, int64_t Hs, int64_t Ws) {
+void depth_pose_grads(const T* grad_out, const T* image, const T* depth, const T* P, bool border,
+                      T* grad_depth, T* grad_P, int64_t B, int64_t C, int64_t H, int64_t W,
+                      int64_t Hs, int64_t Ws) {
   using A = typename AccType<T>::type;
   const int64_t plane = Hs * Ws, HW = H * W;
   std::vector<double> rows(grad_P ? B * H * 12 : 0, 0.0);
@@ -95,8 +96,9 @@ void depth_pose_grads(const T* grad_out, const T* image, const T* depth, const T
         const int64_t pix = h * W + w;
         const T d = depth[b * HW + pix];
         const auto r = project<T>(Pb, d, T(w), T(h));
+        const auto sp = sample_point(r, Hs, Ws, border);
         Bilinear<T> s;
-        if (!bilinear_setup(r.x, r.y, Hs, Ws, s)) {
+        if (!bilinear_setup(sp.x, sp.y, Hs, Ws, s)) {
           if (grad_depth) grad_depth[b * HW + pix] = T(0);
           continue;
         }
@@ -122,7 +124,7 @@ void depth_pose_grads(const T* grad_out, const T* image, const T* depth, const T
           gy += gc * ((v10 - v00) * (A(1) - s.fx) + (v11 - v01) * s.fx);
         }
         T dpx, dpy, dpz;
-        grad_p<T>(r, T(gx), T(gy), dpx, dpy, dpz);
+        grad_p<T>(r, T(gx) * sp.pass_x, T(gy) * sp.pass_y, dpx, dpy, dpz);
         if (grad_depth) grad_depth[b * HW + pix] = dpx * r.a0 + dpy * r.a1 + dpz * r.a2;
         if (grad_P) {
           const double dp[3] = {double(dpx), double(dpy), double(dpz)};
@@ -150,16 +152,17 @@ void depth_pose_grads(const T* grad_out, const T* image, const T* depth, const T
 // Scatters the gradient of channels [c0, c1) of batch element b into their
 // planes, in pixel order; the caller gives each task planes of its own.
 template <typename T>
-void scatter_planes(const T* grad_out, const T* depth, const T* Pb, T* grad_image,
-                           int64_t b, int64_t c0, int64_t c1, int64_t C, int64_t H, int64_t W,
-                           int64_t Hs, int64_t Ws) {
+void scatter_planes(const T* grad_out, const T* depth, const T* Pb, bool border, T* grad_image,
+                    int64_t b, int64_t c0, int64_t c1, int64_t C, int64_t H, int64_t W, int64_t Hs,
+                    int64_t Ws) {
   const int64_t plane = Hs * Ws, HW = H * W;
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t w = 0; w < W; ++w) {
       const int64_t pix = h * W + w;
       const auto r = project<T>(Pb, depth[b * HW + pix], T(w), T(h));
+      const auto sp = sample_point(r, Hs, Ws, border);
       Bilinear<T> s;
-      if (!bilinear_setup(r.x, r.y, Hs, Ws, s)) continue;
+      if (!bilinear_setup(sp.x, sp.y, Hs, Ws, s)) continue;
       const int64_t i00 = s.y0 * Ws + s.x0;
       const T w00 = s.w00(), w01 = s.w01(), w10 = s.w10(), w11 = s.w11();
       const bool all_in = s.in_x0 && s.in_x1 && s.in_y0 && s.in_y1;
@@ -187,8 +190,8 @@ void scatter_planes(const T* grad_out, const T* depth, const T* Pb, T* grad_imag
 // (batch, channel) plane. Either way each task owns its planes: no atomics,
 // and the result does not depend on the thread count.
 template <typename T>
-void image_grad(const T* grad_out, const T* depth, const T* P, T* grad_image,
-                       int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws) {
+void image_grad(const T* grad_out, const T* depth, const T* P, bool border, T* grad_image,
+                int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws) {
   const bool big = B * C * H * W > kParallelGrain;
 #ifdef _OPENMP
   const bool per_batch = B >= omp_get_max_threads();
@@ -198,23 +201,24 @@ void image_grad(const T* grad_out, const T* depth, const T* P, T* grad_image,
   if (per_batch) {
 #pragma omp parallel for schedule(static) if (big)
     for (int64_t b = 0; b < B; ++b)
-      scatter_planes(grad_out, depth, P + b * 12, grad_image, b, 0, C, C, H, W, Hs, Ws);
+      scatter_planes(grad_out, depth, P + b * 12, border, grad_image, b, 0, C, C, H, W, Hs, Ws);
   } else {
 #pragma omp parallel for schedule(static) if (big)
     for (int64_t bc = 0; bc < B * C; ++bc) {
       const int64_t b = bc / C, c = bc % C;
-      scatter_planes(grad_out, depth, P + b * 12, grad_image, b, c, c + 1, C, H, W, Hs, Ws);
+      scatter_planes(grad_out, depth, P + b * 12, border, grad_image, b, c, c + 1, C, H, W, Hs,
+                     Ws);
     }
   }
 }
 
 template <typename T>
-void backward(const T* grad_out, const T* image, const T* depth, const T* P, T* grad_image,
-              T* grad_depth, T* grad_P, int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs,
-              int64_t Ws) {
+void backward(const T* grad_out, const T* image, const T* depth, const T* P, bool border,
+              T* grad_image, T* grad_depth, T* grad_P, int64_t B, int64_t C, int64_t H, int64_t W,
+              int64_t Hs, int64_t Ws) {
   if (grad_depth || grad_P)
-    depth_pose_grads(grad_out, image, depth, P, grad_depth, grad_P, B, C, H, W, Hs, Ws);
-  if (grad_image) image_grad(grad_out, depth, P, grad_image, B, C, H, W, Hs, Ws);
+    depth_pose_grads(grad_out, image, depth, P, border, grad_depth, grad_P, B, C, H, W, Hs, Ws);
+  if (grad_image) image_grad(grad_out, depth, P, border, grad_image, B, C, H, W, Hs, Ws);
 }
 
 // P [B,12] of batch element b's cameras (the CUDA kernels fold per thread).
@@ -233,19 +237,19 @@ std::vector<T> fold_all(const GeometryArgs& geo, int64_t B) {
 int64_t reproject_blocks(int64_t, int64_t, Stream) { return 0; }
 
 Status reproject_forward(DType dt, const void* image, const void* depth, GeometryArgs geo,
-                         void* out, void* mask, int64_t B, int64_t C, int64_t H, int64_t W,
+                         bool border, void* out, void* mask, int64_t B, int64_t C, int64_t H, int64_t W,
                          int64_t Hs, int64_t Ws, Stream) {
   if (B == 0 || H == 0 || W == 0) return Status::kOk;
   return dispatch(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const std::vector<T> P = fold_all<T>(geo, B);
-    forward<T>(static_cast<const T*>(image), static_cast<const T*>(depth), P.data(),
+    forward<T>(static_cast<const T*>(image), static_cast<const T*>(depth), P.data(), border,
                static_cast<T*>(out), static_cast<T*>(mask), B, C, H, W, Hs, Ws);
   });
 }
 
 Status reproject_backward(DType dt, const void* grad_out, const void* image, const void* depth,
-                          GeometryArgs geo, void* grad_image, void* grad_depth, void*,
+                          GeometryArgs geo, bool border, void* grad_image, void* grad_depth, void*,
                           void* grad_K, void* grad_T, int64_t t_rows, void* grad_Ks, int64_t B,
                           int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws, Stream) {
   if (t_rows != 3 && t_rows != 4) return Status::kInvalidShape;
@@ -257,7 +261,7 @@ Status reproject_backward(DType dt, const void* grad_out, const void* image, con
     std::vector<T> dP(need_pose ? B * 12 : 0, T(0));  // stays 0 when there are no pixels
     if (H * W > 0)
       backward<T>(static_cast<const T*>(grad_out), static_cast<const T*>(image),
-                  static_cast<const T*>(depth), P.data(), static_cast<T*>(grad_image),
+                  static_cast<const T*>(depth), P.data(), border, static_cast<T*>(grad_image),
                   static_cast<T*>(grad_depth), need_pose ? dP.data() : nullptr, B, C, H, W, Hs,
                   Ws);
     if (!need_pose) return;

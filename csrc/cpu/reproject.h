@@ -16,11 +16,12 @@
 namespace packops {
 namespace cpu {
 
-// image: [B,C,Hs,Ws]; depth: [B,1,H,W]
+// image: [B,C,Hs,Ws]; depth: [B,1,H,W]; border: padding_mode "border" (the
+// sample point clamped into the image) instead of "zeros"
 //   -> out: [B,C,H,W]; mask: [B,1,H,W] or nullptr
 Status reproject_forward(DType dt, const void* image, const void* depth, GeometryArgs geo,
-                         void* out, void* mask, int64_t B, int64_t C, int64_t H, int64_t W,
-                         int64_t Hs, int64_t Ws, Stream stream);
+                         bool border, void* out, void* mask, int64_t B, int64_t C, int64_t H,
+                         int64_t W, int64_t Hs, int64_t Ws, Stream stream);
 
 // Rows of the pose-gradient scratch buffer `partial` per batch element: 0, the
 // CPU kernels reduce in a double-precision buffer of their own (the argument
@@ -34,9 +35,10 @@ int64_t reproject_blocks(int64_t H, int64_t W, Stream device);
 //   caller zero-fills the rest), per batch element, not reduced over a
 //   broadcast; each nullptr when not needed.
 Status reproject_backward(DType dt, const void* grad_out, const void* image, const void* depth,
-                          GeometryArgs geo, void* grad_image, void* grad_depth, void* partial,
-                          void* grad_K, void* grad_T, int64_t t_rows, void* grad_Ks, int64_t B,
-                          int64_t C, int64_t H, int64_t W, int64_t Hs, int64_t Ws, Stream stream);
+                          GeometryArgs geo, bool border, void* grad_image, void* grad_depth,
+                          void* partial, void* grad_K, void* grad_T, int64_t t_rows,
+                          void* grad_Ks, int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs,
+                          int64_t Ws, Stream stream);
 
 }  // namespace cpu
 }  // namespace packops

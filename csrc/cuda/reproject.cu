@@ -47,7 +47,7 @@ template <typename G> Geometry<G> typed(const GeometryArgs& g) {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 forward_kernel(const T* __restrict__ image, const typename AccType<T>::type* __restrict__ depth,
-               Geometry<typename AccType<T>::type> geo, T* __restrict__ out,
+               Geometry<typename AccType<T>::type> geo, bool border, T* __restrict__ out,
                T* __restrict__ mask, int64_t B, int64_t C, int64_t H, int64_t W, int64_t Hs,
                int64_t Ws) {
   using G = typename AccType<T>::type;
@@ -59,8 +59,9 @@ forward_kernel(const T* __restrict__ image, const typename AccType<T>::type* __r
     G P[12];
     geo.projection(b, P);
     const auto r = project<G>(P, depth[b * HW + pix], u, v);
+    const auto sp = sample_point(r, Hs, Ws, border);
     Bilinear<G> s;
-    const bool any = bilinear_setup(r.x, r.y, Hs, Ws, s);
+    const bool any = bilinear_setup(sp.x, sp.y, Hs, Ws, s);
     if (mask) store(mask + b * HW + pix, G(any && inside(r.x, r.y, Hs, Ws) ? 1 : 0));
     T* o = out + b * C * HW + pix;
     if (!any) {
@@ -88,7 +89,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
 backward_kernel(const T* __restrict__ grad_out, const T* __restrict__ image,
                 const typename AccType<T>::type* __restrict__ depth,
-                Geometry<typename AccType<T>::type> geo,
+                Geometry<typename AccType<T>::type> geo, bool border,
                 typename AccType<T>::type* __restrict__ grad_image,
                 typename AccType<T>::type* __restrict__ grad_depth,
                 typename AccType<T>::type* __restrict__ grad_P, int64_t B, int64_t C, int64_t H,
@@ -108,9 +109,10 @@ backward_kernel(const T* __restrict__ grad_out, const T* __restrict__ image,
       G P[12];
       geo.projection(b, P);
       const auto r = project<G>(P, d, u, v);
+      const auto sp = sample_point(r, Hs, Ws, border);
       Bilinear<G> s;
       G gx = G(0), gy = G(0);
-      const bool any = bilinear_setup(r.x, r.y, Hs, Ws, s);
+      const bool any = bilinear_setup(sp.x, sp.y, Hs, Ws, s);
       if (any) {
         const int64_t i00 = s.y0 * Ws + s.x0;
         const bool k00 = s.in_y0 && s.in_x0, k01 = s.in_y0 && s.in_x1;
@@ -137,7 +139,7 @@ backward_kernel(const T* __restrict__ grad_out, const T* __restrict__ image,
       }
       if (need_geometry) {
         G dpx = G(0), dpy = G(0), dpz = G(0);
-        if (any) grad_p<G>(r, gx, gy, dpx, dpy, dpz);
+        if (any) grad_p<G>(r, gx * sp.pass_x, gy * sp.pass_y, dpx, dpy, dpz);
         if (grad_depth != nullptr) grad_depth[b * HW + pix] = dpx * r.a0 + dpy * r.a1 + dpz * r.a2;
         if (any) {
           const G dp[3] = {dpx, dpy, dpz};
@@ -219,8 +221,8 @@ dim3 make_grid(int64_t B, int64_t H, int64_t W) {
 int64_t reproject_blocks(int64_t H, int64_t W, Stream) { return pixel_blocks(H, W); }
 
 cudaError_t reproject_forward(DType dt, const void* image, const void* depth, GeometryArgs geo,
-                              void* out, void* mask, int64_t B, int64_t C, int64_t H, int64_t W,
-                              int64_t Hs, int64_t Ws, Stream s) {
+                              bool border, void* out, void* mask, int64_t B, int64_t C,
+                              int64_t H, int64_t W, int64_t Hs, int64_t Ws, Stream s) {
   const auto stream = static_cast<cudaStream_t>(s.handle);
   if (!valid(B, C, H, W, Hs, Ws)) return cudaErrorInvalidValue;
   if (B == 0 || H == 0 || W == 0) return cudaSuccess;
@@ -228,16 +230,16 @@ cudaError_t reproject_forward(DType dt, const void* image, const void* depth, Ge
     using T = typename decltype(tag)::type;
     using G = typename AccType<T>::type;
     forward_kernel<T><<<make_grid(B, H, W), kThreads, 0, stream>>>(
-        static_cast<const T*>(image), static_cast<const G*>(depth), typed<G>(geo),
+        static_cast<const T*>(image), static_cast<const G*>(depth), typed<G>(geo), border,
         static_cast<T*>(out), static_cast<T*>(mask), B, C, H, W, Hs, Ws);
     return cudaGetLastError();
   });
 }
 
 cudaError_t reproject_backward(DType dt, const void* grad_out, const void* image,
-                               const void* depth, GeometryArgs geo, void* grad_image,
-                               void* grad_depth, void* partial, void* grad_K, void* grad_T,
-                               int64_t t_rows, void* grad_Ks, int64_t B, int64_t C, int64_t H,
+                               const void* depth, GeometryArgs geo, bool border,
+                               void* grad_image, void* grad_depth, void* partial, void* grad_K,
+                               void* grad_T, int64_t t_rows, void* grad_Ks, int64_t B, int64_t C, int64_t H,
                                int64_t W, int64_t Hs, int64_t Ws, Stream s) {
   const auto stream = static_cast<cudaStream_t>(s.handle);
   if (!valid(B, C, H, W, Hs, Ws) || (t_rows != 3 && t_rows != 4)) return cudaErrorInvalidValue;
@@ -252,7 +254,7 @@ cudaError_t reproject_backward(DType dt, const void* grad_out, const void* image
     if (H * W > 0) {
       backward_kernel<T><<<make_grid(B, H, W), kThreads, 0, stream>>>(
           static_cast<const T*>(grad_out), static_cast<const T*>(image),
-          static_cast<const G*>(depth), g, static_cast<G*>(grad_image),
+          static_cast<const G*>(depth), g, border, static_cast<G*>(grad_image),
           static_cast<G*>(grad_depth), need_pose ? static_cast<G*>(partial) : nullptr, B, C, H,
           W, Hs, Ws);
       const cudaError_t err = cudaGetLastError();

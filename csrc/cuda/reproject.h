@@ -19,11 +19,12 @@
 namespace packops {
 namespace cuda {
 
-// image: [B,C,Hs,Ws]; depth: [B,1,H,W]
+// image: [B,C,Hs,Ws]; depth: [B,1,H,W]; border: padding_mode "border" (the
+// sample point clamped into the image) instead of "zeros"
 //   -> out: [B,C,H,W]; mask: [B,1,H,W] (dt) or nullptr
 cudaError_t reproject_forward(DType dt, const void* image, const void* depth, GeometryArgs geo,
-                              void* out, void* mask, int64_t B, int64_t C, int64_t H, int64_t W,
-                              int64_t Hs, int64_t Ws, Stream stream);
+                              bool border, void* out, void* mask, int64_t B, int64_t C,
+                              int64_t H, int64_t W, int64_t Hs, int64_t Ws, Stream stream);
 
 // Number of pixel blocks per batch element: the pose-gradient scratch buffer
 // `partial` has [B, reproject_blocks(H, W), 12] entries of the geometry type.
@@ -41,8 +42,8 @@ int64_t reproject_blocks(int64_t H, int64_t W, Stream device);
 //               grad_T, grad_Ks is requested. Its per-block sums are reduced
 //               in a fixed order by a second kernel: deterministic.
 cudaError_t reproject_backward(DType dt, const void* grad_out, const void* image,
-                               const void* depth, GeometryArgs geo, void* grad_image,
-                               void* grad_depth, void* partial, void* grad_K, void* grad_T,
+                               const void* depth, GeometryArgs geo, bool border,
+                               void* grad_image, void* grad_depth, void* partial, void* grad_K, void* grad_T,
                                int64_t t_rows, void* grad_Ks, int64_t B, int64_t C, int64_t H,
                                int64_t W, int64_t Hs, int64_t Ws, Stream stream);
 

@@ -86,15 +86,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reduce_camera_grads(
 }
 
 TORCH_LIBRARY_FRAGMENT(packops, m) {
-  // image: [B,C,Hs,Ws], depth: [B,1,H,W], K, K_src: [B|1,3,3], T: [B|1,3|4,4]
+  // image: [B,C,Hs,Ws], depth: [B,1,H,W], K, K_src: [B|1,3,3], T: [B|1,3|4,4];
+  // border: padding_mode "border" instead of "zeros"
   //   -> (out [B,C,H,W], mask [B,1,H,W] or empty)
   m.def("reproject_fwd(Tensor image, Tensor depth, Tensor K, Tensor T, Tensor? K_src,"
-        " bool with_mask) -> (Tensor, Tensor)");
+        " bool with_mask, bool border) -> (Tensor, Tensor)");
   // grad: [B,C,H,W] -> (grad_image, grad_depth, grad_K, grad_T, grad_K_src); unneeded ones
   // (and grad_K_src without K_src) are empty
   m.def("reproject_bwd(Tensor grad, Tensor image, Tensor depth, Tensor K, Tensor T, Tensor? K_src,"
-        " bool need_image, bool need_depth, bool need_K, bool need_T, bool need_K_src)"
-        " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+        " bool border, bool need_image, bool need_depth, bool need_K, bool need_T,"
+        " bool need_K_src) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(packops, CPU, m) { register_reproject<CpuDevice>(m); }

@@ -46,7 +46,7 @@ std::tuple<at::Tensor, at::Tensor> reproject_fwd(const at::Tensor& image_in,
                                                  const at::Tensor& depth_in, const at::Tensor& K,
                                                  const at::Tensor& T,
                                                  const std::optional<at::Tensor>& K_src,
-                                                 bool with_mask) {
+                                                 bool with_mask, bool border) {
   const char* op = "packops.reproject";
   const ReprojectArgs a = prepare_reproject(op, image_in, depth_in, K, T, K_src);
   const DType dt = Dev::dtype(op, a.image);
@@ -56,15 +56,15 @@ std::tuple<at::Tensor, at::Tensor> reproject_fwd(const at::Tensor& image_in,
                               : at::empty({0}, a.image.options());
   if (a.depth.numel() == 0) return {out, mask};
   Dev::check(op, reproject_forward(dt, a.image.data_ptr(), a.depth.data_ptr(), a.geometry(),
-                                   out.data_ptr(), data_or_null(with_mask, mask), a.B, a.C, a.H,
-                                   a.W, a.Hs, a.Ws, Dev::stream()));
+                                   border, out.data_ptr(), data_or_null(with_mask, mask), a.B,
+                                   a.C, a.H, a.W, a.Hs, a.Ws, Dev::stream()));
   return {out, mask};
 }
 
 template <class Dev>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> reproject_bwd(
     const at::Tensor& grad_in, const at::Tensor& image_in, const at::Tensor& depth_in,
-    const at::Tensor& K, const at::Tensor& T, const std::optional<at::Tensor>& K_src,
+    const at::Tensor& K, const at::Tensor& T, const std::optional<at::Tensor>& K_src, bool border,
     bool need_image, bool need_depth, bool need_K, bool need_T, bool need_Ks) {
   const char* op = "packops.reproject_backward";
   const ReprojectArgs a = prepare_reproject(op, image_in, depth_in, K, T, K_src);
@@ -90,7 +90,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> reproject
                           : (a.t_rows == 4 ? at::zeros({a.B, 4, 4}, geo) : at::empty({a.B, 3, 4}, geo));
   if (a.B > 0 && (need_image || need_depth || need_pose)) {
     Dev::check(op, reproject_backward(dt, g.data_ptr(), a.image.data_ptr(), a.depth.data_ptr(),
-                                      a.geometry(), data_or_null(need_image, gi_acc),
+                                      a.geometry(), border, data_or_null(need_image, gi_acc),
                                       data_or_null(need_depth, gd), data_or_null(need_pose, partial),
                                       data_or_null(need_K, gK), data_or_null(need_T, gT), a.t_rows,
                                       data_or_null(want_Ks, gKs), a.B, a.C, a.H, a.W, a.Hs, a.Ws,

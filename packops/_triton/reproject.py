@@ -2,7 +2,8 @@
 
 Same math as csrc/include/packops/reproject.h: P [B,3,4] holds the folded
 geometry, p = depth * P[:, :3] [u,v,1] + P[:, 3], z = max(p_z, 1e-5), then a
-bilinear sample with align_corners=True semantics and zeros outside. A
+bilinear sample with align_corners=True semantics and zeros outside (or, with
+padding_mode "border", at the point clamped into the image). A
 point farther than one pixel outside the image samples nothing (0); one whose
 coordinates are not finite gives NaN, as grid_sample does. Neither passes a
 gradient.
@@ -21,8 +22,10 @@ _MIN_Z = tl.constexpr(1e-5)
 
 
 @triton.jit
-def _project(depth, P, H, W, Hs, Ws, BLOCK: tl.constexpr):
-    """This program's pixels (block pid of batch element b) and where they land."""
+def _project(depth, P, H, W, Hs, Ws, BORDER: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's pixels (block pid of batch element b), where they land
+    (x, y) and where they are sampled: with BORDER clamped into the image, the
+    gradient of x, y passing the clamp only strictly inside (pass_x, pass_y)."""
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     HW = H * W
@@ -42,9 +45,21 @@ def _project(depth, P, H, W, Hs, Ws, BLOCK: tl.constexpr):
     z = tl.where(pz < _MIN_Z, _MIN_Z, pz)  # NaN stays NaN
     x = px / z
     y = py / z
-    hit = valid & (x >= -1) & (x <= Ws) & (y >= -1) & (y <= Hs)
-    xs = tl.where(hit, x, 0.0)  # keeps floor() and the int conversion in range
-    ys = tl.where(hit, y, 0.0)
+    sx = x
+    sy = y
+    pass_x = tl.full(x.shape, 1.0, G)
+    pass_y = tl.full(x.shape, 1.0, G)
+    if BORDER:  # grid_sample's clip, of finite points only (others give NaN)
+        finite = ((x - x) == 0) & ((y - y) == 0)
+        out_x = (x <= 0) | (x >= Ws - 1)
+        out_y = (y <= 0) | (y >= Hs - 1)
+        sx = tl.where(finite, tl.where(x <= 0, 0.0, tl.where(x >= Ws - 1, (Ws - 1).to(G), x)), x)
+        sy = tl.where(finite, tl.where(y <= 0, 0.0, tl.where(y >= Hs - 1, (Hs - 1).to(G), y)), y)
+        pass_x = tl.where(out_x, 0.0, pass_x)
+        pass_y = tl.where(out_y, 0.0, pass_y)
+    hit = valid & (sx >= -1) & (sx <= Ws) & (sy >= -1) & (sy <= Hs)
+    xs = tl.where(hit, sx, 0.0)  # keeps floor() and the int conversion in range
+    ys = tl.where(hit, sy, 0.0)
     x0 = tl.floor(xs)
     y0 = tl.floor(ys)
     fx = xs - x0
@@ -60,14 +75,14 @@ def _project(depth, P, H, W, Hs, Ws, BLOCK: tl.constexpr):
     k10 = hit & in_y1 & in_x0
     k11 = hit & in_y1 & in_x1
     return (pid, b, HW, Hs * Ws, offs, valid, u, v, d, a0, a1, a2, pz, z, x, y, hit, fx, fy,
-            iy * Ws + ix, k00, k01, k10, k11)
+            iy * Ws + ix, k00, k01, k10, k11, pass_x, pass_y)
 
 
 @triton.jit
 def _forward_kernel(image, depth, P, out, mask, C, H, W, Hs, Ws, WITH_MASK: tl.constexpr,
-                    BLOCK: tl.constexpr):
+                    BORDER: tl.constexpr, BLOCK: tl.constexpr):
     (pid, b, HW, plane, offs, valid, u, v, d, a0, a1, a2, pz, z, x, y, hit, fx, fy, i00,
-     k00, k01, k10, k11) = _project(depth, P, H, W, Hs, Ws, BLOCK)
+     k00, k01, k10, k11, pass_x, pass_y) = _project(depth, P, H, W, Hs, Ws, BORDER, BLOCK)
     if WITH_MASK:
         ins = hit & (x >= 0) & (x <= Ws - 1) & (y >= 0) & (y <= Hs - 1)
         tl.store(mask + b * HW + offs, ins.to(mask.dtype.element_ty), mask=valid)
@@ -91,9 +106,9 @@ def _forward_kernel(image, depth, P, out, mask, C, H, W, Hs, Ws, WITH_MASK: tl.c
 @triton.jit
 def _backward_kernel(grad, image, depth, P, grad_image, grad_depth, partial, C, H, W, Hs, Ws,
                      NEED_IMAGE: tl.constexpr, NEED_DEPTH: tl.constexpr, NEED_P: tl.constexpr,
-                     BLOCK: tl.constexpr):
+                     BORDER: tl.constexpr, BLOCK: tl.constexpr):
     (pid, b, HW, plane, offs, valid, u, v, d, a0, a1, a2, pz, z, x, y, hit, fx, fy, i00,
-     k00, k01, k10, k11) = _project(depth, P, H, W, Hs, Ws, BLOCK)
+     k00, k01, k10, k11, pass_x, pass_y) = _project(depth, P, H, W, Hs, Ws, BORDER, BLOCK)
     gx = tl.zeros_like(fx)
     gy = tl.zeros_like(fx)
     for c in range(C):
@@ -114,6 +129,8 @@ def _backward_kernel(grad, image, depth, P, grad_image, grad_depth, partial, C, 
             tl.atomic_add(gbase + Ws + 1, g * fx * fy, mask=k11)
     if NEED_DEPTH or NEED_P:
         # Pixels that sample nothing pass no gradient (their x, y, d may be inf/NaN).
+        gx = gx * pass_x
+        gy = gy * pass_y
         dpx = tl.where(hit, gx / z, 0.0)
         dpy = tl.where(hit, gy / z, 0.0)
         dpz = tl.where(hit & (pz >= _MIN_Z), -(gx * x + gy * y) / z, 0.0)
@@ -147,7 +164,7 @@ def _block(n, like):
     return min(4096, max(16, triton.next_power_of_2(n))) if interpreted(like) else 256
 
 
-def _kernel_forward(image, depth, P, with_mask):
+def _kernel_forward(image, depth, P, with_mask, border):
     """image: [B,C,Hs,Ws]; depth: [B,1,H,W] and P: [B,3,4] in the geometry
     dtype -> (out [B,C,H,W], mask [B,1,H,W] or empty)."""
     image, depth, P = contiguous(image, depth, P)
@@ -159,12 +176,12 @@ def _kernel_forward(image, depth, P, with_mask):
         return out, mask
     block = _block(H * W, image)
     launch(_forward_kernel, (triton.cdiv(H * W, block), B), image, image, depth, P,
-           out, mask if with_mask else out, C, H, W, Hs, Ws, WITH_MASK=with_mask, BLOCK=block,
-           num_warps=4)
+           out, mask if with_mask else out, C, H, W, Hs, Ws, WITH_MASK=with_mask, BORDER=border,
+           BLOCK=block, num_warps=4)
     return out, mask
 
 
-def _kernel_backward(grad, image, depth, P, need_image, need_depth, need_P):
+def _kernel_backward(grad, image, depth, P, border, need_image, need_depth, need_P):
     """-> (grad_image [B,C,Hs,Ws], grad_depth [B,1,H,W], grad_P [B,3,4]), empty when unneeded."""
     grad, image, depth, P = contiguous(grad, image, depth, P)
     B, C, Hs, Ws = image.shape
@@ -179,7 +196,7 @@ def _kernel_backward(grad, image, depth, P, need_image, need_depth, need_P):
         launch(_backward_kernel, (n_prog, B), image, grad, image, depth, P,
                gi if need_image else P, gd if need_depth else depth, partial if need_P else P,
                C, H, W, Hs, Ws, NEED_IMAGE=need_image, NEED_DEPTH=need_depth, NEED_P=need_P,
-               BLOCK=block, num_warps=4)
+               BORDER=border, BLOCK=block, num_warps=4)
     gi = gi.to(image.dtype) if need_image else image.new_empty(0)
     gP = partial.sum(1).view(B, 3, 4) if need_P else P.new_empty(0)
     return gi, gd, gP
@@ -190,16 +207,16 @@ def _P(image, K, T, K_src):
     return projection_matrix(K, T, K_src).expand(image.shape[0], 3, 4)
 
 
-def reproject_fwd(image, depth, K, T, K_src, with_mask):
-    return _kernel_forward(image, depth, _P(image, K, T, K_src), with_mask)
+def reproject_fwd(image, depth, K, T, K_src, with_mask, border):
+    return _kernel_forward(image, depth, _P(image, K, T, K_src), with_mask, border)
 
 
-def reproject_bwd(grad, image, depth, K, T, K_src, need_image, need_depth, need_K, need_T,
+def reproject_bwd(grad, image, depth, K, T, K_src, border, need_image, need_depth, need_K, need_T,
                   need_K_src):
     from ..reproject import camera_grads
     need_K_src = need_K_src and K_src is not None
     need_P = need_K or need_T or need_K_src
-    gi, gd, gP = _kernel_backward(grad, image, depth, _P(image, K, T, K_src), need_image,
+    gi, gd, gP = _kernel_backward(grad, image, depth, _P(image, K, T, K_src), border, need_image,
                                   need_depth, need_P)
     gK, gT, gKs = camera_grads(gP, K, T, K_src, need_K, need_T, need_K_src)
     return gi, gd, gK, gT, gKs

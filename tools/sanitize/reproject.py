@@ -1,4 +1,5 @@
-"""Sanitizer driver for reproject (a NaN depth and points landing outside included)."""
+"""Sanitizer driver for reproject, both padding modes (a NaN depth and points
+landing outside included)."""
 import torch
 
 import packops
@@ -17,6 +18,8 @@ def run(backend, dtype, device):
         T = torch.eye(4, device=dev, dtype=geo).repeat(B, 1, 1)
         T[:, :3, 3] = torch.tensor([0.3, -0.2, 0.5], device=dev, dtype=geo)  # some land outside
         T.requires_grad_()
-        with packops.use_backend(backend):
-            out, mask = packops.reproject(image, depth, K, T, return_mask=True)
-            out.nansum().backward()
+        for padding_mode in ("zeros", "border"):
+            with packops.use_backend(backend):
+                out, mask = packops.reproject(image, depth, K, T, return_mask=True,
+                                              padding_mode=padding_mode)
+                out.nansum().backward()

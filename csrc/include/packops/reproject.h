@@ -10,14 +10,16 @@
 // Then z = max(p_z, 1e-5), (x, y) = (p_x / z, p_y / z) in source pixels, and
 // a bilinear sample with align_corners=True semantics (pixel centres at
 // integers) and zeros outside: each of the four neighbours contributes only if
-// it lies inside the image. A point whose 2x2 footprint misses the image
+// it lies inside the image. With padding_mode "border" the sample point is
+// first clamped into the image (sample_point below), as grid_sample does. A point whose 2x2 footprint misses the image
 // samples nothing: output 0, mask 0, no gradient. A coordinate that is NaN or
 // infinite (NaN or inf depth) gives NaN, as grid_sample does, with mask 0 and
 // no gradient.
 //
 // Backward of one pixel, with g_c the output gradient of channel c:
-//   dL/dx = sum_c g_c [(v01 - v00)(1 - fy) + (v11 - v10) fy]
-//   dL/dy = sum_c g_c [(v10 - v00)(1 - fx) + (v11 - v01) fx]
+//   dL/dx = pass_x sum_c g_c [(v01 - v00)(1 - fy) + (v11 - v10) fy]
+//   dL/dy = pass_y sum_c g_c [(v10 - v00)(1 - fx) + (v11 - v01) fx]
+// (pass_x = pass_y = 1 with zeros padding; fx, fy those of the sample point)
 //   dL/dp_x = dL/dx / z,  dL/dp_y = dL/dy / z,
 //   dL/dp_z = -(dL/dx x + dL/dy y) / z  if p_z >= 1e-5 (clamp's subgradient), else 0
 //   dL/ddepth = dL/dp . (P[:, :3] q),   dL/dP[i, j<3] += dL/dp_i depth q_j,
@@ -99,6 +101,46 @@ PACKOPS_HD bool bilinear_setup(G x, G y, int64_t Hs, int64_t Ws, Bilinear<G>& b)
   b.in_y0 = iy >= 0 && iy < Hs;
   b.in_y1 = iy + 1 >= 0 && iy + 1 < Hs;
   return true;
+}
+
+// Where the bilinear sample is taken: the projected point itself
+// (padding_mode "zeros"), or with "border" the point clamped into
+// [0, Ws-1] x [0, Hs-1] as grid_sample's clip_coordinates does, so outside
+// points repeat the edge pixels. pass_x, pass_y are the factors the gradient
+// of x, y passes through the clamp: grid_sample's subgradient, 1 strictly
+// inside and 0 where the point was clamped (on the edge too). A projection
+// that is not finite (NaN or inf depth) is not clamped, so in both modes it
+// samples nothing and gives NaN (empty_sample); grid_sample's border clamp
+// would turn it into an edge pixel, which depends on the order of the
+// arithmetic on infinities (folded P or not) and hides the bad depth.
+template <typename G> struct SamplePoint {
+  G x, y, pass_x, pass_y;
+};
+
+template <typename G> PACKOPS_HD G clamp_to_border(G v, int64_t n, G& pass) {
+  const G hi = G(n - 1);
+  if (v <= G(0)) {
+    pass = G(0);
+    return G(0);
+  }
+  if (v >= hi) {
+    pass = G(0);
+    return hi;
+  }
+  pass = G(1);
+  return v;
+}
+
+template <typename G>
+PACKOPS_HD SamplePoint<G> sample_point(const Projection<G>& r, int64_t Hs, int64_t Ws,
+                                       bool border) {
+  SamplePoint<G> p{r.x, r.y, G(1), G(1)};
+  // v - v is 0 exactly for finite v (NaN for inf and NaN; no fast-math here)
+  if (border && (r.x - r.x) == G(0) && (r.y - r.y) == G(0)) {
+    p.x = clamp_to_border(r.x, Ws, p.pass_x);
+    p.y = clamp_to_border(r.y, Hs, p.pass_y);
+  }
+  return p;
 }
 
 // The value of a point that samples nothing: 0 where (x, y) is finite, NaN
