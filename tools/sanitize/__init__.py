@@ -22,6 +22,8 @@ import sys
 
 import torch
 
+import packops
+
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -54,6 +56,9 @@ def main(argv=None):
     for backend in args.backends:
         for name, run in found.items():
             for dtype in dtypes:
+                if dtype not in packops._dispatch.DTYPES[backend]:
+                    print(f"skip {backend} {name} {dtype}: not served", flush=True)
+                    continue
                 run(backend, dtype, device)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
