@@ -26,7 +26,7 @@ import torch
 
 from . import harness
 
-SUITES = ("ops", "pack", "pack-layer", "train-step", "data")
+SUITES = ("ops", "pack", "pack-layer", "train-step", "data", "monodepth2")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
