@@ -14,7 +14,7 @@ import torch
 from benchmarks import harness
 
 SUITE_OF = {"test_ops": "ops", "test_pack": "pack", "test_pack_layer": "pack-layer",
-            "test_train_step": "train-step", "test_data": "data"}
+            "test_train_step": "train-step", "test_data": "data", "test_monodepth2": "monodepth2"}
 
 
 def _bench(benchmark, bench_item, device):
@@ -61,4 +61,8 @@ def test_train_step(benchmark, bench_item, bench_device):
 
 
 def test_data(benchmark, bench_item, bench_device):
+    _bench(benchmark, bench_item, bench_device)
+
+
+def test_monodepth2(benchmark, bench_item, bench_device):
     _bench(benchmark, bench_item, bench_device)
