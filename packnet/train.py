@@ -5,9 +5,10 @@ file or command-line flags fill it; it is printed at start and saved in
 every checkpoint); packnet/checkpoint.py reads and writes a run's files.
 Trainer runs: photometric (+ smoothness) loss, optional velocity loss (which
 makes the scale metric) and optional supervised loss; Adam for both
-networks; StepLR(30 of 50 epochs, 0.5) scaled to the run's length; gradient
-clipping; bf16 autocast on CUDA (`amp`); `ops` picks packops' fused backends
-or the reference; DistributedDataParallel when launched by torchrun.
+networks (torch's fused Adam where available); StepLR(30 of 50 epochs, 0.5)
+scaled to the run's length; gradient clipping; bf16 autocast on CUDA (`amp`);
+`ops` picks packops' fused backends or the reference;
+DistributedDataParallel when launched by torchrun.
 
 Checkpoints are written atomically (a temporary file, then os.replace) with
 the networks, optimizer, scheduler, step and RNG states, so killing the
@@ -38,6 +39,23 @@ from .losses import MultiViewPhotometricLoss, SupervisedLoss, VelocityLoss
 __all__ = ["TrainConfig", "ConfigError", "Trainer", "save_checkpoint", "load_checkpoint",
            "CheckpointError", "UnsafeCheckpointError", "check_run_dir", "resume_changes",
            "settings_help"]
+
+
+# ------------------------------------------------------------ optimizer
+def make_adam(params, lr):
+    """(Adam, its implementation flags): torch's fused Adam where this torch
+    has it for the parameters' device (CPU since torch 2.4, CUDA), else the
+    multi-tensor (foreach) one, else the per-parameter loop. Same update to
+    float tolerance (tests/test_train.py); measured on the 2-core CPU for
+    PackNet01 + PoseNet (130M parameters): 124 ms a step fused, 533 ms
+    foreach, 834 ms the loop."""
+    for flags in ({"fused": True, "foreach": False}, {"foreach": True, "fused": False}):
+        try:
+            return torch.optim.Adam(params, lr=lr, **flags), flags
+        except (RuntimeError, ValueError):  # not supported for this device or dtype
+            continue
+    return torch.optim.Adam(params, lr=lr, foreach=False, fused=False), {"foreach": False,
+                                                                          "fused": False}
 
 
 # ------------------------------------------------------------------ data
@@ -84,7 +102,7 @@ class Trainer:
         self.depth_net = getattr(models, cfg.model)(**cfg.model_kwargs).to(self.device)
         self.pose_net = models.PoseNet(nb_ref_imgs=2, **cfg.pose_kwargs).to(self.device)
         params = list(self.depth_net.parameters()) + list(self.pose_net.parameters())
-        self.opt = torch.optim.Adam(params, lr=cfg.lr)
+        self.opt, self.adam_flags = make_adam(params, cfg.lr)
         self.sched = torch.optim.lr_scheduler.StepLR(
             self.opt, step_size=max(1, round(cfg.steps * cfg.lr_step_fraction)), gamma=cfg.lr_gamma)
         self.photo = MultiViewPhotometricLoss(num_scales=cfg.num_scales,
@@ -138,6 +156,8 @@ class Trainer:
         self.depth_net.load_state_dict(s["model"]["depth_net"])
         self.pose_net.load_state_dict(s["model"]["pose_net"])
         self.opt.load_state_dict(s["optimizer"])
+        for group in self.opt.param_groups:  # a checkpoint of another torch or version
+            group.update(self.adam_flags)      # keeps this run's implementation
         self.sched.load_state_dict(s["scheduler"])
         self.step, self.skipped_steps = s["step"], s.get("skipped_steps", 0)
         set_rng_state(s["rng"])
