@@ -9,6 +9,7 @@ from ._ext import has_cpu_ext, has_cuda_ext
 from .photometric import photometric_loss, photometric_loss_reference, ssim, ssim_reference
 from .pack import (pack3d, pack3d_reference, pack_conv, pack_conv_reference, unpack3d,
                    unpack3d_reference)
+from .norm import group_norm_elu, group_norm_elu_reference
 from .reproject import projection_matrix, reproject, reproject_reference, scale_intrinsics
 
 __version__ = "0.1.0"
@@ -21,4 +22,5 @@ __all__ = [
     "nn",
     "pack3d", "pack3d_reference", "unpack3d", "unpack3d_reference",
     "pack_conv", "pack_conv_reference",
+    "group_norm_elu", "group_norm_elu_reference",
 ]

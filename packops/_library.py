@@ -35,7 +35,9 @@ class FusedOp:
 
     fwd, bwd: schemas, "name(args) -> returns" (the C++ op's exact schema);
     saved: forward arguments the backward op reads, in its order, after grad;
-    params: forward arguments passed on to the backward op after `saved`;
+    saved_outputs: indices of forward outputs it reads next (statistics the
+      forward computed, like group_norm_elu's mean and rstd);
+    params: forward arguments passed on to the backward op after those;
     grads: differentiable forward arguments, in the order of the backward
       op's outputs; it takes one need_<arg> flag for each, in that order;
     triton: module under packops._triton with functions named like the ops.
@@ -46,6 +48,7 @@ class FusedOp:
     params: tuple
     grads: tuple
     triton: str
+    saved_outputs: tuple = ()
 
     @property
     def fwd_name(self):
@@ -93,10 +96,11 @@ class _Autograd:
 
     def setup_context(self, ctx, inputs, output):
         named = dict(zip(self.fwd_args, inputs))
-        ctx.save_for_backward(*[named[a] for a in self.spec.saved])  # None is allowed
+        outputs = [output[i] for i in self.spec.saved_outputs]
+        ctx.save_for_backward(*[named[a] for a in self.spec.saved], *outputs)  # None is allowed
         ctx.params = [named[a] for a in self.spec.params]
 
-    def backward(self, ctx, grad, *unused_grads):  # later outputs (masks) get no gradient
+    def backward(self, ctx, grad, *unused_grads):  # later outputs (masks, statistics): none
         needs = [ctx.needs_input_grad[i] for i in self.grad_pos]
         grads = self.bwd_op(grad, *ctx.saved_tensors, *ctx.params, *needs)
         grads = grads if isinstance(grads, tuple) else (grads,)

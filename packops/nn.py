@@ -1,6 +1,7 @@
 """nn.Module drop-ins for the packops ops."""
 import torch
 
+from .norm import group_norm_elu
 from .pack import pack_conv, unpack3d
 from .photometric import photometric_loss, ssim
 
@@ -38,8 +39,17 @@ class PhotometricLoss(torch.nn.Module):
 # PackNet-SfM's layers with their original attribute names, so state_dict
 # keys and shapes match the released checkpoints; they compute through the
 # packops ops (pack_conv, unpack3d), which pick a backend like every op.
+def norm_elu(normalize, x):
+    """ELU(GroupNorm(x)) through packops.group_norm_elu, with a GroupNorm
+    module's parameters: x [B,C,H,W] -> [B,C,H,W]."""
+    return group_norm_elu(x, normalize.weight, normalize.bias, normalize.num_groups,
+                          normalize.eps)
+
+
 class Conv2D(torch.nn.Module):
-    """Zero pad k//2 + Conv2d (no padding) + GroupNorm(16) + ELU, as in PackNet-SfM."""
+    """Zero pad k//2 + Conv2d (no padding) + GroupNorm(16) + ELU, as in
+    PackNet-SfM; the last two run as one packops.group_norm_elu (the modules
+    normalize and activ stay, so the state_dict is the release's)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride):
         super().__init__()
@@ -53,7 +63,7 @@ class Conv2D(torch.nn.Module):
 
     def forward(self, x):
         """x: [B, in_channels, H, W] -> [B, out_channels, H', W']."""
-        return self.activ(self.normalize(self.conv_base(self.pad(x))))
+        return norm_elu(self.normalize, self.conv_base(self.pad(x)))
 
 
 def _xavier_init(module):
@@ -70,7 +80,8 @@ class PackLayerConv3d(torch.nn.Module):
 
     space-to-depth, Conv3d(1 -> d), Conv2D(d*r*r*C -> C, k): the first two
     convs run as one packops.pack_conv (never materialising the d*r*r*C-channel
-    tensor on the fused backends), then GroupNorm and ELU.
+    tensor on the fused backends), then GroupNorm and ELU as one
+    packops.group_norm_elu.
     """
 
     def __init__(self, in_channels, kernel_size, r=2, d=8):
@@ -86,7 +97,7 @@ class PackLayerConv3d(torch.nn.Module):
         conv = self.conv
         x = pack_conv(x, self.conv3d.weight, self.conv3d.bias, conv.conv_base.weight,
                       conv.conv_base.bias, self.r)
-        return conv.activ(conv.normalize(x))
+        return norm_elu(conv.normalize, x)
 
     def extra_repr(self):
         return f"r={self.r}, d={self.d}"

@@ -7,10 +7,11 @@ import packops
 from packops import _library
 from packops.pack import PACK3D, UNPACK3D
 from packops.photometric import PHOTOMETRIC, SSIM
+from packops.norm import GROUP_NORM_ELU
 from packops.reproject import REPROJECT
 
 SPECS = {"ssim": SSIM, "photometric": PHOTOMETRIC, "pack3d": PACK3D, "unpack3d": UNPACK3D,
-         "reproject": REPROJECT}
+         "reproject": REPROJECT, "group_norm_elu": GROUP_NORM_ELU}
 
 
 @pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS)
@@ -28,7 +29,8 @@ def test_spec_names_match_the_schemas(spec):
     fwd, bwd = _library._arg_names(spec.fwd), _library._arg_names(spec.bwd)
     assert bwd[0] == "grad"
     assert bwd[1:1 + len(spec.saved)] == list(spec.saved)
-    assert bwd[1 + len(spec.saved):1 + len(spec.saved) + len(spec.params)] == list(spec.params)
+    first_param = 1 + len(spec.saved) + len(spec.saved_outputs)
+    assert bwd[first_param:first_param + len(spec.params)] == list(spec.params)
     assert bwd[-len(spec.grads):] == ["need_" + g for g in spec.grads]
     assert set(spec.saved + spec.params + spec.grads) <= set(fwd)
 

@@ -9,7 +9,7 @@ ops (the backend is chosen by packops' dispatch).
 import torch
 from torch import nn
 
-from packops.nn import Conv2D, PackLayerConv3d, UnpackLayerConv3d
+from packops.nn import Conv2D, PackLayerConv3d, UnpackLayerConv3d, norm_elu
 
 __all__ = ["Conv2D", "PackLayerConv3d", "UnpackLayerConv3d", "ResidualConv", "ResidualBlock",
            "InvDepth", "init_weights", "check_image"]
@@ -38,7 +38,7 @@ class ResidualConv(nn.Module):
     def forward(self, x):
         """x: [B, in_channels, H, W] -> [B, out_channels, H', W']."""
         out = self.conv2(self.conv1(x))
-        return self.activ(self.normalize(out + self.conv3(x)))
+        return norm_elu(self.normalize, out + self.conv3(x))  # GroupNorm + ELU, one fused op
 
 
 def ResidualBlock(in_channels, out_channels, num_blocks, stride, dropout=None):  # noqa: N802
