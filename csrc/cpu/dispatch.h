@@ -12,22 +12,40 @@
 // baseline on the AMD EPYC we develop on; this checks the features.) Call it
 // inside an OpenMP region, around the loops: the region's outlined body does
 // not inherit a caller's target.
+// run_vectorized_nofma(fn): AVX2 without FMA, for code whose accuracy rests
+// on cancellations (SSIM's variances E[x^2] - mu^2 and their gradients): the
+// compiler contracts a*b - c*d into fma(a, b, -c*d), which rounds the two
+// products differently, and SSIM's float32 gradient then lost about 3x the
+// accuracy of the unfused PyTorch reference (measured, tests/test_photometric.py).
 #if defined(__x86_64__) && defined(__GNUC__)
 template <class Fn>
-__attribute__((target("avx2,fma"), flatten)) void run_avx2(const Fn& fn) { fn(); }
+__attribute__((target("avx2,fma"), flatten)) void run_avx2_fma(const Fn& fn) { fn(); }
+template <class Fn>
+__attribute__((target("avx2"), flatten)) void run_avx2(const Fn& fn) { fn(); }
 template <class Fn> __attribute__((flatten)) void run_baseline(const Fn& fn) { fn(); }
+inline bool has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2");
+  return yes;
+}
 inline bool has_avx2_fma() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool yes = has_avx2() && __builtin_cpu_supports("fma");
   return yes;
 }
 template <class Fn> inline void run_vectorized(const Fn& fn) {
   if (has_avx2_fma())
+    run_avx2_fma(fn);
+  else
+    run_baseline(fn);
+}
+template <class Fn> inline void run_vectorized_nofma(const Fn& fn) {
+  if (has_avx2())
     run_avx2(fn);
   else
     run_baseline(fn);
 }
 #else
 template <class Fn> inline void run_vectorized(const Fn& fn) { fn(); }
+template <class Fn> inline void run_vectorized_nofma(const Fn& fn) { fn(); }
 #endif
 
 namespace packops {

@@ -7,8 +7,9 @@
 // writing dz = dy elu'(z) into the input gradient's buffer, then the input
 // gradient from dz in place), recomputing the normalised value and the ELU's
 // derivative instead of storing them. The loops are compiled for AVX2 + FMA
-// and the baseline (run_vectorized) with a vectorisable exponential. The weight and bias gradients are the per-task
-// sums reduced over the batch in a fixed order: deterministic.
+// and the baseline (run_vectorized) with a vectorisable exponential. The
+// weight and bias gradients are the per-task sums reduced over the batch in a
+// fixed order: deterministic.
 #include "norm.h"
 
 #include <vector>

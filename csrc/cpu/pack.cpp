@@ -87,28 +87,31 @@ void forward(const T* in, const T* weight, const T* bias, T* out, int64_t B,
     std::vector<A> acc(w);
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < B * Cu; ++task) {
-      const int64_t b = task / Cu, c = task % Cu;
-      const T* ub = in + b * u_batch;
-      T* vb = out + b * v_batch;
-      for (int64_t y = 0; y < h; ++y) {
-        nb.gather(ub, L, c, y);
-        for (int64_t o = 0; o < d; ++o) {
-          std::fill(acc.begin(), acc.end(), bs[o]);
-          for (int i = 0; i < 3; ++i) {
-            for (int j = 0; j < 3; ++j) {
-              if (!nb.valid(i, j)) continue;
-              const A* src = nb.row(i, j);  // src[x + l] = U(.., x + l - 1)
-              for (int l = 0; l < 3; ++l) {
-                const A wv = wt[tap_index(o, i, j, l)];
-                for (int64_t x = 0; x < w; ++x) acc[x] += wv * src[x + l];
+      run_vectorized([&] {
+        const int64_t b = task / Cu, c = task % Cu;
+        const T* ub = in + b * u_batch;
+        T* vb = out + b * v_batch;
+        for (int64_t y = 0; y < h; ++y) {
+          nb.gather(ub, L, c, y);
+          for (int64_t o = 0; o < d; ++o) {
+            std::fill(acc.begin(), acc.end(), bs[o]);
+            for (int i = 0; i < 3; ++i) {
+              for (int j = 0; j < 3; ++j) {
+                if (!nb.valid(i, j)) continue;
+                const A* src = nb.row(i, j);  // src[x + l] = U(.., x + l - 1)
+                for (int l = 0; l < 3; ++l) {
+                  const A wv = wt[tap_index(o, i, j, l)];
+                  for (int64_t x = 0; x < w; ++x) acc[x] += wv * src[x + l];
+                }
               }
             }
+            T* dst = vb + L.v_row(o * Cu + c, y);
+            const int64_t step = L.v_step();
+            for (int64_t x = 0; x < w; ++x) dst[x * step] = T(acc[x]);
           }
-          T* dst = vb + L.v_row(o * Cu + c, y);
-          const int64_t step = L.v_step();
-          for (int64_t x = 0; x < w; ++x) dst[x * step] = T(acc[x]);
         }
-      }
+    
+      });
     }
   }
 }
@@ -134,64 +137,67 @@ void backward(const T* grad, const T* in, const T* weight, T* grad_in, T* grad_w
     std::vector<A> acc(w);
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < ntasks; ++task) {
-      const int64_t b = task / Cu, c = task % Cu;
-      const T* ub = in + b * u_batch;
-      const T* gb = grad + b * v_batch;
-      double* part = need_w ? partial.data() + task * d * kGradSlots : nullptr;
-      // grow[x + 1] = dL/dV(q, yy, x)
-      auto load_grad_row = [&](int64_t q, int64_t yy) {
-        const T* src = gb + L.v_row(q, yy);
-        for (int64_t x = 0; x < w; ++x) grow[x + 1] = A(src[x * vstep]);
-      };
-      for (int64_t y = 0; y < h; ++y) {
-        // ---- dL/dw, dL/db: output row (o, c, y) against its nine U rows
-        if (need_w) {
-          nb.gather(ub, L, c, y);
-          for (int64_t o = 0; o < d; ++o) {
-            load_grad_row(o * Cu + c, y);
-            const A* g = grow.data() + 1;
-            double* po = part + o * kGradSlots;
-            A gsum = 0;
-            for (int64_t x = 0; x < w; ++x) gsum += g[x];
-            po[kTaps] += double(gsum);
-            for (int i = 0; i < 3; ++i) {
-              for (int j = 0; j < 3; ++j) {
-                if (!nb.valid(i, j)) continue;
-                const A* src = nb.row(i, j);
-                for (int l = 0; l < 3; ++l) {
-                  A s = 0;
-                  for (int64_t x = 0; x < w; ++x) s += g[x] * src[x + l];
-                  po[i * 9 + j * 3 + l] += double(s);
+      run_vectorized([&] {
+        const int64_t b = task / Cu, c = task % Cu;
+        const T* ub = in + b * u_batch;
+        const T* gb = grad + b * v_batch;
+        double* part = need_w ? partial.data() + task * d * kGradSlots : nullptr;
+        // grow[x + 1] = dL/dV(q, yy, x)
+        auto load_grad_row = [&](int64_t q, int64_t yy) {
+          const T* src = gb + L.v_row(q, yy);
+          for (int64_t x = 0; x < w; ++x) grow[x + 1] = A(src[x * vstep]);
+        };
+        for (int64_t y = 0; y < h; ++y) {
+          // ---- dL/dw, dL/db: output row (o, c, y) against its nine U rows
+          if (need_w) {
+            nb.gather(ub, L, c, y);
+            for (int64_t o = 0; o < d; ++o) {
+              load_grad_row(o * Cu + c, y);
+              const A* g = grow.data() + 1;
+              double* po = part + o * kGradSlots;
+              A gsum = 0;
+              for (int64_t x = 0; x < w; ++x) gsum += g[x];
+              po[kTaps] += double(gsum);
+              for (int i = 0; i < 3; ++i) {
+                for (int j = 0; j < 3; ++j) {
+                  if (!nb.valid(i, j)) continue;
+                  const A* src = nb.row(i, j);
+                  for (int l = 0; l < 3; ++l) {
+                    A s = 0;
+                    for (int64_t x = 0; x < w; ++x) s += g[x] * src[x + l];
+                    po[i * 9 + j * 3 + l] += double(s);
+                  }
                 }
               }
             }
           }
-        }
-        // ---- dL/dU(c, y, x) = sum w(o,i,j,l) dL/dV(o, c-i+1, y-j+1, x-l+1)
-        if (grad_in) {
-          std::fill(acc.begin(), acc.end(), A(0));
-          for (int64_t o = 0; o < d; ++o) {
-            for (int i = 0; i < 3; ++i) {
-              const int64_t cc = c - i + 1;
-              if (cc < 0 || cc >= Cu) continue;
-              for (int j = 0; j < 3; ++j) {
-                const int64_t yy = y - j + 1;
-                if (yy < 0 || yy >= h) continue;
-                load_grad_row(o * Cu + cc, yy);
-                for (int l = 0; l < 3; ++l) {
-                  // dL/dV(.., x - l + 1) = grow[x - l + 2]; the pads are zero
-                  const A wv = wt[tap_index(o, i, j, l)];
-                  const A* g = grow.data() + 2 - l;
-                  for (int64_t x = 0; x < w; ++x) acc[x] += wv * g[x];
+          // ---- dL/dU(c, y, x) = sum w(o,i,j,l) dL/dV(o, c-i+1, y-j+1, x-l+1)
+          if (grad_in) {
+            std::fill(acc.begin(), acc.end(), A(0));
+            for (int64_t o = 0; o < d; ++o) {
+              for (int i = 0; i < 3; ++i) {
+                const int64_t cc = c - i + 1;
+                if (cc < 0 || cc >= Cu) continue;
+                for (int j = 0; j < 3; ++j) {
+                  const int64_t yy = y - j + 1;
+                  if (yy < 0 || yy >= h) continue;
+                  load_grad_row(o * Cu + cc, yy);
+                  for (int l = 0; l < 3; ++l) {
+                    // dL/dV(.., x - l + 1) = grow[x - l + 2]; the pads are zero
+                    const A wv = wt[tap_index(o, i, j, l)];
+                    const A* g = grow.data() + 2 - l;
+                    for (int64_t x = 0; x < w; ++x) acc[x] += wv * g[x];
+                  }
                 }
               }
             }
+            T* dst = grad_in + b * u_batch + L.u_row(c, y);
+            const int64_t ustep = L.u_step();
+            for (int64_t x = 0; x < w; ++x) dst[x * ustep] = T(acc[x]);
           }
-          T* dst = grad_in + b * u_batch + L.u_row(c, y);
-          const int64_t ustep = L.u_step();
-          for (int64_t x = 0; x < w; ++x) dst[x * ustep] = T(acc[x]);
         }
-      }
+    
+      });
     }
   }
   if (!need_w) return;

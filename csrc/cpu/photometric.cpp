@@ -100,31 +100,33 @@ void forward(const T* x, const T* y, T* out, int64_t B, int64_t C, int64_t H, in
     std::vector<A> acc(PHOTO ? W : 0);
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * H; ++bh) {
-      const int64_t b = bh / H, h = bh % H;
-      const int64_t r0 = reflect1(int(h - 1), int(H)), r2 = reflect1(int(h + 1), int(H));
-      if (PHOTO) std::fill(acc.begin(), acc.end(), A(0));
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t base = (b * C + c) * plane;
-        const T* xp = x + base;
-        const T* yp = y + base;
-        cs.fill(xp, yp, r0, h, r2, W);
-        const T* xr = xp + h * W;
-        const T* yr = yp + h * W;
-        T* orow = out + base + h * W;
-        for_each_column(W, [&](int64_t wl, int64_t w, int64_t wr) {
-          const A s = ssim_value(cs.moments(wl, w, wr), C1, C2);
-          if (PHOTO) {
-            const A l1 = std::abs(A(xr[w]) - A(yr[w]));
-            acc[w] += alpha * photo_ssim_term(s) + (A(1) - alpha) * l1;
-          } else {
-            orow[w] = T(s);
-          }
-        });
-      }
-      if (PHOTO) {
-        T* orow = out + b * plane + h * W;
-        for (int64_t w = 0; w < W; ++w) orow[w] = T(acc[w] * inv_c);
-      }
+      run_vectorized_nofma([&] {
+        const int64_t b = bh / H, h = bh % H;
+        const int64_t r0 = reflect1(int(h - 1), int(H)), r2 = reflect1(int(h + 1), int(H));
+        if (PHOTO) std::fill(acc.begin(), acc.end(), A(0));
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t base = (b * C + c) * plane;
+          const T* xp = x + base;
+          const T* yp = y + base;
+          cs.fill(xp, yp, r0, h, r2, W);
+          const T* xr = xp + h * W;
+          const T* yr = yp + h * W;
+          T* orow = out + base + h * W;
+          for_each_column(W, [&](int64_t wl, int64_t w, int64_t wr) {
+            const A s = ssim_value(cs.moments(wl, w, wr), C1, C2);
+            if (PHOTO) {
+              const A l1 = std::abs(A(xr[w]) - A(yr[w]));
+              acc[w] += alpha * photo_ssim_term(s) + (A(1) - alpha) * l1;
+            } else {
+              orow[w] = T(s);
+            }
+          });
+        }
+        if (PHOTO) {
+          T* orow = out + b * plane + h * W;
+          for (int64_t w = 0; w < W; ++w) orow[w] = T(acc[w] * inv_c);
+        }
+      });
     }
   }
 }
@@ -147,74 +149,76 @@ void backward(const T* grad, const T* x, const T* y, T* gx, T* gy, int64_t B, in
     std::vector<A> svec(4 * W);             // one output row's full adjoint sums
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < B * nbands; ++task) {
-      const int64_t b = task / nbands;
-      const int64_t q0 = (task % nbands) * kBandRows, q1 = std::min(q0 + kBandRows, H);
-      const int64_t p0 = std::max<int64_t>(q0 - 1, 0), p1 = std::min(q1 + 1, H);
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t base = (b * C + c) * plane;
-        const T* xp = x + base;
-        const T* yp = y + base;
-        const T* gp = PHOTO ? grad + b * plane : grad + base;
+      run_vectorized_nofma([&] {
+        const int64_t b = task / nbands;
+        const int64_t q0 = (task % nbands) * kBandRows, q1 = std::min(q0 + kBandRows, H);
+        const int64_t p0 = std::max<int64_t>(q0 - 1, 0), p1 = std::min(q1 + 1, H);
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t base = (b * C + c) * plane;
+          const T* xp = x + base;
+          const T* yp = y + base;
+          const T* gp = PHOTO ? grad + b * plane : grad + base;
 
-        // ---- coefficients of the window centres p0..p1-1, summed horizontally
-        for (int64_t p = p0; p < p1; ++p) {
-          cs.fill(xp, yp, reflect1(int(p - 1), int(H)), p, reflect1(int(p + 1), int(H)), W);
-          const T* grow = gp + p * W;
-          A *c_mx = coef.data(), *c_my = c_mx + W, *c_e2 = c_my + W, *c_xy = c_e2 + W;
-          for_each_column(W, [&](int64_t wl, int64_t w, int64_t wr) {
-            const SsimMoments<A> m = cs.moments(wl, w, wr);
-            A gs;
-            if (PHOTO) {
-              gs = photo_ssim_grad(ssim_value(m, C1, C2), A(grow[w]) * alpha * inv_c);
-            } else {
-              gs = A(grow[w]);
-            }
-            const SsimGrad<A> g = ssim_backward(m, C1, C2, gs);
-            c_mx[w] = g.d_mx;
-            c_my[w] = g.d_my;
-            c_e2[w] = g.d_e2;
-            c_xy[w] = g.d_exy;
-          });
-          for (int k = 0; k < 4; ++k)
-            adjoint_box_row(coef.data() + k * W, hsum.data() + (k * max_rows + p - p0) * W, W);
-        }
+          // ---- coefficients of the window centres p0..p1-1, summed horizontally
+          for (int64_t p = p0; p < p1; ++p) {
+            cs.fill(xp, yp, reflect1(int(p - 1), int(H)), p, reflect1(int(p + 1), int(H)), W);
+            const T* grow = gp + p * W;
+            A *c_mx = coef.data(), *c_my = c_mx + W, *c_e2 = c_my + W, *c_xy = c_e2 + W;
+            for_each_column(W, [&](int64_t wl, int64_t w, int64_t wr) {
+              const SsimMoments<A> m = cs.moments(wl, w, wr);
+              A gs;
+              if (PHOTO) {
+                gs = photo_ssim_grad(ssim_value(m, C1, C2), A(grow[w]) * alpha * inv_c);
+              } else {
+                gs = A(grow[w]);
+              }
+              const SsimGrad<A> g = ssim_backward(m, C1, C2, gs);
+              c_mx[w] = g.d_mx;
+              c_my[w] = g.d_my;
+              c_e2[w] = g.d_e2;
+              c_xy[w] = g.d_exy;
+            });
+            for (int k = 0; k < 4; ++k)
+              adjoint_box_row(coef.data() + k * W, hsum.data() + (k * max_rows + p - p0) * W, W);
+          }
 
-        // ---- vertical adjoint sum and the gradient formula, per output row
-        for (int64_t q = q0; q < q1; ++q) {
-          // S_k(q) = sum of the non-zero-weighted horizontal sums of rows q-1..q+1
-          for (int k = 0; k < 4; ++k) {
-            A* s = svec.data() + k * W;
-            std::fill(s, s + W, A(0));
-            for (int o = -1; o <= 1; ++o) {
-              const int wgt = adjoint_weight(int(q), o, int(H));
-              if (!wgt) continue;
-              const A* row = hsum.data() + (k * max_rows + q + o - p0) * W;
-              for (int64_t w = 0; w < W; ++w) s[w] += A(wgt) * row[w];
+          // ---- vertical adjoint sum and the gradient formula, per output row
+          for (int64_t q = q0; q < q1; ++q) {
+            // S_k(q) = sum of the non-zero-weighted horizontal sums of rows q-1..q+1
+            for (int k = 0; k < 4; ++k) {
+              A* s = svec.data() + k * W;
+              std::fill(s, s + W, A(0));
+              for (int o = -1; o <= 1; ++o) {
+                const int wgt = adjoint_weight(int(q), o, int(H));
+                if (!wgt) continue;
+                const A* row = hsum.data() + (k * max_rows + q + o - p0) * W;
+                for (int64_t w = 0; w < W; ++w) s[w] += A(wgt) * row[w];
+              }
             }
-          }
-          const A *s_mx = svec.data(), *s_my = s_mx + W, *s_e2 = s_my + W, *s_xy = s_e2 + W;
-          const T* xr = xp + q * W;
-          const T* yr = yp + q * W;
-          const T* grow = gp + q * W;
-          const A l1_scale = (A(1) - alpha) * inv_c;
-          if (gx) {
-            T* out = gx + base + q * W;
-            for (int64_t w = 0; w < W; ++w) {
-              const A xv = xr[w], yv = yr[w];
-              const A l1 = PHOTO ? A(grow[w]) * l1_scale * sign0(xv - yv) : A(0);
-              out[w] = T((s_mx[w] + A(2) * xv * s_e2[w] + yv * s_xy[w]) * ninth + l1);
+            const A *s_mx = svec.data(), *s_my = s_mx + W, *s_e2 = s_my + W, *s_xy = s_e2 + W;
+            const T* xr = xp + q * W;
+            const T* yr = yp + q * W;
+            const T* grow = gp + q * W;
+            const A l1_scale = (A(1) - alpha) * inv_c;
+            if (gx) {
+              T* out = gx + base + q * W;
+              for (int64_t w = 0; w < W; ++w) {
+                const A xv = xr[w], yv = yr[w];
+                const A l1 = PHOTO ? A(grow[w]) * l1_scale * sign0(xv - yv) : A(0);
+                out[w] = T((s_mx[w] + A(2) * xv * s_e2[w] + yv * s_xy[w]) * ninth + l1);
+              }
             }
-          }
-          if (gy) {
-            T* out = gy + base + q * W;
-            for (int64_t w = 0; w < W; ++w) {
-              const A xv = xr[w], yv = yr[w];
-              const A l1 = PHOTO ? A(grow[w]) * l1_scale * sign0(xv - yv) : A(0);
-              out[w] = T((s_my[w] + A(2) * yv * s_e2[w] + xv * s_xy[w]) * ninth - l1);
+            if (gy) {
+              T* out = gy + base + q * W;
+              for (int64_t w = 0; w < W; ++w) {
+                const A xv = xr[w], yv = yr[w];
+                const A l1 = PHOTO ? A(grow[w]) * l1_scale * sign0(xv - yv) : A(0);
+                out[w] = T((s_my[w] + A(2) * yv * s_e2[w] + xv * s_xy[w]) * ninth - l1);
+              }
             }
           }
         }
-      }
+      });
     }
   }
 }
