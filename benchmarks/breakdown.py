@@ -53,9 +53,13 @@ RULES = [
     (r"^bench::loss", "loss"),
     (r"^bench::optimizer", "optimizer"),
     (r"^Optimizer\.(step|zero_grad)#", "optimizer"),
-    (r"^packops::(pack3d|unpack3d|pack_conv)", "packing"),
+    # packops' ops, and the autograd kernels their forward runs inside
+    # ("GeneratedBackwardFor_packops_<op>_fwd_default", which holds the
+    # CPU kernel's time in its self time)
+    (r"^(packops::|GeneratedBackwardFor_packops_)(pack3d|unpack3d|pack_conv)", "packing"),
+    (r"^(packops::|GeneratedBackwardFor_packops_)group_norm_elu", "norm_act"),
+    (r"^(packops::|GeneratedBackwardFor_packops_)(photometric|ssim|reproject)", "loss"),
     (r"^aten::(conv3d|conv_transpose3d|pixel_shuffle|pixel_unshuffle)$", "packing"),
-    (r"^packops::(photometric|ssim|reproject)", "loss"),
     (r"^aten::(grid_sampler|avg_pool2d|reflection_pad)", "loss"),
     (r"^aten::(conv1d|conv2d|convolution|_convolution|mkldnn_convolution|cudnn_convolution"
      r"|_slow_conv2d_forward|thnn_conv2d|_nnpack_spatial_convolution|conv_transpose2d)$",
@@ -71,8 +75,8 @@ RULES = [
 # backward nodes without a matching forward op: on the node's name
 BACKWARD_RULES = [
     (r"Convolution\w*Backward", "conv_bwd"),
-    (r"(NativeGroupNorm|GroupNorm|NativeBatchNorm|NativeLayerNorm|Elu|Sigmoid|Relu)Backward",
-     "norm_act"),
+    (r"(NativeGroupNorm|GroupNorm|NativeBatchNorm|NativeLayerNorm|Elu|Sigmoid|Relu)Backward"
+     r"|packops_group_norm_elu", "norm_act"),
     (r"packops_(pack3d|unpack3d|pack_conv)", "packing"),
     (r"(PixelShuffle|PixelUnshuffle)Backward", "packing"),
     (r"packops_(photometric|ssim|reproject)|GridSampler\w*Backward|AvgPool2D\w*Backward"

@@ -48,8 +48,10 @@ def norm_elu(normalize, x):
 
 class Conv2D(torch.nn.Module):
     """Zero pad k//2 + Conv2d (no padding) + GroupNorm(16) + ELU, as in
-    PackNet-SfM; the last two run as one packops.group_norm_elu (the modules
-    normalize and activ stay, so the state_dict is the release's)."""
+    PackNet-SfM; the padding runs inside the conv (the same zeros, without
+    a padded copy of x) and the last two as one packops.group_norm_elu (the
+    modules pad, normalize and activ stay, so the module tree and state_dict
+    are the release's)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride):
         super().__init__()
@@ -63,7 +65,10 @@ class Conv2D(torch.nn.Module):
 
     def forward(self, x):
         """x: [B, in_channels, H, W] -> [B, out_channels, H', W']."""
-        return norm_elu(self.normalize, self.conv_base(self.pad(x)))
+        conv = self.conv_base
+        x = torch.nn.functional.conv2d(x, conv.weight, conv.bias, conv.stride,
+                                       self.kernel_size // 2)
+        return norm_elu(self.normalize, x)
 
 
 def _xavier_init(module):

@@ -14,15 +14,21 @@ registered op with a fake implementation and registered autograd
 pack_conv is composed (not a registered op of its own): both convs are linear,
 so away from the border conv2d(conv3d(u), w2) is ONE conv over u with a
 (k+2)x(k+2) kernel W_eff = w2 composed with w3 (a conv_transpose3d of w2 by
-w3, tiny) plus a constant bias. Folding the space-to-depth into that conv
-(kernel (k+2)r x (k+2)r, stride r) it reads x directly. Only the outer ring of
-width k//2 differs (there the true computation zero-pads the d-times-larger
-pack3d output); it is recomputed exactly from thin strips of x with the
-backend's fused pack3d op and conv2d. Autograd is PyTorch's through these
-pieces (the pack3d op's registered backward for the strips), so neither the
-forward nor the backward ever holds the d*r*r*C-channel tensor at full size,
-and the interior conv does k^2 d / (k+2)^2 fewer multiply-adds than the
-original 2D conv (pack1: 4x, k=3: 7x).
+w3, tiny) plus a constant bias. That conv runs over u = space_to_depth(x)
+(r*r*C channels, stride 1: the polyphase form of a (k+2)r x (k+2)r stride-r
+conv over x, which oneDNN ran 1.6x (PackNet01 pack1) to 2.7x (PackNetTiny
+pack1) slower, forward + backward, on the 2-core CPU), padded so that it
+yields every output. Near the border the layer zero-pads the pack3d output,
+where the folded conv sees conv3d(u) + b3 continued outside the image; the
+difference is the conv of w2 with that continuation, which is b3 everywhere
+outside plus, one step out only, a linear term of u's edge rows and columns.
+Both parts are thin convs subtracted from the border (exact, no strips of
+the big tensor). Autograd is PyTorch's through these pieces, so neither the
+forward nor the backward ever holds the d*r*r*C-channel tensor, and the
+main conv does k^2 d / (k+2)^2 fewer multiply-adds than the original 2D conv
+(pack1: 4x, k=3: 7x). Being PyTorch ops only, this route also has second
+derivatives; the direct route (small shapes) runs the pack3d kernel, which
+has none.
 """
 import torch
 import torch.nn.functional as F
@@ -122,64 +128,116 @@ def _pack_conv_window(x, w3, b3, w2, b2, r, pack_op, y0, y1, x0, x1):
     return F.conv2d(v, w2, b2)
 
 
-def _folded_weights(w3, b3, w2, r):
-    """(W_x [Cout, C, (k+2)r, (k+2)r], b_eff [Cout]) with, away from the border,
-    conv2d(x, W_x, b_eff, stride=r, padding=r) == pack_conv(x).
+def _folded_weights(w3, b3, w2):
+    """(W_eff [Cout, Cu, k+2, k+2], b_eff [Cout]) with, away from the border,
+    conv2d(u, W_eff, b_eff, padding=1) == conv2d(conv3d(u, w3, b3), w2) for
+    u = space_to_depth(x) of Cu = r*r*C channels.
 
     W_eff[co, c', ey, ex] = sum_{o,i,j,l} w3[o,i,j,l] w2[co, o*Cu + c'-i+1, ey-j, ex-l]
     is conv_transpose3d of w2 (as Cout volumes of d channels over (Cu, k, k)) by
-    w3, padded by 1 along the channel (depth) axis only. Space-to-depth channel
-    c*r*r + i*r + j at packed pixel e is x pixel e*r + i, so W_eff's channel
-    blocks interleave into a kernel r times larger that strides r over x.
+    w3, padded by 1 along the channel (depth) axis only.
     """
     Cout, _, k, _ = w2.shape
     d = w3.shape[0]
     Cu = w2.shape[1] // d
-    C, K = Cu // (r * r), k + 2
     w2v = w2.reshape(Cout, d, Cu, k, k)
     w_eff = F.conv_transpose3d(w2v, w3, padding=(1, 0, 0))  # [Cout, 1, Cu, K, K]
-    w_x = (w_eff.reshape(Cout, C, r, r, K, K).permute(0, 1, 4, 2, 5, 3)
-           .reshape(Cout, C, K * r, K * r))
     # v carries b3[o] on every channel o*Cu + c: its share of every w2 tap
     b_eff = (w2v.sum((2, 3, 4)) * b3).sum(1)
-    return w_x, b_eff
+    return w_eff.reshape(Cout, Cu, k + 2, k + 2), b_eff
 
 
 # Folding w2 with w3 costs about as much as the direct conv over a few
 # thousand output pixels, whatever the batch (it scales with the weights, not
-# the activations), and the border strips cost more per pixel than the
-# interior. Below this many output pixels (B*h*w) the direct route (the fused
-# pack3d kernel, then conv2d) is faster, and the d-times-larger tensor it
-# materialises is small there. Measured on the 2-core CPU: PackNet01 pack3 at
-# a 64x192 input (192 px) ran 4.8x slower folded, pack1 (3072 px) 1.75x
-# faster. Tests set it to 0 to exercise the folded route on small shapes.
-FOLD_MIN_PIXELS = 2048
+# the activations). Below this many output pixels (B*h*w) the direct route
+# (the fused pack3d kernel, then conv2d) is faster, and the d-times-larger
+# tensor it materialises is small there. Measured fwd+bwd on the 2-core CPU:
+# 768 px (PackNetTiny pack3, batch 4) direct 33 ms vs folded 51; 1920 px
+# (PackNet01 pack3 at 192x640) direct 1461 vs folded 1201; 3072 px
+# (PackNetTiny pack2) direct 42 vs folded 28. Tests set it to 0 to exercise
+# the folded route on small shapes.
+FOLD_MIN_PIXELS = 1536
+
+
+def _ring_term(edge, w3_tap, pad_c):
+    """The linear part of the pack3d output just outside one image edge.
+
+    edge: [B, Cu, n], u's edge row (or column), zero-padded along the edge by
+    the caller; w3_tap: [d, 1, 3, 3], w3's taps over (channel, along the edge)
+    that reach the edge from one step outside. Returns [B, d*Cu, n-2]: the
+    conv over (channel, position), zero padding pad_c along the channels,
+    viewed as pack3d's channels o*Cu + c.
+    """
+    B, Cu, n = edge.shape
+    v = F.conv2d(edge.reshape(B, 1, Cu, n), w3_tap, padding=(pad_c, 0))  # [B, d, Cu, n-2]
+    return v.reshape(B, v.shape[1] * Cu, v.shape[-1])
 
 
 def _pack_conv_fused(x, w3, b3, w2, b2, r, pack_op):
     h, w = x.shape[2] // r, x.shape[3] // r
     p = w2.shape[-1] // 2
     if h - 2 * p < 1 or w - 2 * p < 1 or x.shape[0] * h * w < FOLD_MIN_PIXELS:
-        # no interior (the strips would cover the whole image anyway), or too
-        # small for the folding to pay: pack3d + conv2d directly
+        # no interior, or too small for the folding to pay: pack3d + conv2d directly
         return _pack_conv_window(x, w3, b3, w2, b2, r, pack_op, 0, h, 0, w)
     if x.dtype in (torch.float16, torch.bfloat16):
         # fold in float32: the folded weights sum k^2 d products per tap, and
         # their gradient flows back to w2 and w3 through the same sums
-        w_x, b_eff = (t.to(x.dtype) for t in _folded_weights(w3.float(), b3.float(), w2.float(), r))
+        w_eff, b_eff = (t.to(x.dtype) for t in _folded_weights(w3.float(), b3.float(), w2.float()))
     else:
-        w_x, b_eff = _folded_weights(w3, b3, w2, r)
+        w_eff, b_eff = _folded_weights(w3, b3, w2)
     if b2 is not None:
         b_eff = b_eff + b2
-    interior = F.conv2d(x, w_x, b_eff, stride=r, padding=r)  # rows/cols p .. h-p-1 / w-p-1
+    u = _space_to_depth(x, r)
+    # conv2d(v', w2) at every output, v' = conv3d(u zero-extended) + b3 over the plane
+    out = F.conv2d(u, w_eff, b_eff, padding=p + 1)
     if p == 0:
-        return interior
+        return out
+    # The layer zero-pads v instead: subtract conv2d(v' outside the image, w2).
+    # Outside, v' is b3 everywhere plus, one step out only, a linear term of
+    # u's edge row/column (the w3 taps that reach in). The constant part:
+    Cout, d, Cu, k = w2.shape[0], w3.shape[0], u.shape[1], w2.shape[-1]
+    wb = (w2.reshape(Cout, d, Cu, k, k).sum(2) * b3.reshape(1, d, 1, 1)).sum(1, keepdim=True)
+    ring = torch.ones((1, 1, h + 2 * p, w + 2 * p), dtype=x.dtype, device=x.device)
+    ring[:, :, p:p + h, p:p + w] = 0
+    out = out - F.conv2d(ring, wb)
+    # The linear part: rows -1 and h over columns -p-1 .. w+p (corners
+    # included, each once), columns -1 and w over rows 0 .. h-1. Output row
+    # e < p reads v row -1 with tap ky = p-1-e: one conv of w2's first p tap
+    # rows over that row between p-1 zero rows each side (the last p tap
+    # rows for row h; the same for the columns).
+    top = _ring_term(F.pad(u[:, :, 0], (p + 1, p + 1)), w3[:, :, :, 2], 1)
+    bottom = _ring_term(F.pad(u[:, :, h - 1], (p + 1, p + 1)), w3[:, :, :, 0], 1)
+    left = F.pad(_ring_term(F.pad(u[:, :, :, 0], (1, 1)), w3[:, :, :, :, 2], 1), (p, p))
+    right = F.pad(_ring_term(F.pad(u[:, :, :, w - 1], (1, 1)), w3[:, :, :, :, 0], 1), (p, p))
+    z = (p - 1, p - 1)
+    return _SubtractRing.apply(
+        out, p,
+        F.conv2d(F.pad(top.unsqueeze(2), (0, 0) + z), w2[:, :, :p]),
+        F.conv2d(F.pad(bottom.unsqueeze(2), (0, 0) + z), w2[:, :, p + 1:]),
+        F.conv2d(F.pad(left.unsqueeze(3), z), w2[..., :p]),
+        F.conv2d(F.pad(right.unsqueeze(3), z), w2[..., p + 1:]))
 
-    def window(y0, y1, x0, x1):
-        return _pack_conv_window(x, w3, b3, w2, b2, r, pack_op, y0, y1, x0, x1)
 
-    middle = torch.cat([window(p, h - p, 0, p), interior, window(p, h - p, w - p, w)], 3)
-    return torch.cat([window(0, p, 0, w), middle, window(h - p, h, 0, w)], 2)
+class _SubtractRing(torch.autograd.Function):
+    """out minus thin border terms: top/bottom [B, Cout, p, w] from rows 0 and
+    h-p, left/right [B, Cout, h, p] from columns 0 and w-p. The backward hands
+    out views of the incoming gradient (no full-size zero tensors, as slicing
+    and concatenation would make)."""
+
+    @staticmethod
+    def forward(ctx, out, p, top, bottom, left, right):
+        ctx.p = p
+        res = out.clone()
+        res[:, :, :p] -= top
+        res[:, :, -p:] -= bottom
+        res[..., :p] -= left
+        res[..., -p:] -= right
+        return res
+
+    @staticmethod
+    def backward(ctx, g):
+        p = ctx.p
+        return g, None, -g[:, :, :p], -g[:, :, -p:], -g[..., :p], -g[..., -p:]
 
 
 # ------------------------------------------------------------- public ops

@@ -155,6 +155,20 @@ class TestPackConv(OpContract):
     def make(self, shape, seed=0):
         return _conv_inputs(shape, seed)
 
+    @pytest.mark.parametrize("backend,device", FUSED)
+    def test_no_second_derivative(self, backend, device, monkeypatch):
+        # the direct route runs the pack3d kernel, which has no second derivative
+        monkeypatch.setattr(packops.pack, "FOLD_MIN_PIXELS", 10 ** 9)
+        super().test_no_second_derivative(backend, device)
+
+    @pytest.mark.parametrize("backend,device", FUSED)
+    def test_second_derivative_on_the_folded_route(self, backend, device):
+        """The folded route is made of PyTorch ops only (no packops kernel), so
+        its second derivatives exist and match the reference's."""
+        args = [a.to(device).requires_grad_() for a in self.make(self.GRADCHECK_SHAPE, 6)]
+        with packops.use_backend(backend):
+            assert torch.autograd.gradgradcheck(self.op, tuple(args), eps=1e-6, atol=1e-6)
+
     BAD = [
         ("w2-cin", (x, w3, b3, w2[:, :40], b2), {}, ValueError,
          r"w2 must be \[Cout, d\*r\*r\*C, k, k\] = \[Cout, 48, k, k\].*got shape \(5, 40, 3, 3\)"),
