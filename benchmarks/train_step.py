@@ -24,6 +24,10 @@ Providers:
                  cfg.compile when TrainConfig has that field, else by wrapping
                  trainer.depth_ddp and trainer.pose_ddp here. The first step
                  (compilation) is reported apart ("first step s") and never timed.
+  fused+ckpt-decoder, fused+ckpt-encoder, fused+ckpt-all
+                 fused with cfg.checkpoint_activations (recompute that part of
+                 the depth net in backward): the memory/time trade-off. Only
+                 when named in --providers.
 
 Columns: images/s (batch / median step), median and p20/p80 step ms, peak MB
 (as benchmarks/README.md says), speedup vs reference, and the time breakdown:
@@ -38,6 +42,7 @@ for --quick). The same cases run under pytest-benchmark:
 import argparse
 import contextlib
 import dataclasses
+import importlib
 import sys
 import time
 
@@ -51,11 +56,13 @@ from . import breakdown, harness
 PRESETS = ("main", "packnet01")
 QUICK_PRESETS = ("main-quick",)
 OPS = PRESETS + QUICK_PRESETS  # what --ops / --preset can select
-PROVIDERS = ("reference", "fused", "fused+compile")
+PROVIDERS = ("reference", "fused", "fused+compile")  # the default
+CHECKPOINT_PROVIDERS = ("fused+ckpt-decoder", "fused+ckpt-encoder", "fused+ckpt-all")
 SUITE = "train-step"
 # command-line settings for the cases (pytest runs the defaults)
 OPTIONS = {"profile_steps": 2,  # steps under the profiler for the breakdown (--profile-steps)
-           "amp": False}        # TrainConfig.amp: bf16 autocast of the nets on CUDA (--amp)
+           "amp": False,        # TrainConfig.amp: bf16 autocast of the nets on CUDA (--amp)
+           "checkpoint": False}  # the fused+ckpt-* providers too (named in --providers)
 
 
 def make_config(preset, provider, device, amp=False):
@@ -75,6 +82,8 @@ def make_config(preset, provider, device, amp=False):
     cfg = TrainConfig(**kw)
     if provider == "fused+compile" and _has_compile_field(cfg):
         cfg = dataclasses.replace(cfg, compile=True)
+    if provider.startswith("fused+ckpt-"):
+        cfg = dataclasses.replace(cfg, checkpoint_activations=provider[len("fused+ckpt-"):])
     return cfg
 
 
@@ -227,10 +236,12 @@ class TrainStepItem:
 
 
 def cases(device, quick=False, ops=OPS):
-    """The training-step items: every provider of every selected preset."""
+    """The training-step items: every provider of every selected preset (the
+    checkpointing ones when --providers names one)."""
     presets = QUICK_PRESETS if quick else PRESETS
+    providers = PROVIDERS + (CHECKPOINT_PROVIDERS if OPTIONS["checkpoint"] else ())
     return [TrainStepItem(p, prov, amp=OPTIONS["amp"])
-            for p in presets if p in ops for prov in PROVIDERS]
+            for p in presets if p in ops for prov in providers]
 
 
 def table(rows, head=None):
@@ -272,8 +283,9 @@ def main(argv=None):
                     help="default: cuda when available, else cpu")
     ap.add_argument("--preset", nargs="+", choices=OPS, metavar="NAME",
                     help=f"default: {' '.join(PRESETS)} ({' '.join(QUICK_PRESETS)} with --quick)")
-    ap.add_argument("--providers", nargs="+", choices=PROVIDERS, metavar="NAME",
-                    help=f"default: all of {' '.join(PROVIDERS)}")
+    ap.add_argument("--providers", nargs="+", choices=PROVIDERS + CHECKPOINT_PROVIDERS,
+                    metavar="NAME", help=f"default: {' '.join(PROVIDERS)}; also "
+                                         f"{' '.join(CHECKPOINT_PROVIDERS)}")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps after the first")
     ap.add_argument("--reps", type=int, default=None,
                     help="timed steps (default: as many as fit in ~1.5 s on CPU, at least 5)")
@@ -286,11 +298,17 @@ def main(argv=None):
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of presets this run does not measure")
     args = ap.parse_args(argv)
-    OPTIONS.update(profile_steps=args.profile_steps, amp=args.amp)
+    options = dict(profile_steps=args.profile_steps, amp=args.amp,
+                   checkpoint=bool(set(args.providers or ()) & set(CHECKPOINT_PROVIDERS)))
+    # under `python -m` this file is __main__, and benchmarks.cases imports
+    # it again as benchmarks.train_step: set the options the cases read there
+    OPTIONS.update(options)
+    importlib.import_module(f"{__package__}.train_step").OPTIONS.update(options)
     presets = args.preset or (QUICK_PRESETS if args.quick else PRESETS)
     if args.quick and not set(presets) & set(QUICK_PRESETS):
         ap.error(f"--quick runs {' '.join(QUICK_PRESETS)}")
-    return report.run(device=args.device, suites=[SUITE], ops=presets, providers=args.providers,
+    return report.run(device=args.device, suites=[SUITE], ops=presets,
+                      providers=args.providers or list(PROVIDERS),
                       quick=args.quick, out=args.out, merge=args.merge, warmup=args.warmup,
                       reps=args.reps, copy_bw=False)
 

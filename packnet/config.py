@@ -30,9 +30,11 @@ DATASETS = ("synthetic", "kitti", "folder")
 # Settings that may change when a run is resumed (applied and printed); every
 # other setting (except name and out_dir, which locate the run) is fixed.
 ADJUSTABLE_ON_RESUME = ("steps", "lr", "lr_step_fraction", "lr_gamma", "clip_grad", "ops", "amp",
+                        "compile", "checkpoint_activations",
                         "device", "num_workers", "max_bad_steps", "log_every", "ckpt_every",
                         "preview_every", "progress")
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+CHECKPOINT_PARTS = ("none", "decoder", "encoder", "all")
 
 
 @dataclasses.dataclass
@@ -90,6 +92,11 @@ class TrainConfig:
     # execution
     ops: str = _setting("fused", "fused (packops' kernels) or reference (plain PyTorch)")
     amp: bool = _setting(False, "bf16 autocast (CUDA only)")
+    compile: bool = _setting(False, "torch.compile the depth and pose nets (packops' ops "
+                             "inside the graph); costs a compile at the first step")
+    checkpoint_activations: str = _setting("none", "recompute activations in backward instead "
+                                           "of storing them: none, decoder, encoder or all "
+                                           "(less memory, more time)")
     device: str = _setting("auto", "auto (CUDA when available), cpu, cuda or cuda:N")
     seed: int = _setting(0, "seed of the initialisation, the batch order and augmentation")
     num_workers: int = _setting(0, "reserved: batches are loaded in the training process")
@@ -180,6 +187,8 @@ class TrainConfig:
                 bad(name, "must be a finite number >= 0")
         if self.ops not in ("fused", "reference"):
             bad("ops", "choose fused or reference")
+        if self.checkpoint_activations not in CHECKPOINT_PARTS:
+            bad("checkpoint_activations", f"choose {', '.join(CHECKPOINT_PARTS)}")
         device = None
         try:
             device = self.resolved_device()

@@ -121,6 +121,12 @@ class Trainer:
             self.depth_ddp, self.pose_ddp = ddp(self.depth_net, ids), ddp(self.pose_net, ids)
         else:
             self.depth_ddp, self.pose_ddp = self.depth_net, self.pose_net
+        self.depth_net.checkpoint_activations = cfg.checkpoint_activations
+        if cfg.compile:
+            # one graph per net (fullgraph: a graph break would be a silent
+            # slowdown); compiled at the first step
+            self.depth_ddp = torch.compile(self.depth_ddp, fullgraph=True)
+            self.pose_ddp = torch.compile(self.pose_ddp, fullgraph=True)
 
     def _check_dataset_size(self, custom):
         """No batch can be formed from fewer samples than batch_size: say so

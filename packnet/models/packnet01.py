@@ -10,6 +10,7 @@ encoder skip (version "1A": channel concatenation; "1B": addition) and, from
 scale 1/4 up, the nearest-upsampled inverse depth of the previous scale.
 """
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from .layers import (Conv2D, InvDepth, PackLayerConv3d, ResidualBlock, UnpackLayerConv3d,
@@ -94,6 +95,7 @@ class _PackNet(nn.Module):
         self.disp2_layer = InvDepth(n2, out_channels=no)
         self.disp1_layer = InvDepth(n1, out_channels=no)
 
+        self.checkpoint_activations = "none"
         init_weights(self)
         if init_depth is not None:
             # sigmoid(b) / min_depth = 1 / init_depth on a zero input; the
@@ -108,6 +110,25 @@ class _PackNet(nn.Module):
         parts += extra
         return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
+    def _stage(self, part, fn, *args):
+        """fn(*args), its activations recomputed in backward (not stored) when
+        checkpoint_activations names `part` ("encoder" or "decoder") or "all"."""
+        if (self.checkpoint_activations in (part, "all") and self.training
+                and torch.is_grad_enabled()):
+            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def _encode(self, conv, pack, x):
+        return pack(conv(x))
+
+    def _decode(self, unpack, iconv, disp_layer, x, skip, up=None, disp=None):
+        """One decoder stage: unpack, join the skip (and the upsampled
+        inverse depth of the previous scale), iconv, and this scale's
+        inverse depth when it has a head."""
+        extra = () if up is None else (up(disp),)
+        out = iconv(self._join(unpack(x), skip, *extra))
+        return out, (None if disp_layer is None else disp_layer(out))
+
     def forward(self, rgb):
         """rgb: [B,3,H,W], H and W divisible by 32, images in [0, 1].
 
@@ -115,33 +136,29 @@ class _PackNet(nn.Module):
         Eval mode: the full-resolution inverse depth [B,1,H,W].
         Values are sigmoid / 0.5, so in (0, 2): depth > 0.5 (unitless until
         scaled, metric when trained with the velocity loss).
+        checkpoint_activations ("none", "encoder", "decoder", "all"; a plain
+        attribute, not saved in the state_dict) recomputes each stage of
+        that part in backward instead of storing its activations.
         """
         check_image(type(self).__name__, "rgb", rgb, channels=3, multiple=DIVISOR)
-        x = self.pre_calc(rgb)
+        enc, dec = "encoder", "decoder"
+        x = self._stage(enc, self.pre_calc, rgb)
 
-        x1 = self.conv1(x)
-        x1p = self.pack1(x1)
-        x2 = self.conv2(x1p)
-        x2p = self.pack2(x2)
-        x3 = self.conv3(x2p)
-        x3p = self.pack3(x3)
-        x4 = self.conv4(x3p)
-        x4p = self.pack4(x4)
-        x5 = self.conv5(x4p)
-        x5p = self.pack5(x5)
+        x1p = self._stage(enc, self._encode, self.conv1, self.pack1, x)
+        x2p = self._stage(enc, self._encode, self.conv2, self.pack2, x1p)
+        x3p = self._stage(enc, self._encode, self.conv3, self.pack3, x2p)
+        x4p = self._stage(enc, self._encode, self.conv4, self.pack4, x3p)
+        x5p = self._stage(enc, self._encode, self.conv5, self.pack5, x4p)
 
-        iconv5 = self.iconv5(self._join(self.unpack5(x5p), x4p))
-        iconv4 = self.iconv4(self._join(self.unpack4(iconv5), x3p))
-        disp4 = self.disp4_layer(iconv4)
-
-        iconv3 = self.iconv3(self._join(self.unpack3(iconv4), x2p, self.unpack_disp4(disp4)))
-        disp3 = self.disp3_layer(iconv3)
-
-        iconv2 = self.iconv2(self._join(self.unpack2(iconv3), x1p, self.unpack_disp3(disp3)))
-        disp2 = self.disp2_layer(iconv2)
-
-        iconv1 = self.iconv1(self._join(self.unpack1(iconv2), x, self.unpack_disp2(disp2)))
-        disp1 = self.disp1_layer(iconv1)
+        iconv5, _ = self._stage(dec, self._decode, self.unpack5, self.iconv5, None, x5p, x4p)
+        iconv4, disp4 = self._stage(dec, self._decode, self.unpack4, self.iconv4,
+                                    self.disp4_layer, iconv5, x3p)
+        iconv3, disp3 = self._stage(dec, self._decode, self.unpack3, self.iconv3,
+                                    self.disp3_layer, iconv4, x2p, self.unpack_disp4, disp4)
+        iconv2, disp2 = self._stage(dec, self._decode, self.unpack2, self.iconv2,
+                                    self.disp2_layer, iconv3, x1p, self.unpack_disp3, disp3)
+        _, disp1 = self._stage(dec, self._decode, self.unpack1, self.iconv1,
+                               self.disp1_layer, iconv2, x, self.unpack_disp2, disp2)
 
         if self.training:
             return [disp1, disp2, disp3, disp4]
