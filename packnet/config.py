@@ -89,6 +89,9 @@ class TrainConfig:
     supervised_weight: float = _setting(0.0, "supervised L1 weight on inverse depth (data with "
                                         "depth); 0 = off")
     smooth_weight: float = _setting(0.001, "edge-aware smoothness weight")
+    upsample_mode: str = _setting("nearest", "how each inverse-depth scale is upsampled to full "
+                                  "resolution before warping: nearest (the original) or "
+                                  "bilinear")
     # execution
     ops: str = _setting("fused", "fused (packops' kernels) or reference (plain PyTorch)")
     amp: bool = _setting(False, "bf16 autocast (CUDA only)")
@@ -187,6 +190,8 @@ class TrainConfig:
                 bad(name, "must be a finite number >= 0")
         if self.ops not in ("fused", "reference"):
             bad("ops", "choose fused or reference")
+        if self.upsample_mode not in ("nearest", "bilinear"):
+            bad("upsample_mode", "choose nearest or bilinear")
         if self.checkpoint_activations not in CHECKPOINT_PARTS:
             bad("checkpoint_activations", f"choose {', '.join(CHECKPOINT_PARTS)}")
         device = None

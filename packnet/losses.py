@@ -14,9 +14,14 @@ __all__ = ["MultiViewPhotometricLoss", "VelocityLoss", "SupervisedLoss", "smooth
            "translation_norms"]
 
 
+UPSAMPLE_MODES = ("nearest", "bilinear")
+
+
 def _resize(x, size, mode="bilinear"):
     if tuple(x.shape[-2:]) == tuple(size):
         return x
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest")
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
 
 
@@ -45,8 +50,10 @@ class MultiViewPhotometricLoss(torch.nn.Module):
     are averaged. Smoothness (weight `smooth_weight`) is added.
 
     upsample_depth_maps=True (default) upsamples every inverse depth map to
-    the input resolution (bilinear) and warps at full resolution; False
-    downscales images and intrinsics to each depth map's size instead.
+    the input resolution and warps at full resolution, with
+    upsample_mode="nearest" (default: the original SfmModel's interpolation)
+    or "bilinear"; False downscales images and intrinsics to each depth map's
+    size instead (bilinear).
 
     fused=True computes the whole term for a batch with one reproject call
     and one photometric_loss call for all scales and context frames (plus one
@@ -57,19 +64,24 @@ class MultiViewPhotometricLoss(torch.nn.Module):
 
     def __init__(self, num_scales=4, ssim_weight=0.85, C1=1e-4, C2=9e-4, automask=True,
                  clip_loss=0.0, smooth_weight=0.001, upsample_depth_maps=True, fused=True,
-                 check_finite=True):
+                 check_finite=True, upsample_mode="nearest"):
         super().__init__()
         self.num_scales = num_scales
         self.alpha, self.C1, self.C2 = ssim_weight, C1, C2
         self.automask, self.clip_loss = automask, clip_loss
         self.smooth_weight = smooth_weight
         self.upsample_depth_maps, self.fused = upsample_depth_maps, fused
+        if upsample_mode not in UPSAMPLE_MODES:
+            raise ValueError(f"MultiViewPhotometricLoss: upsample_mode must be one of "
+                             f"{UPSAMPLE_MODES}, got {upsample_mode!r}")
+        self.upsample_mode = upsample_mode
         self.check_finite = check_finite
 
     def extra_repr(self):
         return (f"num_scales={self.num_scales}, ssim_weight={self.alpha}, automask={self.automask}, "
                 f"clip_loss={self.clip_loss}, smooth_weight={self.smooth_weight}, "
-                f"upsample_depth_maps={self.upsample_depth_maps}, fused={self.fused}")
+                f"upsample_depth_maps={self.upsample_depth_maps}, "
+                f"upsample_mode={self.upsample_mode!r}, fused={self.fused}")
 
     # ------------------------------------------------------------ checks
     def _check(self, image, contexts, inv_depths, K, poses):
@@ -118,7 +130,8 @@ class MultiViewPhotometricLoss(torch.nn.Module):
         """(target, contexts, depth, K) at the resolution the warp runs at."""
         H, W = image.shape[-2:]
         if self.upsample_depth_maps:
-            return image, contexts, inv2depth(_resize(inv_depth, (H, W))), K
+            return (image, contexts, inv2depth(_resize(inv_depth, (H, W), self.upsample_mode)),
+                    K)
         h, w = inv_depth.shape[-2:]
         Ks = scale_intrinsics(K, w / W, h / H)
         return (_resize(image, (h, w)), [_resize(c, (h, w)) for c in contexts], inv2depth(inv_depth), Ks)
@@ -142,7 +155,7 @@ class MultiViewPhotometricLoss(torch.nn.Module):
                 per_scale.append(self._min_mean(tgt, ctxs, [depth], Ks, poses))
             return sum(per_scale) / len(per_scale)
         H, W = image.shape[-2:]
-        depths = [inv2depth(_resize(d, (H, W))) for d in inv_depths]
+        depths = [inv2depth(_resize(d, (H, W), self.upsample_mode)) for d in inv_depths]
         return self._min_mean(image, contexts, depths, K, poses)
 
     def _min_mean(self, tgt, ctxs, depths, K, poses):

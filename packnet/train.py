@@ -107,6 +107,7 @@ class Trainer:
             self.opt, step_size=max(1, round(cfg.steps * cfg.lr_step_fraction)), gamma=cfg.lr_gamma)
         self.photo = MultiViewPhotometricLoss(num_scales=cfg.num_scales,
                                               smooth_weight=cfg.smooth_weight,
+                                              upsample_mode=cfg.upsample_mode,
                                               fused=cfg.ops == "fused")
         self.velocity = VelocityLoss(cfg.velocity_weight)
         self.supervised = SupervisedLoss("l1", cfg.supervised_weight)
