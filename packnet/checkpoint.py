@@ -141,6 +141,7 @@ def set_rng_state(s):
 LOG_COLUMNS = ["step", "loss", "photometric", "smoothness", "velocity", "lr", "images_per_s"]
 RUN_FILES = ("checkpoint.pt", "log.csv", "summary.json")
 RUN_DIRS = ("previews", "tensorboard")
+RUN_PICTURES = ("test-strip.png",)  # removed with the run, not a sign of one
 
 
 def check_run_dir(run_dir, resume=False, overwrite=False):
@@ -170,10 +171,10 @@ def _log_has_rows(path):
 
 
 def clear_run(run_dir):
-    """Remove a run's files (checkpoint, log, summary, previews, TensorBoard
+    """Remove a run's files (checkpoint, log, summary, pictures, TensorBoard
     events) and nothing else; returns what was removed."""
     removed = []
-    for f in RUN_FILES:
+    for f in RUN_FILES + RUN_PICTURES:
         p = os.path.join(run_dir, f)
         if os.path.isfile(p):
             os.remove(p)

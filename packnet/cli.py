@@ -161,10 +161,13 @@ def cmd_train(args):
                 state=loaded.pop())
     if trainer.rank != 0:
         return 0
+    from .provenance import provenance
     summary = {"step": trainer.step, "skipped_steps": trainer.skipped_steps,
                "train_seconds": round(trainer.train_seconds, 1),
-               "images_per_s": round(trainer.images_per_s, 2), "eval": None,
+               "images_per_s": round(trainer.images_per_s, 2), "eval": None, "pose_eval": None,
                "checkpoint": trainer.ckpt_path}
+    written = ["checkpoint.pt", "log.csv", "previews/", "summary.json"]
+    test = None
     if not args.no_eval:
         test = make_dataset(cfg, split="test")
         why = _no_ground_truth(test) or (None if len(test) else "the test split has no samples")
@@ -178,11 +181,18 @@ def cmd_train(args):
             summary["eval"] = result
             print(format_metrics(result))
             print(_abs_rel_line(result))
+            if trainer.write_test_strip(test):
+                written.insert(3, "test-strip.png")
+        summary["pose_eval"] = _pose_eval(trainer.pose_net, test, trainer.device)
+    summary["provenance"] = provenance(cfg, trainer.dataset, trainer.device)
+    if test is not None:
+        from .provenance import describe_data
+        summary["provenance"]["test_data"] = describe_data(test)
     with open(os.path.join(trainer.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
     print(f"trained {trainer.step} steps in {trainer.train_seconds / 60:.1f} min "
           f"({trainer.images_per_s:.1f} images/s); {trainer.skipped_steps} skipped")
-    print(f"wrote {trainer.run_dir}/ (checkpoint.pt, log.csv, previews/, summary.json)")
+    print(f"wrote {trainer.run_dir}/ ({', '.join(written)})")
     return 0
 
 
@@ -196,9 +206,25 @@ def _device(name):
     return dev
 
 
+def _pose_eval(pose_net, data, device):
+    """evaluate_pose's result (printed), or None with a note when the data
+    set has no ground-truth poses."""
+    from .evaluate import evaluate_pose, format_pose
+    if data is None or not (hasattr(data, "sequence") and hasattr(data, "frame")):
+        if data is not None:
+            print(f"pose evaluation skipped: {type(data).__name__} has no ground-truth poses")
+        return None
+    if tuple(getattr(data, "context", ())) != (-1, 1) or data.frames_per_sequence < 5:
+        print("pose evaluation skipped: needs context (-1, 1) and sequences of at least 5 frames")
+        return None
+    result = evaluate_pose(pose_net.to(device), data, device)
+    print(format_pose(result))
+    return result
+
+
 def cmd_eval(args):
     from .evaluate import evaluate, format_metrics
-    from .infer import depth_net_from_checkpoint
+    from .infer import depth_net_from_checkpoint, pose_net_from_checkpoint
     from .checkpoint import load_checkpoint
     from .config import TrainConfig
     from .train import make_dataset
@@ -235,9 +261,13 @@ def cmd_eval(args):
         result = evaluate(net.to(device), loader, device, crop=crop)
         print(format_metrics(result))
         print(_abs_rel_line(result) + (" (Garg crop)" if crop else ""))
+    pose_net = pose_net_from_checkpoint(ck, args.checkpoint)
+    pose = _pose_eval(pose_net, data, device) if pose_net is not None else None
     if args.json:
+        from .provenance import provenance
         out = {"checkpoint": args.checkpoint, "data": cfg.data, "split": args.split,
-               "crop": crop, "eval": result}
+               "crop": crop, "eval": result, "pose_eval": pose,
+               "provenance": provenance(cfg, data, device)}
         if why:
             out["skipped"] = why
         with open(args.json, "w") as f:

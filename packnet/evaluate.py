@@ -22,10 +22,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .geometry import inv2depth
+from .geometry import invert_pose, inv2depth, pose_vec2mat
 
 __all__ = ["METRIC_NAMES", "garg_crop_mask", "compute_depth_metrics", "evaluate",
-           "format_metrics"]
+           "format_metrics", "evaluate_pose", "snippet_ate", "format_pose"]
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 
@@ -206,3 +206,102 @@ def format_metrics(result):
         lines.append(f"{label:<{label_w}} | " + " | ".join(f"{d[k]:8.4f}" for k in METRIC_NAMES))
     lines.append(footer)
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ pose
+def snippet_ate(gt_xyz, pred_xyz, align_scale=True):
+    """Absolute trajectory error of one snippet, as SfMLearner and monodepth2
+    compute it (monodepth2's compute_ate): both trajectories start at the
+    origin, the prediction is scaled by the least-squares factor
+    sum(gt . pred) / sum(pred . pred) (align_scale=False: not scaled, the
+    metric error), and ATE = sqrt(sum of squared position errors) / N.
+    gt_xyz, pred_xyz: [N,3] float64. Returns (ate, scale)."""
+    pred = pred_xyz - pred_xyz[0] + gt_xyz[0]
+    denom = float((pred ** 2).sum())
+    scale = float((gt_xyz * pred).sum()) / denom if align_scale and denom > 0 else 1.0
+    err = pred * scale - gt_xyz
+    return math.sqrt(float((err ** 2).sum())) / gt_xyz.shape[0], scale
+
+
+def _positions(steps):
+    """Camera positions [N+1,3] in the first camera's frame from N relative
+    motions [N,4,4] (each: camera k+1 in camera k's coordinates)."""
+    P = torch.eye(4, dtype=torch.float64)
+    xyz = [P[:3, 3].clone()]
+    for M in steps:
+        P = P @ M
+        xyz.append(P[:3, 3].clone())
+    return torch.stack(xyz)
+
+
+def evaluate_pose(pose_net, dataset, device="cpu", snippet=5, batch_size=8):
+    """Absolute trajectory error of the pose network over every `snippet`-frame
+    window of every sequence (SfMLearner's and monodepth2's convention),
+    against a data set's exact poses.
+
+    dataset: a sequence data set with ground-truth poses (SyntheticDriving:
+    `sequence(s)` -> (scene, trajectory), `frame(s, i)`); its context must be
+    (-1, 1), the pose network's two frames. Each motion between frames k and
+    k+1 comes from the network run on target k+1 (its pose to frame k) or, for
+    the last pair, on target k (the inverse of its pose to frame k+1); a
+    snippet's trajectory chains its snippet-1 motions.
+
+    Returns {"ate": {"mean", "std"} metric (no scaling: with the velocity
+    loss the scale should be right), "ate_scaled": {...} aligned by scale,
+    "scale": the mean alignment factor, "snippets": count, "snippet": frames},
+    ATE in metres.
+    """
+    if not (hasattr(dataset, "sequence") and hasattr(dataset, "frame")):
+        raise ValueError(f"evaluate_pose: {type(dataset).__name__} has no ground-truth poses "
+                         f"(a sequence data set such as SyntheticDriving is needed)")
+    F_ = dataset.frames_per_sequence
+    if F_ < snippet or snippet < 2:
+        raise ValueError(f"evaluate_pose: snippets of {snippet} frames need sequences at least "
+                         f"that long (frames_per_sequence={F_}) and snippet >= 2")
+    was_training = pose_net.training
+    pose_net.eval()
+    ates, ates_scaled, scales = [], [], []
+    try:
+        with torch.no_grad():
+            for s in range(dataset.num_sequences):
+                _, traj = dataset.sequence(s)
+                world = [torch.as_tensor(traj.world_from_camera(i), dtype=torch.float64)
+                         for i in range(F_)]
+                gt_steps = [torch.linalg.inv(world[k]) @ world[k + 1] for k in range(F_ - 1)]
+                targets = list(range(1, F_ - 1))
+                prev, nxt = {}, {}
+                for b in range(0, len(targets), batch_size):
+                    ts = targets[b:b + batch_size]
+                    rgb = [torch.stack([dataset.frame(s, t + o)[0] for t in ts]).to(device)
+                           for o in (0, -1, 1)]
+                    vec = pose_net(rgb[0], rgb[1:]).double().cpu()
+                    T_prev, T_next = pose_vec2mat(vec[:, 0]), pose_vec2mat(vec[:, 1])
+                    for j, t in enumerate(ts):
+                        prev[t], nxt[t] = T_prev[j], T_next[j]
+                # motion k -> k+1 (camera k+1 in camera k): target k+1's pose to frame k
+                pred_steps = [prev[k + 1] if k + 1 in prev else invert_pose(nxt[k][None])[0]
+                              for k in range(F_ - 1)]
+                for i in range(F_ - snippet + 1):
+                    gt_xyz = _positions(gt_steps[i:i + snippet - 1])
+                    pred_xyz = _positions(pred_steps[i:i + snippet - 1])
+                    ates.append(snippet_ate(gt_xyz, pred_xyz, align_scale=False)[0])
+                    a, sc = snippet_ate(gt_xyz, pred_xyz, align_scale=True)
+                    ates_scaled.append(a)
+                    scales.append(sc)
+    finally:
+        pose_net.train(was_training)
+
+    def stats(v):
+        t = torch.tensor(v, dtype=torch.float64)
+        return {"mean": float(t.mean()), "std": float(t.std(unbiased=False))} if v else None
+    return {"ate": stats(ates), "ate_scaled": stats(ates_scaled),
+            "scale": float(torch.tensor(scales).mean()) if scales else math.nan,
+            "snippets": len(ates), "snippet": snippet}
+
+
+def format_pose(result):
+    """One line: metric and scale-aligned ATE (mean +- std, metres)."""
+    a, b = result["ate"], result["ate_scaled"]
+    return (f"pose ATE over {result['snippets']} {result['snippet']}-frame snippets: metric "
+            f"{a['mean']:.4f} +- {a['std']:.4f} m, scale-aligned {b['mean']:.4f} +- "
+            f"{b['std']:.4f} m (mean alignment scale {result['scale']:.3f})")

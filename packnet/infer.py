@@ -21,7 +21,7 @@ from .data.io import IMAGE_EXTS, _decode_rgb
 from .visualize import _have_pillow, colorize_depth, save_png
 
 __all__ = ["IMAGE_EXTENSIONS", "InferenceError", "load_depth_net", "depth_net_from_checkpoint",
-           "load_image", "list_images", "infer"]
+           "pose_net_from_checkpoint", "load_image", "list_images", "infer"]
 
 IMAGE_EXTENSIONS = IMAGE_EXTS   # the data loaders' list: .png .jpg .jpeg .bmp .ppm
 DIVISOR = 32  # PackNet packs five times by 2
@@ -98,6 +98,24 @@ def depth_net_from_checkpoint(ckpt, path="<checkpoint>", trust=False):
     except (TypeError, ValueError, RuntimeError, KeyError) as e:
         raise ValueError(f"load_depth_net: {path}: the depth network "
                          f"{config.get('model')}({kwargs}) does not fit the checkpoint "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") \
+            from None
+    return net.eval()
+
+
+def pose_net_from_checkpoint(ckpt, path="<checkpoint>"):
+    """The pose network of an already loaded training checkpoint (eval mode),
+    or None when the checkpoint has none (an exported depth-only file)."""
+    from .models import PoseNet
+    model = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if not isinstance(model, dict) or "pose_net" not in model:
+        return None
+    kwargs = (ckpt.get("config") or {}).get("pose_kwargs") or {}
+    try:
+        net = PoseNet(nb_ref_imgs=2, **kwargs)
+        net.load_state_dict(model["pose_net"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        raise ValueError(f"pose network: {path}: PoseNet({kwargs}) does not fit the checkpoint "
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") \
             from None
     return net.eval()

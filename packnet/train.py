@@ -431,7 +431,34 @@ class Trainer:
         gt = batch["depth"][0] if "depth" in batch else None
         path = os.path.join(self.run_dir, "previews", f"step_{self.step:07d}.png")
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        visualize.save_png(path, visualize.preview(rgb[0].cpu(), depth, gt))
+        visualize.save_png(path, visualize.labelled_preview(rgb[0].cpu(), depth, gt))
+        return path
+
+    @torch.no_grad()
+    def write_test_strip(self, dataset, frames=4):
+        """test-strip.png in the run directory: `frames` test frames spread
+        over `dataset` (input, predicted depth, ground truth, error), on one
+        colour scale. Returns the path, or None when the data has no depth."""
+        from . import visualize
+        n = len(dataset)
+        if n == 0:
+            return None
+        picks = sorted({round(i * (n - 1) / max(frames - 1, 1)) for i in range(frames)})
+        was_training = self.depth_net.training
+        self.depth_net.eval()
+        items = []
+        try:
+            for i in picks:
+                sample = dataset[i]
+                if "depth" not in sample:
+                    return None
+                rgb = sample["rgb"][None].to(self.device)
+                depth = geometry.inv2depth(self.depth_net(rgb).float())[0].cpu()
+                items.append((sample["rgb"], depth, sample["depth"]))
+        finally:
+            self.depth_net.train(was_training)
+        path = os.path.join(self.run_dir, "test-strip.png")
+        visualize.save_png(path, visualize.test_strip(items))
         return path
 
 

@@ -1,7 +1,10 @@
 """Depth pictures without matplotlib: colour maps, PNG files, previews.
 
 colorize_depth(x [H,W]) -> uint8 [H,W,3]; save_png(path, img); load_png(path);
-preview(rgb [3,H,W], pred_depth [1,H,W], gt_depth=None) -> uint8 [kH,W,3].
+preview(rgb [3,H,W], pred_depth [1,H,W], gt_depth=None) -> uint8 [kH,W,3];
+labelled_preview(...) -> the panels enlarged, labelled, with an error map
+and a colour bar in metres (the trainer's previews); test_strip(frames) ->
+several frames side by side on one colour scale (test-strip.png).
 
 The colour maps are our own tables: "magma" is a piecewise-linear ramp
 through 17 points sampled from matplotlib's magma (black -> purple -> orange
@@ -18,8 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from . import png
+from .font import GLYPH_H, draw_text, text_size
 
-__all__ = ["COLORMAPS", "colorize_depth", "save_png", "load_png", "to_uint8_image", "preview"]
+__all__ = ["COLORMAPS", "colorize_depth", "save_png", "load_png", "to_uint8_image", "preview",
+           "labelled_preview", "test_strip", "ERROR_RANGE"]
 
 # magma at t = 0, 1/16, ..., 1 (RGB in [0, 1]).
 _MAGMA_POINTS = np.array([
@@ -54,6 +59,9 @@ def _ramp(points, n=256):
 COLORMAPS = {
     "magma": _ramp(_MAGMA_POINTS),
     "gray": _ramp(np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])),
+    # error maps: dark blue (none) -> teal -> yellow -> red (large)
+    "error": _ramp(np.array([[0.05, 0.05, 0.35], [0.1, 0.55, 0.55], [0.95, 0.85, 0.15],
+                             [0.85, 0.1, 0.1]])),
 }
 
 
@@ -146,6 +154,139 @@ def preview(rgb, pred_depth, gt_depth=None, cmap="magma"):
     if gt is not None:
         rows.append(colorize_depth(gt, cmap, vmin=vmin, vmax=vmax, inverse=True))
     return np.concatenate(rows, axis=0)
+
+
+# ------------------------------------------------------- labelled pictures
+ERROR_RANGE = 0.3          # the error panel's colour scale: abs rel 0 .. 0.3
+_HEADER, _GAP, _BAR = 22, 8, 14
+_BG = np.array([24, 24, 24], dtype=np.uint8)
+
+
+def _enlarge(img, k):
+    return img if k == 1 else img.repeat(k, 0).repeat(k, 1)
+
+
+def _fit(name, x, H, W, mode):
+    x = _as_2d(name, x)
+    if x.shape != (H, W):
+        kw = {"align_corners": False} if mode == "bilinear" else {}
+        x = F.interpolate(x[None, None], size=(H, W), mode=mode, **kw)[0, 0]
+    return x
+
+
+def _inverse_range(preds, gts):
+    """(vmin, vmax) of inverse depth shared by a set of frames: the ground
+    truth's (min, 95th percentile) when there is any, else the prediction's."""
+    vals = [1.0 / g[g > 0] for g in gts if g is not None and (g > 0).any()]
+    if not vals:
+        vals = [1.0 / p[p > 0] for p in preds if (p > 0).any()]
+    if not vals:
+        return 0.0, 1.0
+    v = torch.cat(vals).double()
+    return float(v.min()), float(torch.quantile(v[:1 << 24], 0.95))
+
+
+def _panels(rgb, pred, gt, k, vmin, vmax, cmap):
+    """[(label, uint8 image)] of one frame, enlarged k times."""
+    top = to_uint8_image(rgb)
+    inv_pred = torch.where(pred > 0, 1.0 / pred.clamp(min=1e-12), torch.zeros_like(pred))
+    out = [("input", top), ("predicted depth",
+                            colorize_depth(inv_pred, cmap, vmin=vmin, vmax=vmax))]
+    if gt is not None:
+        valid = gt > 0
+        out.append(("ground truth", colorize_depth(gt, cmap, vmin=vmin, vmax=vmax, inverse=True)))
+        err = torch.where(valid, (pred - gt).abs() / gt.clamp(min=1e-12), torch.zeros_like(gt))
+        img = colorize_depth(torch.where(valid, err.clamp(min=1e-6), err), "error", vmin=0.0,
+                             vmax=ERROR_RANGE)
+        img[~valid.numpy()] = 0
+        mean = float(err[valid].mean()) if valid.any() else float("nan")
+        out.append((f"abs rel error 0-{ERROR_RANGE:g}, mean {mean:.3f}", img))
+    return [(label, _enlarge(img, k)) for label, img in out]
+
+
+def _labelled(label, img):
+    head = np.empty((_HEADER, img.shape[1], 3), dtype=np.uint8)
+    head[:] = _BG
+    draw_text(head, label, 6, (_HEADER - GLYPH_H * 2) // 2, scale=2)
+    return np.concatenate([head, img], 0)
+
+
+def _colour_bar(width, vmin, vmax, cmap, ticks=5):
+    """A horizontal bar of the inverse-depth colour scale, ticked in metres."""
+    pad = 6
+    title = "depth (m)"
+    _, tw = text_size(title)
+    x0, x1 = pad + tw + 12, width - pad - 24
+    bar_w = max(x1 - x0, 16)
+    out = np.empty((_HEADER + _BAR + _HEADER, width, 3), dtype=np.uint8)
+    out[:] = _BG
+    ramp = COLORMAPS[cmap][np.round(np.linspace(0, 255, bar_w)).astype(int)]
+    out[_HEADER:_HEADER + _BAR, x0:x0 + bar_w] = ramp[None]
+    draw_text(out, title, pad, _HEADER + (_BAR - GLYPH_H * 2) // 2, scale=2)
+    for i in range(ticks):
+        t = i / (ticks - 1)
+        inv = vmin + t * (vmax - vmin)
+        label = "inf" if inv <= 0 else (f"{1 / inv:.1f}" if 1 / inv < 100 else f"{1 / inv:.0f}")
+        x = x0 + round(t * (bar_w - 1))
+        out[_HEADER - 4:_HEADER, x] = 255
+        _, lw = text_size(label)
+        draw_text(out, label, min(max(x - lw // 2, 0), width - lw), _HEADER + _BAR + 4, scale=2)
+    draw_text(out, "far", x0, 4, scale=2)
+    _, nw = text_size("near")
+    draw_text(out, "near", x0 + bar_w - nw, 4, scale=2)
+    return out
+
+
+def _prepare(rgb, pred_depth, gt_depth):
+    H, W = rgb.shape[-2:]
+    pred = _fit("labelled_preview: pred_depth", pred_depth, H, W, "bilinear")
+    gt = None if gt_depth is None else _fit("labelled_preview: gt_depth", gt_depth, H, W,
+                                            "nearest")  # never blend depth with "no depth"
+    return pred, gt
+
+
+def labelled_preview(rgb, pred_depth, gt_depth=None, min_width=576, cmap="magma"):
+    """The input, the predicted depth, the ground truth and the absolute
+    relative error map (when gt_depth is given), stacked, each enlarged
+    (nearest) to at least `min_width` pixels and labelled, with one colour bar
+    in metres for the two depth panels (inverse depth on a linear scale from
+    the ground truth's range, else the prediction's). rgb: [3,H,W] in [0,1];
+    depths [1,H',W'] or [H',W'] (0 = none). Returns uint8 [h, w, 3]."""
+    pred, gt = _prepare(rgb, pred_depth, gt_depth)
+    W = rgb.shape[-1]
+    k = max(1, -(-int(min_width) // W))
+    vmin, vmax = _inverse_range([pred], [gt])
+    rows = [_labelled(label, img) for label, img in _panels(rgb, pred, gt, k, vmin, vmax, cmap)]
+    rows.append(_colour_bar(W * k, vmin, vmax, cmap))
+    return np.concatenate(rows, 0)
+
+
+def test_strip(frames, scale=2, cmap="magma"):
+    """Several test frames side by side, each a column of labelled panels
+    (input, prediction, ground truth, error), on one shared colour scale with
+    one colour bar in metres. frames: list of (rgb [3,H,W], pred_depth,
+    gt_depth or None), all of one size; panels enlarged `scale` times."""
+    if not frames:
+        raise ValueError("test_strip: no frames")
+    prepared = [(rgb,) + _prepare(rgb, p, g) for rgb, p, g in frames]
+    vmin, vmax = _inverse_range([p for _, p, _ in prepared], [g for _, _, g in prepared])
+    columns = []
+    for rgb, pred, gt in prepared:
+        col = [_labelled(label, img) for label, img in _panels(rgb, pred, gt, scale, vmin, vmax,
+                                                                 cmap)]
+        columns.append(np.concatenate(col, 0))
+    h = max(c.shape[0] for c in columns)
+    gap = np.empty((h, _GAP, 3), dtype=np.uint8)
+    gap[:] = _BG
+    parts = []
+    for i, c in enumerate(columns):
+        if c.shape[0] < h:
+            filler = np.empty((h - c.shape[0], c.shape[1], 3), dtype=np.uint8)
+            filler[:] = _BG
+            c = np.concatenate([c, filler], 0)
+        parts += ([gap] if i else []) + [c]
+    body = np.concatenate(parts, 1)
+    return np.concatenate([body, _colour_bar(body.shape[1], vmin, vmax, cmap)], 0)
 
 
 # ------------------------------------------------------------------ PNG

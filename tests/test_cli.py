@@ -20,7 +20,8 @@ def checkpoint(tmp_path_factory):
     previews = os.listdir(os.path.join(tmp, "t", "previews"))
     assert previews == ["step_0000002.png"]
     img = visualize.load_png(os.path.join(tmp, "t", "previews", previews[0]))
-    assert img.shape == (3 * 32, 64, 3)  # input, prediction, ground truth
+    # input, prediction, ground truth, error: enlarged 9x to 576 wide, labelled
+    assert img.shape[1] == 576 and img.shape[0] > 4 * 32 * 9
     return tr.ckpt_path
 
 
@@ -61,14 +62,24 @@ def test_train_flags_build_the_config():
 def test_packnet_train_on_the_synthetic_data(tmp_path, capsys):
     """The default data end to end: a few steps, evaluation on held-out
     sequences, and the summary with metric and median-scaled abs_rel."""
+    import json
     assert cli.main(["train", "--steps", "2", "--size", "32", "64", "--out-dir", str(tmp_path),
-                     "--set", "batch_size=2", "--set", "num_scales=2",
-                     "--set", "data_kwargs={num_sequences: 1, frames_per_sequence: 4}",
+                     "--set", "batch_size=2", "--set", "num_scales=2", "--set", "seed=3",
+                     "--set", "data_kwargs={num_sequences: 1, frames_per_sequence: 6}",
                      "--set", "progress=false"]) == 0
     out = capsys.readouterr().out
     assert "abs_rel: metric (no scaling)" in out and "median-scaled" in out
+    assert "pose ATE over 2 5-frame snippets: metric" in out
     run = tmp_path / "synthetic-tiny"
-    assert {"checkpoint.pt", "log.csv", "summary.json"} <= set(os.listdir(run))
+    assert {"checkpoint.pt", "log.csv", "summary.json", "test-strip.png"} <= set(os.listdir(run))
+    summary = json.load(open(run / "summary.json"))
+    assert summary["pose_eval"]["snippets"] == 2 and summary["pose_eval"]["ate"]["mean"] > 0
+    prov = summary["provenance"]
+    assert prov["torch"] == torch.__version__ and prov["seed"] == 3
+    assert prov["config"]["seed"] == 3 and prov["backend"] in ("cpu", "triton", "reference")
+    assert prov["data"]["class"] == "SyntheticDriving" and prov["data"]["split"] == "train"
+    assert prov["test_data"]["split"] == "test"
+    assert prov["git"] is None or len(prov["git"].split("+")[0]) == 40
 
 
 def test_eval_on_kitti_layout_with_garg_crop(checkpoint, tmp_path, capsys):

@@ -434,3 +434,95 @@ def test_export_missing_onnx_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.onnx, "export", no_onnx)
     with pytest.raises(RuntimeError, match="pip install onnx onnxruntime"):
         export_onnx(ConstantInvDepth(), str(tmp_path / "x.onnx"), size=(32, 32))
+
+
+# --------------------------------------------------------------------- pose
+def test_snippet_ate_convention():
+    """monodepth2's compute_ate: first positions aligned, least-squares scale,
+    sqrt(sum of squared errors) / N."""
+    from packnet.evaluate import snippet_ate
+    gt = torch.tensor([[0.0, 0, 0], [0, 0, 1], [0, 0, 2], [0, 0, 3]], dtype=torch.float64)
+    ate, scale = snippet_ate(gt, gt * 0.5, align_scale=True)
+    assert ate == pytest.approx(0.0, abs=1e-12) and scale == pytest.approx(2.0)
+    ate, scale = snippet_ate(gt, gt * 0.5, align_scale=False)
+    assert scale == 1.0 and ate == pytest.approx(math.sqrt(0.25 + 1 + 2.25) / 4)
+    shifted = gt + torch.tensor([5.0, 0, 0], dtype=torch.float64)  # the start is aligned
+    assert snippet_ate(gt, shifted, align_scale=False)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.5])
+def test_evaluate_pose_against_exact_poses(monkeypatch, factor):
+    """A pose net that returns the exact relative poses (translation times
+    `factor`) gives metric ATE 0 at factor 1, and at 0.5 a metric error with
+    a scale-aligned ATE of 0 and an alignment scale of 2."""
+    import packnet.evaluate as ev
+    from packnet.data import SyntheticDriving
+    from packnet.data.scene import target_to_context
+    data = SyntheticDriving(split="test", size=(32, 64), num_sequences=2, frames_per_sequence=7)
+    table = {}
+
+    class Exact(nn.Module):
+        def forward(self, image, context):
+            codes = []
+            for img in image:
+                s, t = next((s, t) for s in range(data.num_sequences)
+                            for t in range(data.frames_per_sequence)
+                            if torch.equal(data.frame(s, t)[0], img))
+                _, traj = data.sequence(s)
+                row = []
+                for j, c in enumerate((t - 1, t + 1)):
+                    T = torch.as_tensor(target_to_context(traj, t, c), dtype=torch.float64)
+                    T[:3, 3] *= factor
+                    table[len(table)] = T
+                    row.append([float(len(table) - 1)] + [0.0] * 5)
+                codes.append(row)
+            return torch.tensor(codes, dtype=torch.float64)
+
+    monkeypatch.setattr(ev, "pose_vec2mat", lambda v: torch.stack([table[int(c)] for c in v[:, 0]]))
+    r = ev.evaluate_pose(Exact(), data, batch_size=3)
+    assert r["snippets"] == 2 * (7 - 5 + 1) and r["snippet"] == 5
+    assert r["ate_scaled"]["mean"] < 1e-9
+    assert r["scale"] == pytest.approx(1 / factor, rel=1e-6)
+    if factor == 1.0:
+        assert r["ate"]["mean"] < 1e-9
+    else:
+        assert r["ate"]["mean"] > 0.01
+    assert "metric" in ev.format_pose(r)
+
+
+def test_evaluate_pose_needs_poses():
+    from packnet.evaluate import evaluate_pose
+    with pytest.raises(ValueError, match="no ground-truth poses"):
+        evaluate_pose(nn.Identity(), [1, 2, 3])
+
+
+# ----------------------------------------------------------------- pictures
+def test_labelled_preview_is_large_labelled_and_has_a_colour_bar():
+    from packnet.visualize import labelled_preview, test_strip
+    rgb = torch.rand(3, 16, 48)
+    gt = torch.rand(1, 16, 48) * 20 + 2
+    gt[:, :3] = 0  # no depth: black in the ground truth and the error map
+    pred = gt + 1
+    img = labelled_preview(rgb, pred, gt)
+    assert img.dtype == np.uint8 and img.shape[1] >= 576 and img.shape[1] % 48 == 0
+    k = img.shape[1] // 48
+    # four panels of 16k rows each below a header, then the colour bar
+    assert img.shape[0] > 4 * 16 * k
+    head = img[:22]
+    assert (head == 255).any() and (head == 24).any()  # white label text on the dark header
+    only_pred = labelled_preview(rgb, pred)
+    assert only_pred.shape[0] < img.shape[0]  # no ground truth: no gt and error panels
+    strip = test_strip([(rgb, pred, gt)] * 3)
+    assert strip.shape[1] == 3 * 48 * 2 + 2 * 8
+    with pytest.raises(ValueError, match="no frames"):
+        test_strip([])
+
+
+def test_font_draws_known_glyphs():
+    from packnet.font import draw_text, text_size
+    img = np.zeros((20, 60, 3), dtype=np.uint8)
+    draw_text(img, "I1", 0, 0, scale=1)
+    assert text_size("I1", 1) == (7, 11)
+    assert img[0, 1:4, 0].tolist() == [255, 255, 255]  # I's top bar
+    assert img[:7, 5].sum() == 0  # the blank column between glyphs
+    draw_text(img, "x?", 50, 15, scale=2)  # clipped at the edge, unknown glyph blank: no error

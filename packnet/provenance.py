@@ -1,0 +1,83 @@
+"""Where a number came from: the code, the libraries, the backend, the
+settings and the data, for summary.json and `packnet eval --json`.
+
+provenance(cfg, dataset, device) -> a JSON-ready dict; every field is
+best-effort (None when unknown, e.g. no git checkout), never an error.
+"""
+import dataclasses
+import os
+import platform
+import subprocess
+
+import torch
+
+__all__ = ["provenance", "git_revision", "describe_data"]
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def git_revision(path=_HERE):
+    """The commit of the checkout holding `path`, "+dirty" when it has
+    uncommitted changes; None outside a git checkout or without git."""
+    def git(*args):
+        return subprocess.run(["git", "-C", path, *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    try:
+        rev = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
+
+
+def describe_data(dataset):
+    """A data set's class, size and the arguments that define it."""
+    if dataset is None:
+        return None
+    out = {"class": type(dataset).__name__}
+    try:
+        out["samples"] = len(dataset)
+    except TypeError:
+        pass
+    for name in ("split", "num_sequences", "frames_per_sequence", "seed", "context", "root",
+                 "fps"):
+        v = getattr(dataset, name, None)
+        if v is not None:
+            out[name] = list(v) if isinstance(v, tuple) else v
+    if hasattr(dataset, "H") and hasattr(dataset, "W"):
+        out["size"] = [dataset.H, dataset.W]
+    return out
+
+
+def _backend(cfg, device):
+    if cfg.ops == "reference":
+        return "reference"
+    import packops
+    from packops import _dispatch
+    try:
+        with packops.use_backend("auto"):
+            return _dispatch.resolve("photometric_loss", torch.empty(0, device=device))
+    except (RuntimeError, ValueError):
+        return None
+
+
+def provenance(cfg, dataset=None, device=None):
+    """{git, torch, triton, python, device, backend, seed, config, data}."""
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    device = torch.device(device) if device is not None else cfg.resolved_device()
+    return {
+        "git": git_revision(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "python": platform.python_version(),
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})"
+                                 if device.type == "cuda" else f" ({platform.processor() or platform.machine()})"),
+        "backend": _backend(cfg, device),
+        "seed": cfg.seed,
+        "config": dataclasses.asdict(cfg),
+        "data": describe_data(dataset),
+    }
