@@ -439,7 +439,7 @@ def test_help_points_to_the_settings(capsys):
     import dataclasses
     code, text, _ = run(capsys, "train", "--help")
     assert "--list-settings" in text and "TrainConfig" in text
-    assert "(default: 1500)" in text        # --steps
+    assert f"(default: {TrainConfig().steps})" in text        # --steps
     code, text, _ = run(capsys, "train", "--list-settings")
     assert code == 0
     for f in dataclasses.fields(TrainConfig):
