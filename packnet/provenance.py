@@ -49,6 +49,19 @@ def describe_data(dataset):
     return out
 
 
+def _device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() + f", {os.cpu_count()} logical cores"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _backend(cfg, device):
     if cfg.ops == "reference":
         return "reference"
@@ -74,8 +87,7 @@ def provenance(cfg, dataset=None, device=None):
         "torch": torch.__version__,
         "triton": triton_version,
         "python": platform.python_version(),
-        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})"
-                                 if device.type == "cuda" else f" ({platform.processor() or platform.machine()})"),
+        "device": f"{device} ({_device_name(device)})",
         "backend": _backend(cfg, device),
         "seed": cfg.seed,
         "config": dataclasses.asdict(cfg),
