@@ -47,6 +47,27 @@ template <typename A> __device__ A block_sum(A v, A* red) {
   return total;
 }
 
+// Block-reduces the two per-thread sums and stores them as the chunk's pair
+// pair[0], pair[1] (thread 0); the chunked reductions below share this form.
+template <typename A> __device__ void store_pair_sum(A s1, A s2, A* red, A* pair) {
+  s1 = block_sum(s1, red);
+  s2 = block_sum(s2, red);
+  if (threadIdx.x == 0) {
+    pair[0] = s1;
+    pair[1] = s2;
+  }
+}
+
+// Sums row `row`'s kChunks pairs: partial[(row * kChunks + chunk) * 2 + {0, 1}].
+template <typename A> __device__ void sum_pairs(const A* partial, int64_t row, A& s1, A& s2) {
+  s1 = A(0);
+  s2 = A(0);
+  for (int chunk = 0; chunk < kChunks; ++chunk) {
+    s1 += partial[(row * kChunks + chunk) * 2];
+    s2 += partial[(row * kChunks + chunk) * 2 + 1];
+  }
+}
+
 // partial[(bg * kChunks + chunk) * 2 + {0, 1}] = sums of (x - k), (x - k)^2 over
 // the chunk's share of group bg, k = the group's first value
 template <typename T>
@@ -66,12 +87,7 @@ fwd_partial_kernel(const T* __restrict__ x, typename AccType<T>::type* __restric
       s1 += d;
       s2 += d * d;
     }
-    s1 = block_sum(s1, red);
-    s2 = block_sum(s2, red);
-    if (threadIdx.x == 0) {
-      partial[(bg * kChunks + blockIdx.x) * 2] = s1;
-      partial[(bg * kChunks + blockIdx.x) * 2 + 1] = s2;
-    }
+    store_pair_sum(s1, s2, red, partial + (bg * kChunks + blockIdx.x) * 2);
   }
 }
 
@@ -84,11 +100,8 @@ __global__ void fwd_stats_kernel(const T* __restrict__ x,
   using A = typename AccType<T>::type;
   const int64_t bg = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (bg >= BG) return;
-  A s1 = A(0), s2 = A(0);
-  for (int chunk = 0; chunk < kChunks; ++chunk) {
-    s1 += partial[(bg * kChunks + chunk) * 2];
-    s2 += partial[(bg * kChunks + chunk) * 2 + 1];
-  }
+  A s1, s2;
+  sum_pairs(partial, bg, s1, s2);
   group_stats<A>(s1, s2, to_acc(x[bg * n]), A(n), A(eps), mean[bg], rstd[bg]);
 }
 
@@ -131,12 +144,7 @@ bwd_partial_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* _
       s1 += dz;
       s2 += dz * xh;
     }
-    s1 = block_sum(s1, red);
-    s2 = block_sum(s2, red);
-    if (threadIdx.x == 0) {
-      partial[(bc * kChunks + blockIdx.x) * 2] = s1;
-      partial[(bc * kChunks + blockIdx.x) * 2 + 1] = s2;
-    }
+    store_pair_sum(s1, s2, red, partial + (bc * kChunks + blockIdx.x) * 2);
   }
 }
 
@@ -144,11 +152,8 @@ template <typename A>
 __global__ void bwd_channel_kernel(const A* __restrict__ partial, A* __restrict__ S, int64_t BC) {
   const int64_t bc = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (bc >= BC) return;
-  A s1 = A(0), s2 = A(0);
-  for (int chunk = 0; chunk < kChunks; ++chunk) {
-    s1 += partial[(bc * kChunks + chunk) * 2];
-    s2 += partial[(bc * kChunks + chunk) * 2 + 1];
-  }
+  A s1, s2;
+  sum_pairs(partial, bc, s1, s2);
   S[bc * 2] = s1;
   S[bc * 2 + 1] = s2;
 }

@@ -53,17 +53,26 @@ def _stats_kernel(x, mean, rstd, n, eps_hi, eps_lo, BLOCK: tl.constexpr, ACC: tl
 
 
 @triton.jit
-def _apply_kernel(x, w, b, mean, rstd, y, total, C, HW, Cg, alpha_hi, alpha_lo,
-                  BLOCK: tl.constexpr, ACC: tl.constexpr):
-    alpha = _scalar(alpha_hi, alpha_lo, ACC)
+def _affine_block(x, w, b, mean, rstd, total, C, HW, Cg, BLOCK: tl.constexpr,
+                  ACC: tl.constexpr):
+    """One block of elements: (offs, ok, bg, rstd, weight, x_hat, z = x_hat * w + b)."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < total
     bc = offs // HW
     c = bc % C
     bg = bc // Cg
-    z = ((tl.load(x + offs, mask=ok, other=0).to(ACC) - tl.load(mean + bg, mask=ok, other=0))
-         * tl.load(rstd + bg, mask=ok, other=0) * tl.load(w + c, mask=ok, other=0).to(ACC)
-         + tl.load(b + c, mask=ok, other=0).to(ACC))
+    r = tl.load(rstd + bg, mask=ok, other=0)
+    wc = tl.load(w + c, mask=ok, other=0).to(ACC)
+    xh = (tl.load(x + offs, mask=ok, other=0).to(ACC) - tl.load(mean + bg, mask=ok, other=0)) * r
+    z = xh * wc + tl.load(b + c, mask=ok, other=0).to(ACC)
+    return offs, ok, bg, r, wc, xh, z
+
+
+@triton.jit
+def _apply_kernel(x, w, b, mean, rstd, y, total, C, HW, Cg, alpha_hi, alpha_lo,
+                  BLOCK: tl.constexpr, ACC: tl.constexpr):
+    alpha = _scalar(alpha_hi, alpha_lo, ACC)
+    offs, ok, bg, r, wc, xh, z = _affine_block(x, w, b, mean, rstd, total, C, HW, Cg, BLOCK, ACC)
     tl.store(y + offs, _elu(z, alpha).to(y.dtype.element_ty), mask=ok)
 
 
@@ -96,16 +105,8 @@ def _channel_sums_kernel(dy, x, w, b, mean, rstd, S, C, HW, Cg, alpha_hi, alpha_
 def _dx_kernel(dy, x, w, b, mean, rstd, M, dx, total, C, HW, Cg, alpha_hi, alpha_lo,
                BLOCK: tl.constexpr, ACC: tl.constexpr):
     alpha = _scalar(alpha_hi, alpha_lo, ACC)
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < total
-    bc = offs // HW
-    c = bc % C
-    bg = bc // Cg
-    r = tl.load(rstd + bg, mask=ok, other=0)
-    wc = tl.load(w + c, mask=ok, other=0).to(ACC)
-    xh = (tl.load(x + offs, mask=ok, other=0).to(ACC) - tl.load(mean + bg, mask=ok, other=0)) * r
-    dz = tl.load(dy + offs, mask=ok, other=0).to(ACC) * _elu_grad(
-        xh * wc + tl.load(b + c, mask=ok, other=0).to(ACC), alpha)
+    offs, ok, bg, r, wc, xh, z = _affine_block(x, w, b, mean, rstd, total, C, HW, Cg, BLOCK, ACC)
+    dz = tl.load(dy + offs, mask=ok, other=0).to(ACC) * _elu_grad(z, alpha)
     m1 = tl.load(M + bg * 2, mask=ok, other=0)
     m2 = tl.load(M + bg * 2 + 1, mask=ok, other=0)
     tl.store(dx + offs, (r * (wc * dz - m1 - xh * m2)).to(dx.dtype.element_ty), mask=ok)
