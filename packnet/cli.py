@@ -270,8 +270,10 @@ def cmd_eval(args):
                "provenance": provenance(cfg, data, device)}
         if why:
             out["skipped"] = why
+        replaced = os.path.exists(args.json)
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1, default=float)
+        print(f"wrote {args.json}" + (" (replaced the existing file)" if replaced else ""))
     return 0
 
 
@@ -301,11 +303,13 @@ def cmd_export(args):
     from .export import ExportError, export_onnx
     from .infer import load_depth_net
     net = load_depth_net(args.checkpoint, trust=args.trust_checkpoint)
+    replaced = os.path.exists(args.out)
     try:
         diff = export_onnx(net, args.out, size=tuple(args.size))
     except ExportError as e:
         raise UsageError(str(e)) from None
-    print(f"wrote {args.out}" + ("" if diff is None else f" (max |onnx - torch| = {diff:.2e})"))
+    print(f"wrote {args.out}" + (" (replaced the existing file)" if replaced else "")
+          + ("" if diff is None else f" (max |onnx - torch| = {diff:.2e})"))
     return 0
 
 

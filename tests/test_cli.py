@@ -108,3 +108,13 @@ def test_eval_on_kitti_layout_with_garg_crop(checkpoint, tmp_path, capsys):
     assert cli.main(["eval", "--checkpoint", checkpoint, "--data", "kitti", "--data-root",
                      str(tmp_path / "kitti")]) == 2
     assert "packnet eval: error: KITTI needs --split-file" in capsys.readouterr().err
+
+
+def test_eval_json_says_when_it_replaces_a_file(checkpoint, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    args = ["eval", "--checkpoint", checkpoint, "--data", "synthetic", "--device", "cpu",
+            "--json", str(out)]
+    assert cli.main(args) == 0
+    assert f"wrote {out}\n" in capsys.readouterr().out
+    assert cli.main(args) == 0
+    assert "(replaced the existing file)" in capsys.readouterr().out
