@@ -105,6 +105,25 @@ __global__ void fwd_stats_kernel(const T* __restrict__ x,
   group_stats<A>(s1, s2, to_acc(x[bg * n]), A(n), A(eps), mean[bg], rstd[bg]);
 }
 
+// Element i of [B, C, HW]: its group, the group's rstd, the channel's weight,
+// x_hat = (x - mean) * rstd and z = x_hat * w + bias (the ELU's input).
+template <typename A> struct Affine {
+  int64_t bg;
+  A r, wc, xh, z;
+};
+template <typename T, typename A>
+__device__ Affine<A> affine_at(int64_t i, const T* x, const T* w, const T* bias, const A* mean,
+                               const A* rstd, int64_t C, int64_t HW, int64_t Cg) {
+  const int64_t bc = i / HW, c = bc % C, bg = bc / Cg;
+  Affine<A> a;
+  a.bg = bg;
+  a.r = rstd[bg];
+  a.wc = to_acc(w[c]);
+  a.xh = (to_acc(x[i]) - mean[bg]) * a.r;
+  a.z = a.xh * a.wc + to_acc(bias[c]);
+  return a;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 fwd_apply_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
@@ -114,10 +133,8 @@ fwd_apply_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __re
   using A = typename AccType<T>::type;
   for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * kThreads) {
-    const int64_t bc = i / HW, c = bc % C, bg = bc / Cg;
-    const A r = rstd[bg], wc = to_acc(w[c]);
-    const A z = (to_acc(x[i]) - mean[bg]) * r * wc + to_acc(bias[c]);
-    store(y + i, elu<A>(z, A(alpha)));
+    const Affine<A> a = affine_at(i, x, w, bias, mean, rstd, C, HW, Cg);
+    store(y + i, elu<A>(a.z, A(alpha)));
   }
 }
 
@@ -200,10 +217,10 @@ bwd_apply_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __r
   using A = typename AccType<T>::type;
   for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * kThreads) {
-    const int64_t bc = i / HW, c = bc % C, bg = bc / Cg;
-    const A r = rstd[bg], wc = to_acc(w[c]);
-    const A xh = (to_acc(x[i]) - mean[bg]) * r;
-    const A dz = to_acc(dy[i]) * elu_grad<A>(xh * wc + to_acc(bias[c]), A(alpha));
+    const Affine<A> a = affine_at(i, x, w, bias, mean, rstd, C, HW, Cg);
+    const int64_t bg = a.bg;
+    const A r = a.r, wc = a.wc, xh = a.xh;
+    const A dz = to_acc(dy[i]) * elu_grad<A>(a.z, A(alpha));
     store(dx + i, r * (wc * dz - M[bg * 2] - xh * M[bg * 2 + 1]));
   }
 }
