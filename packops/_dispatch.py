@@ -12,6 +12,7 @@ serve the call raises, saying why.
 """
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import os
 import warnings
@@ -154,3 +155,32 @@ def resolve(op, tensor, dtypes=DTYPES):
                       f"{str(tensor.dtype).replace('torch.', '')} tensors ({'; '.join(reasons)})",
                       RuntimeWarning, stacklevel=3)
     return "reference"
+
+
+# Autocast: float32, float16 and bfloat16 tensors are what torch.autocast
+# casts (float64 never is); the layer ops run in the autocast dtype, like
+# the convolutions they stand for.
+_AUTOCAST_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def autocast_to_lower_precision(fn):
+    """Under torch.autocast for x's device type (x: fn's first argument),
+    call fn with every float32/float16/bfloat16 tensor argument cast to the
+    autocast dtype, and autocast off inside (so the reference computes in
+    that dtype too, and the fused routes keep their float32 parts float32).
+    Outside autocast, fn as it is. For the network-layer ops (pack3d,
+    unpack3d, pack_conv, group_norm_elu), which autocast would otherwise hand
+    a bf16 activation beside float32 parameters."""
+    def cast(t, dtype):
+        return t.to(dtype) if isinstance(t, torch.Tensor) and t.dtype in _AUTOCAST_ELIGIBLE else t
+
+    @functools.wraps(fn)
+    def wrapper(x, *args, **kwargs):
+        if not isinstance(x, torch.Tensor) or not torch.is_autocast_enabled(x.device.type):
+            return fn(x, *args, **kwargs)
+        dev = x.device.type
+        dtype = torch.get_autocast_dtype(dev)
+        with torch.autocast(dev, enabled=False):
+            return fn(cast(x, dtype), *(cast(a, dtype) for a in args),
+                      **{k: cast(v, dtype) for k, v in kwargs.items()})
+    return wrapper

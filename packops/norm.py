@@ -47,6 +47,7 @@ GROUP_NORM_ELU = _library.fused_op(_library.FusedOp(
 
 
 # ------------------------------------------------------------- public op
+@_dispatch.autocast_to_lower_precision
 def group_norm_elu(x, weight, bias, groups, eps=1e-5, alpha=1.0):
     """ELU(GroupNorm(x)) in one fused op.
 
