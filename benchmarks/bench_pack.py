@@ -7,7 +7,7 @@ Conv2D + unpack3d), at PackNet01's real layer shapes for a 192x640 input:
 
 d = 8 (the modules' default, as in the issue). B = 4 on CUDA; on CPU B = 1,
 because the reference pack1 layer alone takes several seconds per fwd+bwd on
-2 cores. float32 (bfloat16 cases are a one-line change once there is device time for them).
+2 cores. float32, and bfloat16 on CUDA (the CPU kernels are float32/float64).
 """
 import torch
 import torch.nn.functional as F
@@ -109,7 +109,7 @@ def _nbytes(shapes, out_numel, mode, elem):
 
 def cases(device, quick=False, ops=OPS):
     """Every (op, shape, dtype, mode) to benchmark on `device` (torch.device)."""
-    dtypes = (torch.float32,)  # bfloat16 on CUDA: not yet measured (device time)
+    dtypes = (torch.float32,) + ((torch.bfloat16,) if device.type == "cuda" else ())
     B = 1 if quick else (4 if device.type == "cuda" else 1)
     packs = QUICK_PACK if quick else PACK
     unpacks = QUICK_UNPACK if quick else UNPACK

@@ -109,25 +109,6 @@ UNPACK3D = _conv3d_op("unpack3d", _unpack_fake)
 
 
 # ------------------------------------------------------------ pack_conv route
-def _pack_conv_window(x, w3, b3, w2, b2, r, pack_op, y0, y1, x0, x1):
-    """Exact pack_conv output rows [y0, y1) x cols [x0, x1): [B, Cout, y1-y0, x1-x0].
-
-    Computes pack3d only on the strip of x it needs (the window plus k//2
-    conv2d taps plus one conv3d tap each side, cut at the image edge), drops
-    the strip's own edge rows/cols (wrong: their conv3d saw the strip's zero
-    padding, not the image), zero-pads where the window's taps leave the image,
-    and runs conv2d without padding.
-    """
-    h, w = x.shape[2] // r, x.shape[3] // r
-    p = w2.shape[-1] // 2
-    vy0, vy1, vx0, vx1 = max(y0 - p, 0), min(y1 + p, h), max(x0 - p, 0), min(x1 + p, w)
-    uy0, uy1, ux0, ux1 = max(vy0 - 1, 0), min(vy1 + 1, h), max(vx0 - 1, 0), min(vx1 + 1, w)
-    v = pack_op(x[:, :, uy0 * r:uy1 * r, ux0 * r:ux1 * r], w3, b3, r)
-    v = v[:, :, vy0 - uy0:vy1 - uy0, vx0 - ux0:vx1 - ux0]
-    v = F.pad(v, (vx0 - (x0 - p), (x1 + p) - vx1, vy0 - (y0 - p), (y1 + p) - vy1))
-    return F.conv2d(v, w2, b2)
-
-
 def _folded_weights(w3, b3, w2):
     """(W_eff [Cout, Cu, k+2, k+2], b_eff [Cout]) with, away from the border,
     conv2d(u, W_eff, b_eff, padding=1) == conv2d(conv3d(u, w3, b3), w2) for
@@ -173,12 +154,71 @@ def _ring_term(edge, w3_tap, pad_c):
     return v.reshape(B, v.shape[1] * Cu, v.shape[-1])
 
 
-def _pack_conv_fused(x, w3, b3, w2, b2, r, pack_op):
+# pack_conv's route: "auto" (route_for below), or one of ROUTES for every
+# call (benchmarks and tests set it)
+ROUTES = ("direct", "recompute", "folded")
+ROUTE = "auto"
+
+
+def route_for(x, w2, r):
+    """The route pack_conv takes on a fused backend for x [B,C,H,W] and w2:
+    "direct" (the pack3d kernel, then conv2d; the d*r*r*C-channel tensor is
+    stored for the backward), "recompute" (the same, storing only the inputs
+    and recomputing that tensor in the backward) or "folded" (one conv over
+    space_to_depth(x) with the folded weights and exact border terms: that
+    tensor is never made)."""
+    if ROUTE != "auto" and ROUTE not in ROUTES:
+        raise ValueError(f"packops.pack.ROUTE must be 'auto' or one of {ROUTES}, got {ROUTE!r}")
     h, w = x.shape[2] // r, x.shape[3] // r
     p = w2.shape[-1] // 2
-    if h - 2 * p < 1 or w - 2 * p < 1 or x.shape[0] * h * w < FOLD_MIN_PIXELS:
-        # no interior, or too small for the folding to pay: pack3d + conv2d directly
-        return _pack_conv_window(x, w3, b3, w2, b2, r, pack_op, 0, h, 0, w)
+    if h - 2 * p < 1 or w - 2 * p < 1:
+        return "direct" if ROUTE in ("auto", "folded") else ROUTE  # no interior to fold over
+    if ROUTE != "auto":
+        return ROUTE
+    if x.shape[0] * h * w < FOLD_MIN_PIXELS:
+        return "direct"  # too small for the folding to pay
+    return "folded"
+
+
+class _PackConvRecompute(torch.autograd.Function):
+    """conv2d(pack3d(x)) that keeps only its inputs for the backward: the
+    d*r*r*C-channel tensor lives inside the forward and, made again, inside
+    the backward, never between them."""
+
+    @staticmethod
+    def forward(ctx, x, w3, b3, w2, b2, r, backend):
+        v = _library.kernel("pack3d_fwd", backend)(x, w3, b3, r)
+        ctx.save_for_backward(x, w3, b3, w2)
+        ctx.r, ctx.backend = r, backend
+        return F.conv2d(v, w2, b2, padding=w2.shape[-1] // 2)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w3, b3, w2 = ctx.saved_tensors
+        r, p = ctx.r, w2.shape[-1] // 2
+        need_x, need_w3, need_b3, need_w2, need_b2 = ctx.needs_input_grad[:5]
+        need_v = need_x or need_w3 or need_b3
+        v = _library.kernel("pack3d_fwd", ctx.backend)(x, w3, b3, r)
+        gv, gw2, gb2 = torch.ops.aten.convolution_backward(
+            g.contiguous(), v, w2, [w2.shape[0]], [1, 1], [p, p], [1, 1], False, [0, 0], 1,
+            [need_v, need_w2, need_b2])
+        del v
+        gx = gw3 = gb3 = None
+        if need_v:
+            gx, gw3, gb3 = _library.kernel("pack3d_bwd", ctx.backend)(
+                gv, x, w3, r, need_x, need_w3, need_b3)
+        return (gx if need_x else None, gw3 if need_w3 else None, gb3 if need_b3 else None,
+                gw2 if need_w2 else None, gb2 if need_b2 else None, None, None)
+
+
+def _pack_conv_fused(x, w3, b3, w2, b2, r, backend):
+    route = route_for(x, w2, r)
+    p = w2.shape[-1] // 2
+    if route == "direct":
+        return F.conv2d(_library.kernel("pack3d_fwd", backend)(x, w3, b3, r), w2, b2, padding=p)
+    if route == "recompute":
+        return _PackConvRecompute.apply(x, w3, b3, w2, b2, r, backend)
+    h, w = x.shape[2] // r, x.shape[3] // r
     if x.dtype in (torch.float16, torch.bfloat16):
         # fold in float32: the folded weights sum k^2 d products per tap, and
         # their gradient flows back to w2 and w3 through the same sums
@@ -254,6 +294,7 @@ def _check_conv3d(op, x, weight, bias, wname="weight", bname="bias"):
     return bias
 
 
+@_dispatch.autocast_to_lower_precision
 def pack3d(x, weight, bias, r=2):
     """Space-to-depth by r + Conv3d(1 -> d, 3x3x3, padding 1) in one kernel.
 
@@ -270,6 +311,7 @@ def pack3d(x, weight, bias, r=2):
     return _library.kernel("pack3d_fwd", backend)(x, weight, bias, r)
 
 
+@_dispatch.autocast_to_lower_precision
 def unpack3d(x, weight, bias, r=2):
     """Conv3d(1 -> d, 3x3x3, padding 1) + pixel shuffle by r in one kernel.
 
@@ -288,6 +330,7 @@ def unpack3d(x, weight, bias, r=2):
     return _library.kernel("unpack3d_fwd", backend)(x, weight, bias, r)
 
 
+@_dispatch.autocast_to_lower_precision
 def pack_conv(x, w3, b3, w2, b2, r=2):
     """The conv of PackNet's packing layer: conv2d(pack3d(x, w3, b3, r), w2, b2, padding=k//2).
 
@@ -315,4 +358,4 @@ def pack_conv(x, w3, b3, w2, b2, r=2):
     backend = _dispatch.resolve(op, x)
     if backend == "reference":
         return pack_conv_reference(x, w3, b3, w2, b2, r)
-    return _pack_conv_fused(x, w3, b3, w2, b2, r, _library.kernel("pack3d_fwd", backend))
+    return _pack_conv_fused(x, w3, b3, w2, b2, r, backend)

@@ -182,3 +182,20 @@ def test_sanitize_runner_finds_every_driver(monkeypatch, capsys):
     assert capsys.readouterr().out.split("\n")[0] == "ok reference photometric torch.float32"
     found["pack"]("reference", torch.float32, "cpu")
     found["reproject"]("reference", torch.float32, "cpu")
+
+
+def test_pack_routes_quick(tmp_path, capsys):
+    """benchmarks.pack_routes times every route and the reference, and each
+    route computes pack_conv (float64 error against the reference)."""
+    from benchmarks import pack_routes
+    if not packops.has_cpu_ext():
+        pytest.skip("packops._C not built")
+    assert pack_routes.main(["--quick", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    slug = report.slug(report.device_name(torch.device("cpu")))
+    data = json.load(open(tmp_path / slug / "pack-routes-quick.json"))
+    assert [r["route"] for r in data["rows"]] == list(pack_routes.ROUTES)
+    for r in data["rows"]:
+        assert r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0, r
+        assert r["rel_err"] < 1e-12, r
+    assert packops.pack.ROUTE == "auto"  # restored
+    assert "| pack-quick |" in (tmp_path / slug / "pack-routes-quick.md").read_text()

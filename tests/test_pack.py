@@ -209,19 +209,50 @@ def test_other_r(backend, device, r):
 
 
 @pytest.mark.parametrize("backend,device", FUSED)
-def test_pack_conv_route_choice_agrees(backend, device, monkeypatch):
-    """Direct (pack3d + conv2d) and folded routes give the same values and
-    gradients; the automatic choice takes direct below FOLD_MIN_PIXELS."""
+def test_pack_conv_routes_agree(backend, device, monkeypatch):
+    """Direct (pack3d + conv2d), recompute (the same, the pack3d output made
+    again in backward) and folded routes give the same values and gradients."""
     args = [a.to(device).requires_grad_() for a in _conv_inputs((1, 3, 12, 16, 8, 3, 3))]
     got = {}
-    for name, threshold in (("folded", 0), ("direct", 10 ** 9)):
-        monkeypatch.setattr(packops.pack, "FOLD_MIN_PIXELS", threshold)
+    for route in packops.pack.ROUTES:
+        monkeypatch.setattr(packops.pack, "ROUTE", route)
+        assert packops.pack.route_for(args[0], args[3], 2) == route
         with packops.use_backend(backend):
             out = packops.pack_conv(*args)
-        got[name] = (out, torch.autograd.grad(out.square().sum(), args))
-    assert_close(got["folded"][0], got["direct"][0], 1e-10, "values")
-    for a, b in zip(got["folded"][1], got["direct"][1]):
-        assert_close(a, b, 1e-9 * max(1.0, float(b.abs().max())), "grads")
+        got[route] = (out, torch.autograd.grad(out.square().sum(), args))
+    for route in ("recompute", "folded"):
+        assert_close(got[route][0], got["direct"][0], 1e-10, f"{route} values")
+        for a, b in zip(got[route][1], got["direct"][1]):
+            assert_close(a, b, 1e-9 * max(1.0, float(b.abs().max())), f"{route} grads")
+
+
+@pytest.mark.parametrize("backend,device", FUSED)
+def test_pack_conv_recompute_route_gradcheck(backend, device, monkeypatch):
+    """float64 gradcheck of the recompute route, some inputs without gradient
+    and no b2 (its backward asks convolution_backward for what is needed)."""
+    monkeypatch.setattr(packops.pack, "ROUTE", "recompute")
+    x, w3, b3, w2, _ = [a.to(device) for a in _conv_inputs((1, 1, 6, 8, 2, 3, 2), 4)]
+    with packops.use_backend(backend):
+        assert torch.autograd.gradcheck(
+            lambda *a: packops.pack_conv(*a, None),
+            (x.requires_grad_(), w3, b3.requires_grad_(), w2.requires_grad_()),
+            eps=1e-6, atol=1e-6)
+
+
+def test_pack_conv_route_choice(monkeypatch):
+    x, w2 = torch.empty(1, 8, 40, 40), torch.empty(4, 8 * 4 * 8, 3, 3)
+    monkeypatch.setattr(packops.pack, "FOLD_MIN_PIXELS", 1536)
+    assert packops.pack.route_for(x, w2, 2) == "direct"             # 400 px
+    assert packops.pack.route_for(x.expand(4, -1, -1, -1), w2, 2) == "folded"
+    # no interior (h < k): never folded, whatever is asked
+    monkeypatch.setattr(packops.pack, "ROUTE", "folded")
+    assert packops.pack.route_for(x[..., :4, :], w2, 2) == "direct"
+    monkeypatch.setattr(packops.pack, "ROUTE", "recompute")
+    assert packops.pack.route_for(x[..., :4, :], w2, 2) == "recompute"
+    monkeypatch.setattr(packops.pack, "ROUTE", "fast")
+    with pytest.raises(ValueError, match="ROUTE must be 'auto' or one of"):
+        packops.pack_conv(torch.randn(1, 2, 8, 8), torch.randn(2, 1, 3, 3, 3), None,
+                          torch.randn(3, 16, 3, 3), None)
 
 
 def test_pack_conv_memory_is_small():
@@ -382,3 +413,19 @@ def test_module_repr_and_defaults():
     assert u.conv.conv_base.weight.shape == (64 * 4 // 8, 32, 3, 3)
 
 
+
+
+def test_recompute_route_compiles(monkeypatch):
+    """torch.compile(fullgraph=True) traces the recompute route's autograd.Function."""
+    if not packops.has_cpu_ext():
+        pytest.skip("packops._C not built")
+    monkeypatch.setattr(packops.pack, "ROUTE", "recompute")
+    args = [a.float().requires_grad_() for a in _conv_inputs((1, 2, 8, 10, 2, 3, 4), 5)]
+    f = torch.compile(packops.pack_conv, fullgraph=True, backend="aot_eager")
+    out = f(*args)
+    grads = torch.autograd.grad(out.square().sum(), args)
+    ref = pack_conv_reference(*args)
+    ref_grads = torch.autograd.grad(ref.square().sum(), args)
+    assert_close(out, ref, 1e-5, "values")
+    for a, b in zip(grads, ref_grads):
+        assert_close(a, b, 1e-4 * max(1.0, float(b.abs().max())), "grads")
