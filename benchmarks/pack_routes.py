@@ -2,7 +2,7 @@
 automatic route choice (route_for) is set from.
 
     python -m benchmarks.pack_routes [--device cuda|cpu] [--layers pack1 ...]
-        [--dtypes float32 bfloat16] [--profile] [--cudnn-benchmark] [--quick] [--out DIR]
+        [--dtypes float32 bfloat16] [--routes NAME ...] [--profile] [--cudnn-benchmark] [--quick] [--out DIR]
 
 Routes (packops.pack.ROUTES, on the fused backend auto picks for the device):
   direct     the pack3d kernel, then conv2d; the d*r*r*C-channel tensor v is
@@ -115,8 +115,8 @@ def measure(name, shape, dtype, route, backend, B, device):
     return row
 
 
-def profile_routes(shape, dtype, backend, B, device, top=10):
-    """{route: [(kernel, device ms per fwd+bwd)]} for the top kernels."""
+def profile_routes(shape, dtype, backend, B, device, top=12):
+    """{route: torch.profiler's table of the top ops/kernels over 3 fwd+bwd}."""
     from torch.profiler import ProfilerActivity, profile
     C, H, W, k = shape
     out = {}
@@ -132,12 +132,8 @@ def profile_routes(shape, dtype, backend, B, device, top=10):
                 torch.autograd.grad(fn(*args).sum(), args)
             harness._sync(device)
         events = prof.key_averages()
-        if device.type == "cuda":
-            rows = [(e.key, e.self_device_time_total / 1e3 / 3) for e in events
-                    if e.self_device_time_total > 0 and e.device_type.name == "CUDA"]
-        else:
-            rows = [(e.key, e.self_cpu_time_total / 1e3 / 3) for e in events]
-        out[route] = sorted(rows, key=lambda r: -r[1])[:top]
+        sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        out[route] = events.table(sort_by=sort, row_limit=top)
         del args
     return out
 
@@ -167,6 +163,8 @@ def main(argv=None):
     ap.add_argument("--device", choices=("cpu", "cuda"))
     ap.add_argument("--layers", nargs="+", choices=list(LAYERS), metavar="NAME")
     ap.add_argument("--dtypes", nargs="+", default=None, choices=("float32", "bfloat16"))
+    ap.add_argument("--routes", nargs="+", choices=ROUTES, metavar="NAME",
+                    help=f"default: all of {' '.join(ROUTES)}")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--cudnn-benchmark", action="store_true",
                     help="torch.backends.cudnn.benchmark = True (results file pack-routes-cudnn-benchmark.*)")
@@ -186,7 +184,7 @@ def main(argv=None):
     t0 = time.time()
     for name, shape in layers.items():
         for dt in dtypes:
-            for route in ROUTES:
+            for route in args.routes or ROUTES:
                 row = measure(name, shape, getattr(torch, dt), route, backend, B, device)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -205,10 +203,9 @@ def main(argv=None):
              f"cudnn.benchmark {result['cudnn_benchmark']}",
              f"- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {time.time() - t0:.0f} s",
              "", *table(rows)]
-    for route, ks in (result.get("profile") or {}).get("kernels", {}).items():
-        lines += ["", f"### {result['profile']['layer']} float32 fwd+bwd, {route}: top kernels "
-                      "(ms per call)", ""]
-        lines += [f"- {ms:.3f} {k[:110]}" for k, ms in ks]
+    for route, tab in (result.get("profile") or {}).get("kernels", {}).items():
+        lines += ["", f"### {result['profile']['layer']} float32, 3 x fwd+bwd, {route}", "",
+                  "```", tab.rstrip(), "```"]
     out_dir = os.path.join(args.out, report.slug(result["device"]))
     os.makedirs(out_dir, exist_ok=True)
     suffix = ("-quick" if args.quick else "") + ("-cudnn-benchmark" if args.cudnn_benchmark else "")

@@ -132,12 +132,17 @@ def _folded_weights(w3, b3, w2):
 # thousand output pixels, whatever the batch (it scales with the weights, not
 # the activations). Below this many output pixels (B*h*w) the direct route
 # (the fused pack3d kernel, then conv2d) is faster, and the d-times-larger
-# tensor it materialises is small there. Measured fwd+bwd on the 2-core CPU:
-# 768 px (PackNetTiny pack3, batch 4) direct 33 ms vs folded 51; 1920 px
-# (PackNet01 pack3 at 192x640) direct 1461 vs folded 1201; 3072 px
-# (PackNetTiny pack2) direct 42 vs folded 28. Tests set it to 0 to exercise
-# the folded route on small shapes.
-FOLD_MIN_PIXELS = 1536
+# tensor it materialises is small there. Per device type (others: "cpu").
+# Measured fwd+bwd on the 2-core CPU: 768 px (PackNetTiny pack3, batch 4)
+# direct 33 ms vs folded 51; 1920 px (PackNet01 pack3 at 192x640) direct 1461
+# vs folded 1201; 3072 px (PackNetTiny pack2) direct 42 vs folded 28. On the
+# H200 (benchmarks/results/h200/pack-routes.md, PackNet01 at batch 4): folded
+# won at 122880 px (pack1: 3.2x the reference fwd+bwd in float32, 5.5x in
+# bfloat16) and 30720 px (pack2: 1.4x, 2.0x) and lost at 7680 px and below
+# (pack3: 0.22x forward; pack5: 0.03x, where folding 75M weights through
+# cuDNN's conv_transpose3d took 70 ms). Tests set them to 0 to exercise the
+# folded route on small shapes.
+FOLD_MIN_PIXELS = {"cpu": 1536, "cuda": 16384}
 
 
 def _ring_term(edge, w3_tap, pad_c):
@@ -175,7 +180,7 @@ def route_for(x, w2, r):
         return "direct" if ROUTE in ("auto", "folded") else ROUTE  # no interior to fold over
     if ROUTE != "auto":
         return ROUTE
-    if x.shape[0] * h * w < FOLD_MIN_PIXELS:
+    if x.shape[0] * h * w < FOLD_MIN_PIXELS.get(x.device.type, FOLD_MIN_PIXELS["cpu"]):
         return "direct"  # too small for the folding to pay
     return "folded"
 

@@ -17,7 +17,8 @@ from contract import OpContract
 def _folded_route_everywhere(monkeypatch):
     """Small test shapes would take pack_conv's direct route (FOLD_MIN_PIXELS):
     force the folded route, the one with the border-ring logic, in this file."""
-    monkeypatch.setattr(packops.pack, "FOLD_MIN_PIXELS", 0)
+    for device in ("cpu", "cuda"):
+        monkeypatch.setitem(packops.pack.FOLD_MIN_PIXELS, device, 0)
 
 
 def _gen(seed):
@@ -158,7 +159,8 @@ class TestPackConv(OpContract):
     @pytest.mark.parametrize("backend,device", FUSED)
     def test_no_second_derivative(self, backend, device, monkeypatch):
         # the direct route runs the pack3d kernel, which has no second derivative
-        monkeypatch.setattr(packops.pack, "FOLD_MIN_PIXELS", 10 ** 9)
+        for dev in ("cpu", "cuda"):
+            monkeypatch.setitem(packops.pack.FOLD_MIN_PIXELS, dev, 10 ** 9)
         super().test_no_second_derivative(backend, device)
 
     @pytest.mark.parametrize("backend,device", FUSED)
@@ -241,9 +243,16 @@ def test_pack_conv_recompute_route_gradcheck(backend, device, monkeypatch):
 
 def test_pack_conv_route_choice(monkeypatch):
     x, w2 = torch.empty(1, 8, 40, 40), torch.empty(4, 8 * 4 * 8, 3, 3)
-    monkeypatch.setattr(packops.pack, "FOLD_MIN_PIXELS", 1536)
+    monkeypatch.setitem(packops.pack.FOLD_MIN_PIXELS, "cpu", 1536)
     assert packops.pack.route_for(x, w2, 2) == "direct"             # 400 px
     assert packops.pack.route_for(x.expand(4, -1, -1, -1), w2, 2) == "folded"
+    # per device type, others take the CPU's threshold
+    meta = torch.empty(4, 8, 128, 128, device="meta")                 # 16384 px
+    monkeypatch.setitem(packops.pack.FOLD_MIN_PIXELS, "cpu", 16384)
+    assert packops.pack.route_for(meta, w2, 2) == "folded"
+    assert packops.pack.route_for(meta[:, :, :126], w2, 2) == "direct"
+    monkeypatch.setitem(packops.pack.FOLD_MIN_PIXELS, "meta", 10 ** 9)
+    assert packops.pack.route_for(meta, w2, 2) == "direct"
     # no interior (h < k): never folded, whatever is asked
     monkeypatch.setattr(packops.pack, "ROUTE", "folded")
     assert packops.pack.route_for(x[..., :4, :], w2, 2) == "direct"

@@ -1,89 +1,114 @@
 #!/usr/bin/env bash
-# One device-machine call: build the CUDA extension, the pack_conv route
-# study, the training step, the CUDA tests with compute-sanitizer beside them,
-# and the op benchmarks, each stage logging under $OUT and cut off so that the
-# whole call ends within BUDGET_S seconds (default 540) with its logs.
+# One device-machine call: build the CUDA extension, then the stages named, in
+# the order given, each logging under $OUT and cut off so that the whole call
+# ends within BUDGET_S seconds (default 540) with its logs:
 #
-#   bash tools/gpu_session.sh [build] [routes] [train] [check] [bench OPS...]
+#   bash tools/gpu_session.sh build check routes train bench OPS...
 #
-# Stages run in that order whatever the order given. check runs the tests
-# that touch CUDA (pytest -k cuda; TEST_ARGS overrides) and, at the same
-# time, compute-sanitizer's memcheck, racecheck, synccheck and initcheck over
-# every CUDA kernel (python -m tools.sanitize cuda). Timed stages (routes,
-# train, bench) run alone. Results land in $OUT/<device-slug>/<suite>.md|.json
+#   build   python setup.py build_ext --inplace (TORCH_CUDA_ARCH_LIST=9.0)
+#   check   the tests that touch CUDA (pytest -n 8 -k cuda; TEST_ARGS
+#           overrides) and, at the same time, compute-sanitizer over every
+#           CUDA kernel (python -m tools.sanitize cuda): SANITIZERS (default
+#           "memcheck racecheck synccheck initcheck"), SANITIZE_OPS to narrow
+#   routes  python -m benchmarks.pack_routes (ROUTES_ARGS), then with
+#           --cudnn-benchmark for pack1 and pack3 (unless ROUTES_CB=0)
+#   train   python -m benchmarks.train_step, PackNet01, reference and fused,
+#           float32 then bf16 autocast (TRAIN_ARGS)
+#   bench   python -m benchmarks.report --ops OPS (the rest of the line),
+#           providers reference triton cuda (BENCH_PROVIDERS)
+# Timed stages run alone. Each stage may use the budget left minus 40 s for
+# every stage after it. Results land in $OUT/<device-slug>/<suite>.md|.json
 # (the layout of benchmarks/results/), all packed into $OUT/session.tgz at the
 # end (a device call returns at most 8 files; PACK_OUT=0 leaves them as they are).
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
 BUDGET_S=${BUDGET_S:-540}
-stages=" $* "
 t0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - t0 )); }
 stamp() { echo "[$(elapsed)s] $*"; }
-# seconds until a deadline given as a fraction (percent) of the budget, at least 5:
-# a stage that ends early leaves its time to the next ones
-until_pct() { local l=$(( BUDGET_S * $1 / 100 - $(elapsed) )); (( l < 5 )) && l=5; echo $l; }
 summary=()
-has() { [[ $stages == *" $1 "* ]]; }
+# the stage list: words up to "bench", whose arguments are the ops
+stages=(); ops=""
+while (( $# )); do
+  if [[ $1 == bench ]]; then stages+=(bench); shift; ops="$*"; break; fi
+  stages+=("$1"); shift
+done
+slug=""
+# seconds the stage at position $1 may take
+allow() { local l=$(( BUDGET_S - $(elapsed) - 40 * (${#stages[@]} - 1 - $1) )); (( l < 10 )) && l=10; echo $l; }
 
-if has build; then
-  stamp build
+stage_build() {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
-  timeout "$(until_pct 35)" python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1; rc=$?
-  tail -5 "$OUT/build.log"; grep -m5 -i " error" "$OUT/build.log"; summary+=("build rc=$rc ($(elapsed)s)")
+  timeout "$1" python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1; rc=$?
+  tail -2 "$OUT/build.log"; grep -m5 -i " error" "$OUT/build.log"; summary+=("build rc=$rc ($(elapsed)s)")
   python3 -c "import packops; print({k: v.available for k, v in packops.backends().items()})"
-fi
-slug=$(python3 -c "import torch; from benchmarks import report; print(report.slug(report.device_name(torch.device('cuda'))))" 2>/dev/null)
-if has routes; then
-  stamp routes
-  timeout "$(until_pct 52)" python3 -m benchmarks.pack_routes --device cuda --profile --out "$OUT" \
-    > "$OUT/routes.log" 2>&1; rc=$?
-  timeout "$(until_pct 58)" python3 -m benchmarks.pack_routes --device cuda --layers pack1 pack3 \
-    --cudnn-benchmark --out "$OUT" > "$OUT/routes-cudnn-benchmark.log" 2>&1; rc2=$?
-  summary+=("routes rc=$rc, cudnn-benchmark rc=$rc2 ($(elapsed)s)")
-  grep -A200 "^| layer" "$OUT/$slug/pack-routes.md" 2>/dev/null | grep -v "^- " | head -50
-fi
-if has train; then
-  stamp train
-  timeout "$(until_pct 70)" python3 -m benchmarks.train_step --device cuda --preset packnet01 \
-    --providers reference fused --out "$OUT" ${TRAIN_ARGS:-} > "$OUT/train.log" 2>&1; rc=$?
-  timeout "$(until_pct 79)" python3 -m benchmarks.train_step --device cuda --preset packnet01 \
-    --providers reference fused --amp --merge --out "$OUT" ${TRAIN_ARGS:-} > "$OUT/train-amp.log" 2>&1; rc2=$?
-  summary+=("train-step rc=$rc, amp rc=$rc2 ($(elapsed)s)")
-  grep -B1 -A4 "^| provider" "$OUT/$slug/train-step.md" 2>/dev/null
-  tail -n 3 "$OUT/train.log" "$OUT/train-amp.log"
-fi
-if has check; then
-  stamp check
-  lim=$(until_pct 95); deadline=$(( $(date +%s) + lim ))
+}
+
+stage_check() {
+  local deadline=$(( $(date +%s) + $1 ))
   (
-    for tool in memcheck racecheck synccheck initcheck; do
+    for tool in ${SANITIZERS:-memcheck racecheck synccheck initcheck}; do
       extra=(); env=()
       [[ $tool == memcheck ]] && extra=(--leak-check no) && env=(PYTORCH_NO_CUDA_MEMORY_CACHING=1)
       rest=$(( deadline - $(date +%s) )); (( rest < 5 )) && break
-      env "${env[@]}" timeout "$rest" compute-sanitizer --tool $tool "${extra[@]}" \
+      env "${env[@]}" timeout "$rest" compute-sanitizer --tool "$tool" "${extra[@]}" \
         --error-exitcode 9 python3 -m tools.sanitize cuda > "$OUT/$tool.log" 2>&1
-      echo "$tool rc=$? $(grep -m1 'ERROR SUMMARY' "$OUT/$tool.log")" >> "$OUT/sanitize.txt"
+      echo "$tool rc=$? $(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool.log")" >> "$OUT/sanitize.txt"
     done
   ) &
-  san=$!
-  timeout "$lim" python3 -m pytest -q -p no:cacheprovider -n 8 ${TEST_ARGS:--k cuda} \
+  local san=$!
+  timeout "$1" python3 -m pytest -q -p no:cacheprovider -n 8 ${TEST_ARGS:--k cuda} \
     > "$OUT/pytest.log" 2>&1; rc=$?
   wait $san
-  tail -15 "$OUT/pytest.log"; summary+=("pytest rc=$rc: $(tail -1 "$OUT/pytest.log") ($(elapsed)s)")
-  cat "$OUT/sanitize.txt" 2>/dev/null; summary+=("$(tr '\n' ';' < "$OUT/sanitize.txt" 2>/dev/null)")
-fi
-if has bench; then
-  ops=${stages#* bench }
-  stamp "bench $ops"
+  grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -20
+  summary+=("pytest rc=$rc: $(tail -1 "$OUT/pytest.log") ($(elapsed)s)")
+  summary+=("$(tr '\n' ';' < "$OUT/sanitize.txt" 2>/dev/null)")
+}
+
+stage_routes() {
+  local deadline=$(( $(date +%s) + $1 ))
+  timeout "$1" python3 -m benchmarks.pack_routes --device cuda --out "$OUT" ${ROUTES_ARGS:-} \
+    > "$OUT/routes.log" 2>&1; rc=$?
+  rc2=-
+  if [[ ${ROUTES_CB:-1} == 1 ]] && (( deadline - $(date +%s) > 10 )); then
+    timeout "$(( deadline - $(date +%s) ))" python3 -m benchmarks.pack_routes --device cuda \
+      --layers pack1 pack3 --cudnn-benchmark --out "$OUT" > "$OUT/routes-cudnn-benchmark.log" 2>&1
+    rc2=$?
+  fi
+  summary+=("routes rc=$rc, cudnn-benchmark rc=$rc2 ($(elapsed)s)")
+  grep "^| pack" "$OUT/$slug/pack-routes.md" 2>/dev/null
+}
+
+stage_train() {
+  local deadline=$(( $(date +%s) + $1 ))
+  timeout "$(( $1 * 55 / 100 ))" python3 -m benchmarks.train_step --device cuda --preset packnet01 \
+    --providers reference fused --out "$OUT" ${TRAIN_ARGS:-} > "$OUT/train.log" 2>&1; rc=$?
+  timeout "$(( deadline - $(date +%s) ))" python3 -m benchmarks.train_step --device cuda \
+    --preset packnet01 --providers reference fused --amp --merge --out "$OUT" ${TRAIN_ARGS:-} \
+    > "$OUT/train-amp.log" 2>&1; rc2=$?
+  summary+=("train-step rc=$rc, amp rc=$rc2 ($(elapsed)s)")
+  grep -E "^(###|\| (reference|fused))" "$OUT/$slug/train-step.md" 2>/dev/null | cut -c1-120
+}
+
+stage_bench() {
   [[ -n $slug && -d benchmarks/results/$slug ]] && cp -rn "benchmarks/results/$slug" "$OUT"/
-  timeout "$(until_pct 100)" python3 -m benchmarks.report --device cuda --merge --out "$OUT" \
-    --providers reference triton cuda ${ops:+--ops $ops} > "$OUT/bench.log" 2>&1; rc=$?
+  timeout "$1" python3 -m benchmarks.report --device cuda --merge --out "$OUT" \
+    --providers ${BENCH_PROVIDERS:-reference triton cuda} ${ops:+--ops $ops} > "$OUT/bench.log" 2>&1
+  rc=$?
   summary+=("bench rc=$rc ($(elapsed)s)")
-  tail -25 "$OUT/bench.log"
-fi
+  grep -E "^\| (pack3d|unpack3d|pack_conv|photometric_loss|reproject|ssim|group_norm_elu) " \
+    "$OUT/bench.log" | grep -E "reference|cuda" | cut -d'|' -f2-9 | head -60
+}
+
+for i in "${!stages[@]}"; do
+  name=${stages[$i]}
+  if ! declare -F "stage_$name" > /dev/null; then echo "unknown stage $name"; continue; fi
+  stamp "$name (may take $(allow "$i") s)"
+  "stage_$name" "$(allow "$i")"
+  [[ -z $slug ]] && slug=$(python3 -c "import torch; from benchmarks import report; print(report.slug(report.device_name(torch.device('cuda'))))" 2>/dev/null)
+done
 stamp done
 printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
 # what comes back from a device call is at most 8 files: everything in one archive

@@ -23,6 +23,14 @@ PACKOPS_HD int64_t unpacked_offset(int64_t q, int64_t y, int64_t x, int64_t h, i
   return (c * h * r + y * r + i) * (w * r) + x * r + j;
 }
 
+// unpacked_offset(q, y, x) = unpacked_base(q) + y * r*r*w + x * r: a channel's
+// offset once, then rows and columns by steps (what the CUDA kernels use, in
+// 32-bit arithmetic where the sizes allow it).
+template <typename I> PACKOPS_HD I unpacked_base(I q, I h, I w, I r) {
+  const I c = q / (r * r), i = (q / r) % r, j = q % r;
+  return (c * h * r + i) * (w * r) + j;
+}
+
 // Offset of packed element (q, y, x) in a dense [Q, h, w] batch item.
 PACKOPS_HD int64_t packed_offset(int64_t q, int64_t y, int64_t x, int64_t h, int64_t w) {
   return (q * h + y) * w + x;
