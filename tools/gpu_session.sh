@@ -59,7 +59,9 @@ stage_check() {
     done
   ) &
   local san=$!
-  timeout "$1" python3 -m pytest -q -p no:cacheprovider -n 8 ${TEST_ARGS:--k cuda} \
+  local targs  # TEST_ARGS as the shell would split it: -k "cuda and pack" stays one pattern
+  eval "targs=(${TEST_ARGS:--k cuda})"
+  timeout "$1" python3 -m pytest -q -p no:cacheprovider -n 8 "${targs[@]}" \
     > "$OUT/pytest.log" 2>&1; rc=$?
   wait $san
   grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -20
