@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import importlib.util
 import os
+import sys
 import warnings
 
 import torch
@@ -153,8 +154,21 @@ def resolve(op, tensor, dtypes=DTYPES):
         _warned.add(key)
         warnings.warn(f"packops.{op}: falling back to the reference backend for {device_type} "
                       f"{str(tensor.dtype).replace('torch.', '')} tensors ({'; '.join(reasons)})",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=_caller_stacklevel())
     return "reference"
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller_stacklevel():
+    """warnings.warn's stacklevel, seen from resolve(), of the first frame
+    outside packops: the user's call, however many packops frames (a public
+    op, the autocast wrapper) stand between."""
+    frame, level = sys._getframe(2), 2  # resolve's caller
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # Autocast: float32, float16 and bfloat16 tensors are what torch.autocast

@@ -72,6 +72,20 @@ def test_auto_fallback_warns_once():
     assert len(msgs) == 1 and "bfloat16" in msgs[0]
 
 
+@pytest.mark.parametrize("op", ["ssim", "pack3d"])
+def test_fallback_warning_points_at_the_callers_line(op):
+    """The warning names the user's file, also through the autocast wrapper
+    of the layer ops (pack3d)."""
+    _dispatch._warned.discard((op, "cpu", torch.bfloat16))
+    b = torch.rand(1, 2, 4, 4, dtype=torch.bfloat16)
+    w3 = torch.rand(2, 1, 3, 3, 3, dtype=torch.bfloat16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        packops.ssim(b, b) if op == "ssim" else packops.pack3d(b, w3, None)
+    found = [w for w in caught if "falling back" in str(w.message)]
+    assert len(found) == 1 and found[0].filename == __file__, [w.filename for w in found]
+
+
 def _run_python(code, **env):
     # a clean packops environment: only what the test sets
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PACKOPS_")}

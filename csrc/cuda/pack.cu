@@ -267,7 +267,6 @@ template <typename T>
 cudaError_t launch_forward(bool unpack, const void* x, const void* weight, const void* bias,
                            void* out, int64_t B, int64_t C, int64_t H, int64_t W, int64_t d,
                            int64_t r, cudaStream_t stream) {
-  if (B < 0 || C < 0 || H < 0 || W < 0 || d < 1 || r < 1) return cudaErrorInvalidValue;
   return fits_int(B, C, H, W, d)
       ? launch_forward_as<T, int>(unpack, x, weight, bias, out, B, C, H, W, d, r, stream)
       : launch_forward_as<T, int64_t>(unpack, x, weight, bias, out, B, C, H, W, d, r, stream);
@@ -310,7 +309,6 @@ cudaError_t launch_backward(bool unpack, const void* grad, const void* x, const 
                             void* grad_x, void* grad_w, void* grad_b, void* workspace,
                             int64_t B, int64_t C, int64_t H, int64_t W, int64_t d, int64_t r,
                             cudaStream_t stream) {
-  if (B < 0 || C < 0 || H < 0 || W < 0 || d < 1 || r < 1) return cudaErrorInvalidValue;
   return fits_int(B, C, H, W, d)
       ? launch_backward_as<T, int>(unpack, grad, x, weight, grad_x, grad_w, grad_b, workspace,
                                    B, C, H, W, d, r, stream)
