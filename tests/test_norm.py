@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import packops
 from packops.norm import group_norm_elu_reference
 
-from _assert import assert_close
+from _assert import assert_close, rounding_floor
 from conftest import BACKEND_DEVICE, FUSED
 from contract import OpContract
 
@@ -55,6 +55,31 @@ class TestGroupNormElu(OpContract):
         weight = 1 + 0.3 * torch.randn(C, generator=g, dtype=torch.float64)
         bias = 0.3 * torch.randn(C, generator=g, dtype=torch.float64)
         return [xs, weight, bias, G]
+
+    def floors(self, ex, pos, grad, dtype):
+        """Rounding floors of the op's reductions (tests/_assert.py), in the
+        order of pos: the weight and bias gradients sum over the batch and the
+        plane (n = B*H*W terms: gz * xhat and gz, with gz = grad * elu'(z)),
+        and the input gradient holds two means over each group (n = C/G*H*W
+        terms: dxhat = gz * weight and dxhat * xhat), scaled by rstd. The
+        forward's statistics are left to the 2x-reference rule."""
+        xs, weight, bias, groups = [a.detach() if torch.is_tensor(a) else a for a in ex]
+        B, C, H, W = xs.shape
+        xg = xs.view(B, groups, -1)
+        rstd = (xg.var(2, unbiased=False, keepdim=True) + 1e-5).rsqrt()
+        xhat = ((xg - xg.mean(2, keepdim=True)) * rstd).view_as(xs)
+        z = xhat * weight.view(1, C, 1, 1) + bias.view(1, C, 1, 1)
+        gz = (grad * torch.where(z > 0, torch.ones_like(z), z.exp())).abs()
+        plane = torch.full((C,), float(B * H * W), dtype=torch.float64)
+        group = torch.full((B, groups, 1), float(C // groups * H * W), dtype=torch.float64)
+        dxhat = (gz * weight.abs().view(1, C, 1, 1)).view(B, groups, -1)
+        means = (rounding_floor(dxhat.sum(2, keepdim=True), group, dtype)
+                 + rounding_floor((dxhat * xhat.abs().view_as(dxhat)).sum(2, keepdim=True),
+                                  group, dtype) * xhat.abs().view_as(dxhat)) / group
+        floor = {"x": (rstd * means).view_as(xs),
+                 "weight": rounding_floor((gz * xhat.abs()).sum((0, 2, 3)), plane, dtype),
+                 "bias": rounding_floor(gz.sum((0, 2, 3)), plane, dtype)}
+        return [None] + [floor[self.NAMES[i]] for i in pos]
 
     def kernel_args(self, args, kwargs):
         xx, weight, bias, groups = args

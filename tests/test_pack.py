@@ -102,6 +102,7 @@ def _bad_conv3d(op):
 
 class _Conv3dOp(OpContract):
     NAMES = GRADS = ("x", "weight", "bias")
+    MULTILINEAR = True
     GRADCHECK_SHAPE = (1, 2, 4, 2, 2)
     OPCHECK_SHAPE = (2, 3, 4, 6, 4)
     LOW_SHAPE = (2, 3, 6, 12, 4)
@@ -138,6 +139,7 @@ class TestPackConv(OpContract):
     fn = packops.pack_conv
     reference = pack_conv_reference
     NAMES = GRADS = ("x", "w3", "b3", "w2", "b2")
+    MULTILINEAR = True
     # (B, C, H, W, d, k, Cout): H/2 or W/2 as small as 2 so the border ring
     # covers or nearly covers the image, and shapes with an interior
     SHAPES = {

@@ -120,14 +120,14 @@ class TestReproject(OpContract):
         return [a if a is None else a.to(device, dtype if i == 0 else geometry)
                 for i, a in enumerate(args)]
 
-    def check_output(self, dtype, what, actual, same, exact):
+    def check_output(self, dtype, what, actual, same, exact, floor=None):
         if dtype == torch.float64:
             return assert_close(actual, exact, 1e-12, what)
         if dtype == torch.float32:  # sample points move by rounding: 2e-4 of a unit image
             return assert_close(actual, exact, 2e-4, what)
         assert _relerr(actual, exact) < 1e-2, what
 
-    def check_grad(self, name, dtype, what, actual, same, exact):
+    def check_grad(self, name, dtype, what, actual, same, exact, floor=None):
         """float32 and below: bilinear gradients jump where a sample crosses a
         pixel line, which rounding moves, so they compare by relative norm."""
         if dtype == torch.float64:
