@@ -22,10 +22,11 @@ def want_cuda():
 
 def extension():
     include_dirs = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "include")]
-    # csrc/ops.cpp (global), csrc/ops/<op>.cpp (schemas, checks, CPU registration),
+    # csrc/ops.cpp (global), csrc/autograd.cpp (the kernel ops' autograd, every op),
+    # csrc/ops/<op>.cpp (schemas, checks, CPU registration),
     # csrc/cpu/<op>.cpp (kernels); with CUDA also csrc/cuda/<op>.cu (kernels) and
     # csrc/cuda/<op>_register.cpp (the CUDA registration)
-    sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/ops/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    sources = ["csrc/ops.cpp", "csrc/autograd.cpp"] + sorted(glob.glob("csrc/ops/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     # -fno-trapping-math: no kernel relies on floating-point traps, and without
     # it GCC will not vectorise a loop with a select over a float-to-int
     # conversion (group_norm_elu's exp); IEEE results are unchanged (no

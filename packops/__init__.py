@@ -4,7 +4,7 @@ Every op has a reference (plain PyTorch), cpu (C++/OpenMP), triton and cuda
 backend behind one dispatch point; see `backends()` and `use_backend()`.
 """
 from . import nn
-from ._dispatch import BACKENDS, backends, get_backend, set_backend, use_backend
+from ._dispatch import BACKENDS, backend_for, backends, get_backend, set_backend, use_backend
 from ._ext import has_cpu_ext, has_cuda_ext
 from .photometric import photometric_loss, photometric_loss_reference, ssim, ssim_reference
 from .pack import (pack3d, pack3d_reference, pack_conv, pack_conv_reference, unpack3d,
@@ -15,7 +15,7 @@ from .reproject import projection_matrix, reproject, reproject_reference, scale_
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKENDS", "backends", "get_backend", "set_backend", "use_backend",
+    "BACKENDS", "backend_for", "backends", "get_backend", "set_backend", "use_backend",
     "has_cpu_ext", "has_cuda_ext",
     "ssim", "ssim_reference", "photometric_loss", "photometric_loss_reference",
     "reproject", "reproject_reference", "projection_matrix", "scale_intrinsics",

@@ -1,7 +1,10 @@
 """The one place that picks a backend per op, device and dtype.
 
 Requested backend: `PACKOPS_BACKEND=auto|reference|cpu|triton|cuda` (read at
-import), `packops.set_backend(name)`, or `with packops.use_backend(name):`.
+import) or `packops.set_backend(name)` set the process's default;
+`with packops.use_backend(name):` requests one inside the block, for the
+current thread only (like torch's grad and autocast modes: blocks in two
+threads never see each other's request, and each restores its own on exit).
 
 auto: CUDA tensors -> the cuda extension if built, else triton, else the
 reference; CPU tensors -> the cpu extension, else the reference (and triton
@@ -9,6 +12,9 @@ never, it is for GPUs; under TRITON_INTERPRET=1 ask for it explicitly). A
 fallback warns once per (op, device, dtype), from eager calls (a warning would
 break a torch.compile graph). An explicitly requested backend that cannot
 serve the call raises, saying why.
+
+resolve() runs on every op call: its answer is cached per (op, device type,
+dtype, requested backend), the warning and the error paths excepted.
 """
 import contextlib
 import dataclasses
@@ -16,6 +22,7 @@ import functools
 import importlib.util
 import os
 import sys
+import threading
 import warnings
 
 import torch
@@ -30,9 +37,15 @@ _ALL = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 DTYPES = {"reference": _ALL, "cpu": (torch.float32, torch.float64), "triton": _ALL, "cuda": _ALL}
 _ENV = "PACKOPS_BACKEND"
 
-# Requested backend; a one-element list so use_backend can swap it in place
-# and torch.compile guards on its value.
-_requested = [os.environ.get(_ENV, "auto").strip().lower() or "auto"]
+# The process's default request (PACKOPS_BACKEND, set_backend), and the
+# current thread's request inside use_backend blocks (None outside). Both
+# are read through _requested(), on which torch.compile guards.
+_default = [os.environ.get(_ENV, "auto").strip().lower() or "auto"]
+_local = threading.local()
+
+
+def _requested():
+    return getattr(_local, "requested", None) or _default[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +99,9 @@ def backends():
 
 
 def get_backend():
-    """The requested backend name ("auto" unless set)."""
-    return _requested[0]
+    """The backend requested in this thread: the innermost use_backend
+    block's, else the process default (set_backend, PACKOPS_BACKEND, "auto")."""
+    return _requested()
 
 
 def _check_name(name, source):
@@ -98,20 +112,29 @@ def _check_name(name, source):
 
 
 def set_backend(name):
-    """Request a backend for every op from now on ("auto" restores the default)."""
-    _requested[0] = _check_name(str(name).lower(), "set_backend()")
+    """Request a backend for every op from now on, in every thread, outside
+    use_backend blocks ("auto" restores the default)."""
+    _default[0] = _check_name(str(name).lower(), "set_backend()")
+
+
+def check_environment():
+    """The PACKOPS_BACKEND value, or ValueError naming it when it is not a
+    backend (for programs that want to refuse it at start, before any op)."""
+    return _check_name(_default[0], _ENV)
 
 
 @contextlib.contextmanager
 def use_backend(name):
-    """`with packops.use_backend("triton"): ...` requests a backend inside the block."""
+    """`with packops.use_backend("triton"): ...` requests a backend inside the
+    block, in the current thread; blocks nest, and each restores on exit what
+    was requested before it."""
     name = _check_name(str(name).lower(), "use_backend()")
-    old = _requested[0]
-    _requested[0] = name
+    old = getattr(_local, "requested", None)
+    _local.requested = name
     try:
         yield
     finally:
-        _requested[0] = old
+        _local.requested = old
 
 
 def _why_not(backend, device_type, dtype, dtypes):
@@ -127,33 +150,72 @@ def _why_not(backend, device_type, dtype, dtypes):
     return None
 
 
+_resolved = {}  # (op, device type, dtype, requested) -> backend; no errors, no fallbacks
+
+
 def resolve(op, tensor, dtypes=DTYPES):
     """Backend name for `op` on `tensor`'s device and dtype.
 
-    dtypes: {backend: tuple of torch dtypes it serves for this op}.
+    dtypes: {backend: tuple of torch dtypes it serves for this op}; one
+    table per op name (the cache is keyed by the name).
     """
-    requested = _check_name(_requested[0], f"{_ENV}/use_backend")
-    device_type = tensor.device.type
+    requested = _requested()
+    dev = device_type(tensor)
+    key = (op, dev, tensor.dtype, requested)
+    compiling = torch.compiler.is_compiling()
+    if not compiling:
+        hit = _resolved.get(key)
+        if hit is not None:
+            return hit
+    backend = _resolve(op, dev, tensor.dtype, requested, dtypes, warn=not compiling)
+    if not compiling and (backend != "reference" or requested == "reference"):
+        _resolved[key] = backend  # a fallback is not cached: it warns once per (op, device, dtype)
+    return backend
+
+
+def device_type(t):
+    """t.device.type, cheaply for CPU and CUDA tensors (t.is_cuda is a flag;
+    t.device builds an object, a measurable part of a small op's call)."""
+    return "cuda" if t.is_cuda else ("cpu" if t.is_cpu else t.device.type)
+
+
+def backend_for(op, tensor):
+    """The backend `packops.<op>` runs on, in this thread, for inputs on
+    `tensor`'s device and of its dtype (for reproject: the image's): one of
+    BACKENDS. Raises as the op would when the requested backend cannot serve
+    them; never warns."""
+    if op not in OPS:
+        raise ValueError(f"packops.backend_for: unknown op {op!r}; ops: {', '.join(OPS)}")
+    return _resolve(op, device_type(tensor), tensor.dtype, _requested(), DTYPES, warn=False)
+
+
+# every public op with a backend choice (backend_for)
+OPS = ("ssim", "photometric_loss", "reproject", "pack3d", "unpack3d", "pack_conv",
+       "group_norm_elu")
+
+
+def _resolve(op, device_type, dtype, requested, dtypes, warn):
+    requested = _check_name(requested, f"{_ENV}/use_backend")
     if requested != "auto":
-        why = _why_not(requested, device_type, tensor.dtype, dtypes)
+        why = _why_not(requested, device_type, dtype, dtypes)
         if why is not None:
             raise RuntimeError(f"packops.{op}: backend {requested!r} cannot run on a "
-                               f"{device_type} {str(tensor.dtype).replace('torch.', '')} "
+                               f"{device_type} {str(dtype).replace('torch.', '')} "
                                f"tensor: {why}")
         return requested
     preferred = ("cuda", "triton") if device_type == "cuda" else ("cpu",)
     reasons = []
     for name in preferred:
-        why = _why_not(name, device_type, tensor.dtype, dtypes)
+        why = _why_not(name, device_type, dtype, dtypes)
         if why is None:
             return name
         reasons.append(f"{name}: {why}")
-    key = (op, device_type, tensor.dtype)
+    key = (op, device_type, dtype)
     # warnings.warn is a graph break under torch.compile: warn from eager calls only
-    if key not in _warned and not torch.compiler.is_compiling():
+    if key not in _warned and warn:
         _warned.add(key)
         warnings.warn(f"packops.{op}: falling back to the reference backend for {device_type} "
-                      f"{str(tensor.dtype).replace('torch.', '')} tensors ({'; '.join(reasons)})",
+                      f"{str(dtype).replace('torch.', '')} tensors ({'; '.join(reasons)})",
                       RuntimeWarning, stacklevel=_caller_stacklevel())
     return "reference"
 
@@ -165,7 +227,7 @@ def _caller_stacklevel():
     """warnings.warn's stacklevel, seen from resolve(), of the first frame
     outside packops: the user's call, however many packops frames (a public
     op, the autocast wrapper) stand between."""
-    frame, level = sys._getframe(2), 2  # resolve's caller
+    frame, level = sys._getframe(3), 3  # resolve's caller (_resolve <- resolve <- caller)
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame, level = frame.f_back, level + 1
     return level
@@ -190,9 +252,11 @@ def autocast_to_lower_precision(fn):
 
     @functools.wraps(fn)
     def wrapper(x, *args, **kwargs):
-        if not isinstance(x, torch.Tensor) or not torch.is_autocast_enabled(x.device.type):
+        if not isinstance(x, torch.Tensor):
             return fn(x, *args, **kwargs)
-        dev = x.device.type
+        dev = device_type(x)
+        if not torch.is_autocast_enabled(dev):
+            return fn(x, *args, **kwargs)
         dtype = torch.get_autocast_dtype(dev)
         with torch.autocast(dev, enabled=False):
             return fn(cast(x, dtype), *(cast(a, dtype) for a in args),

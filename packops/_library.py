@@ -64,9 +64,19 @@ def _arg_names(schema):
     return [a.strip().split(" ")[-1] for a in args.split(",") if a.strip()]
 
 
+_kernels = {}
+
+
 def kernel(name, backend):
-    """torch.ops.packops.<name> for the cpu/cuda backends, <name>_triton for triton."""
-    return getattr(torch.ops.packops, name + ("_triton" if backend == "triton" else ""))
+    """torch.ops.packops.<name>.default for the cpu/cuda backends,
+    <name>_triton.default for triton (looked up once: an OpOverload is the
+    cheapest way to call a registered op from Python)."""
+    key = (name, backend == "triton")
+    op = _kernels.get(key)
+    if op is None:
+        op = _kernels[key] = getattr(torch.ops.packops,
+                                     name + ("_triton" if backend == "triton" else "")).default
+    return op
 
 
 def _triton_impl(module, name):
@@ -143,8 +153,22 @@ def fused_op(spec, fwd_fake, bwd_fake=None):
         fwd, bwd = f"{_NS}::{spec.fwd_name}{suffix}", f"{_NS}::{spec.bwd_name}{suffix}"
         torch.library.register_fake(fwd, fwd_fake)
         torch.library.register_fake(bwd, bwd_fake or default_bwd_fake)
+        if suffix == "":  # the C++ kernels: the same formula in C++ (csrc/autograd.cpp)
+            _register_cpp_autograd(spec)
+            continue
         grads = _Autograd(spec, getattr(torch.ops.packops, spec.bwd_name + suffix).default)
         torch.library.register_autograd(fwd, grads.backward, setup_context=grads.setup_context)
         torch.library.register_autograd(bwd, _no_double_backward(spec.fwd_name),
                                         setup_context=lambda ctx, inputs, output: None)
     return spec
+
+
+def _register_cpp_autograd(spec):
+    """The autograd of the C++ kernel ops from `spec`: csrc/autograd.cpp's
+    generic forward kernel and backward node (no Python per call), given the
+    spec's names as argument positions."""
+    args = _arg_names(spec.fwd)
+    torch.ops.packops._register_autograd(
+        spec.fwd_name, spec.bwd_name, [args.index(a) for a in spec.saved],
+        list(spec.saved_outputs), [args.index(a) for a in spec.params],
+        [args.index(a) for a in spec.grads])

@@ -30,6 +30,9 @@ main conv does k^2 d / (k+2)^2 fewer multiply-adds than the original 2D conv
 derivatives; the direct route (small shapes) runs the pack3d kernel, which
 has none.
 """
+import contextlib
+import threading
+
 import torch
 import torch.nn.functional as F
 
@@ -159,10 +162,26 @@ def _ring_term(edge, w3_tap, pad_c):
     return v.reshape(B, v.shape[1] * Cu, v.shape[-1])
 
 
-# pack_conv's route: "auto" (route_for below), or one of ROUTES for every
-# call (benchmarks and tests set it)
+# pack_conv's route: "auto" (route_for below) unless a use_route block asks
+# for one of ROUTES (benchmarks and tests do), per thread like use_backend
 ROUTES = ("direct", "recompute", "folded")
-ROUTE = "auto"
+_route = threading.local()
+
+
+@contextlib.contextmanager
+def use_route(route):
+    """`with packops.pack.use_route("recompute"): ...` makes every pack_conv
+    call on a fused backend in this thread take `route` (one of ROUTES, or
+    "auto") where the shape allows it (route_for)."""
+    if route != "auto" and route not in ROUTES:
+        raise ValueError(f"packops.pack.use_route: route must be 'auto' or one of {ROUTES}, "
+                         f"got {route!r}")
+    old = getattr(_route, "name", "auto")
+    _route.name = route
+    try:
+        yield
+    finally:
+        _route.name = old
 
 
 def route_for(x, w2, r):
@@ -172,15 +191,14 @@ def route_for(x, w2, r):
     and recomputing that tensor in the backward) or "folded" (one conv over
     space_to_depth(x) with the folded weights and exact border terms: that
     tensor is never made)."""
-    if ROUTE != "auto" and ROUTE not in ROUTES:
-        raise ValueError(f"packops.pack.ROUTE must be 'auto' or one of {ROUTES}, got {ROUTE!r}")
+    route = getattr(_route, "name", "auto")
     h, w = x.shape[2] // r, x.shape[3] // r
     p = w2.shape[-1] // 2
     if h - 2 * p < 1 or w - 2 * p < 1:
-        return "direct" if ROUTE in ("auto", "folded") else ROUTE  # no interior to fold over
-    if ROUTE != "auto":
-        return ROUTE
-    if x.shape[0] * h * w < FOLD_MIN_PIXELS.get(x.device.type, FOLD_MIN_PIXELS["cpu"]):
+        return "direct" if route in ("auto", "folded") else route  # no interior to fold over
+    if route != "auto":
+        return route
+    if x.shape[0] * h * w < FOLD_MIN_PIXELS.get(_dispatch.device_type(x), FOLD_MIN_PIXELS["cpu"]):
         return "direct"  # too small for the folding to pay
     return "folded"
 
@@ -242,9 +260,7 @@ def _pack_conv_fused(x, w3, b3, w2, b2, r, backend):
     # u's edge row/column (the w3 taps that reach in). The constant part:
     Cout, d, Cu, k = w2.shape[0], w3.shape[0], u.shape[1], w2.shape[-1]
     wb = (w2.reshape(Cout, d, Cu, k, k).sum(2) * b3.reshape(1, d, 1, 1)).sum(1, keepdim=True)
-    ring = torch.ones((1, 1, h + 2 * p, w + 2 * p), dtype=x.dtype, device=x.device)
-    ring[:, :, p:p + h, p:p + w] = 0
-    out = out - F.conv2d(ring, wb)
+    out = out - F.conv2d(_ring(h, w, p, x.dtype, x.device), wb)
     # The linear part: rows -1 and h over columns -p-1 .. w+p (corners
     # included, each once), columns -1 and w over rows 0 .. h-1. Output row
     # e < p reads v row -1 with tap ky = p-1-e: one conv of w2's first p tap
@@ -261,6 +277,25 @@ def _pack_conv_fused(x, w3, b3, w2, b2, r, backend):
         F.conv2d(F.pad(bottom.unsqueeze(2), (0, 0) + z), w2[:, :, p + 1:]),
         F.conv2d(F.pad(left.unsqueeze(3), z), w2[..., :p]),
         F.conv2d(F.pad(right.unsqueeze(3), z), w2[..., p + 1:]))
+
+
+_rings = {}  # (h, w, p, dtype, device) -> the ring mask, made once per shape (eager calls)
+
+
+def _ring(h, w, p, dtype, device):
+    """[1, 1, h+2p, w+2p]: 1 on the p-wide frame around an h x w image, 0
+    inside (read only). Cached: building it is three launches per call."""
+    key = (h, w, p, dtype, device)
+    ring = None if torch.compiler.is_compiling() else _rings.get(key)
+    if ring is None:
+        ring = torch.ones((1, 1, h + 2 * p, w + 2 * p), dtype=dtype, device=device)
+        ring[:, :, p:p + h, p:p + w] = 0
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        if not (torch.compiler.is_compiling() or capturing):  # made inside a graph: its pool
+            if len(_rings) >= 64:  # a few shapes per network; never grows without bound
+                _rings.clear()
+            _rings[key] = ring
+    return ring
 
 
 class _SubtractRing(torch.autograd.Function):

@@ -48,17 +48,94 @@ def test_explicit_unavailable_backend_raises():
         packops.photometric_loss(x, x)
 
 
+class _OpLog(torch.utils._python_dispatch.TorchDispatchMode):
+    """The aten and packops ops that run, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
 @pytest.mark.skipif(not packops.has_cpu_ext(), reason="packops._C not built")
-def test_auto_picks_cpu_and_reference_is_explicit(monkeypatch):
-    calls = []
-    real = torch.ops.packops.photometric_fwd
-    monkeypatch.setattr(torch.ops.packops, "photometric_fwd",
-                        lambda *a: calls.append(1) or real(*a))
-    packops.photometric_loss(x, x)
-    assert calls == [1]
-    with packops.use_backend("reference"):
+def test_auto_picks_cpu_and_reference_is_explicit():
+    with _OpLog() as log:
         packops.photometric_loss(x, x)
-    assert calls == [1]
+    assert log.names == ["packops.photometric_fwd.default"]
+    with packops.use_backend("reference"), _OpLog() as log:
+        packops.photometric_loss(x, x)
+    assert "packops.photometric_fwd.default" not in log.names and log.names
+
+
+def test_use_backend_is_per_thread():
+    """Nested blocks in two threads, entered and left interleaved: each thread
+    sees its own request, and both leave the process default as it was."""
+    import threading
+    steps = [threading.Event() for _ in range(4)]
+    seen = {}
+
+    def a():
+        with packops.use_backend("reference"):
+            steps[0].set()
+            steps[1].wait(10)
+            seen["a inside"] = packops.get_backend()
+            with packops.use_backend("auto"):
+                seen["a nested"] = packops.get_backend()
+        seen["a after"] = packops.get_backend()
+        steps[2].set()
+
+    def b():
+        steps[0].wait(10)
+        seen["b before"] = packops.get_backend()  # a's block does not reach b
+        with packops.use_backend("cpu"):
+            steps[1].set()
+            steps[2].wait(10)  # a leaves its blocks while b is inside its own
+            seen["b inside"] = packops.get_backend()
+        seen["b after"] = packops.get_backend()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert seen == {"b before": "auto", "a inside": "reference", "a nested": "auto",
+                    "a after": "auto", "b inside": "cpu", "b after": "auto"}
+    assert packops.get_backend() == "auto"
+
+
+def test_set_backend_is_the_default_of_every_thread():
+    import threading
+    packops.set_backend("reference")
+    got = []
+    t = threading.Thread(target=lambda: got.append(packops.get_backend()))
+    t.start()
+    t.join(30)
+    assert got == ["reference"]
+    with packops.use_backend("auto"):
+        assert packops.get_backend() == "auto"
+    assert packops.get_backend() == "reference"
+
+
+def test_compiled_function_follows_the_backend():
+    """torch.compile guards on the requested backend: a change recompiles
+    instead of running the backend the graph was traced with."""
+    torch._dynamo.reset()
+    graphs = []
+
+    def record(gm, inputs):
+        graphs.append(str(gm.graph))
+        return gm.forward
+
+    f = torch.compile(lambda a: packops.photometric_loss(a, a), fullgraph=True, backend=record)
+    backends = ["reference"] + (["cpu"] if packops.has_cpu_ext() else [])
+    for backend in backends:
+        with packops.use_backend(backend):
+            f(x)
+    assert len(graphs) == len(backends)
+    assert ["photometric_fwd" in g for g in graphs] == [b == "cpu" for b in backends]
 
 
 def test_auto_fallback_warns_once():

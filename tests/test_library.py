@@ -36,10 +36,10 @@ def test_spec_names_match_the_schemas(spec):
 
 
 def test_kernel_maps_backends():
-    assert _library.kernel("ssim_fwd", "triton") is torch.ops.packops.ssim_fwd_triton
+    assert _library.kernel("ssim_fwd", "triton") is torch.ops.packops.ssim_fwd_triton.default
     if packops.has_cpu_ext():
-        assert _library.kernel("ssim_fwd", "cpu") is torch.ops.packops.ssim_fwd
-        assert _library.kernel("ssim_fwd", "cuda") is torch.ops.packops.ssim_fwd
+        assert _library.kernel("ssim_fwd", "cpu") is torch.ops.packops.ssim_fwd.default
+        assert _library.kernel("ssim_fwd", "cuda") is torch.ops.packops.ssim_fwd.default
 
 
 def test_every_triton_launch_has_a_device_context():

@@ -219,9 +219,8 @@ def test_pack_conv_routes_agree(backend, device, monkeypatch):
     args = [a.to(device).requires_grad_() for a in _conv_inputs((1, 3, 12, 16, 8, 3, 3))]
     got = {}
     for route in packops.pack.ROUTES:
-        monkeypatch.setattr(packops.pack, "ROUTE", route)
-        assert packops.pack.route_for(args[0], args[3], 2) == route
-        with packops.use_backend(backend):
+        with packops.pack.use_route(route), packops.use_backend(backend):
+            assert packops.pack.route_for(args[0], args[3], 2) == route
             out = packops.pack_conv(*args)
         got[route] = (out, torch.autograd.grad(out.square().sum(), args))
     for route in ("recompute", "folded"):
@@ -231,12 +230,11 @@ def test_pack_conv_routes_agree(backend, device, monkeypatch):
 
 
 @pytest.mark.parametrize("backend,device", FUSED)
-def test_pack_conv_recompute_route_gradcheck(backend, device, monkeypatch):
+def test_pack_conv_recompute_route_gradcheck(backend, device):
     """float64 gradcheck of the recompute route, some inputs without gradient
     and no b2 (its backward asks convolution_backward for what is needed)."""
-    monkeypatch.setattr(packops.pack, "ROUTE", "recompute")
     x, w3, b3, w2, _ = [a.to(device) for a in _conv_inputs((1, 1, 6, 8, 2, 3, 2), 4)]
-    with packops.use_backend(backend):
+    with packops.use_backend(backend), packops.pack.use_route("recompute"):
         assert torch.autograd.gradcheck(
             lambda *a: packops.pack_conv(*a, None),
             (x.requires_grad_(), w3, b3.requires_grad_(), w2.requires_grad_()),
@@ -256,14 +254,15 @@ def test_pack_conv_route_choice(monkeypatch):
     monkeypatch.setitem(packops.pack.FOLD_MIN_PIXELS, "meta", 10 ** 9)
     assert packops.pack.route_for(meta, w2, 2) == "direct"
     # no interior (h < k): never folded, whatever is asked
-    monkeypatch.setattr(packops.pack, "ROUTE", "folded")
-    assert packops.pack.route_for(x[..., :4, :], w2, 2) == "direct"
-    monkeypatch.setattr(packops.pack, "ROUTE", "recompute")
-    assert packops.pack.route_for(x[..., :4, :], w2, 2) == "recompute"
-    monkeypatch.setattr(packops.pack, "ROUTE", "fast")
-    with pytest.raises(ValueError, match="ROUTE must be 'auto' or one of"):
-        packops.pack_conv(torch.randn(1, 2, 8, 8), torch.randn(2, 1, 3, 3, 3), None,
-                          torch.randn(3, 16, 3, 3), None)
+    with packops.pack.use_route("folded"):
+        assert packops.pack.route_for(x[..., :4, :], w2, 2) == "direct"
+        with packops.pack.use_route("recompute"):
+            assert packops.pack.route_for(x[..., :4, :], w2, 2) == "recompute"
+        assert packops.pack.route_for(x[..., :4, :], w2, 2) == "direct"  # restored
+    assert packops.pack.route_for(x.expand(4, -1, -1, -1), w2, 2) == "direct"  # auto again
+    with pytest.raises(ValueError, match="route must be 'auto' or one of"):
+        with packops.pack.use_route("fast"):
+            pass
 
 
 def test_pack_conv_memory_is_small():
@@ -426,14 +425,14 @@ def test_module_repr_and_defaults():
 
 
 
-def test_recompute_route_compiles(monkeypatch):
+def test_recompute_route_compiles():
     """torch.compile(fullgraph=True) traces the recompute route's autograd.Function."""
     if not packops.has_cpu_ext():
         pytest.skip("packops._C not built")
-    monkeypatch.setattr(packops.pack, "ROUTE", "recompute")
     args = [a.float().requires_grad_() for a in _conv_inputs((1, 2, 8, 10, 2, 3, 4), 5)]
     f = torch.compile(packops.pack_conv, fullgraph=True, backend="aot_eager")
-    out = f(*args)
+    with packops.pack.use_route("recompute"):
+        out = f(*args)
     grads = torch.autograd.grad(out.square().sum(), args)
     ref = pack_conv_reference(*args)
     ref_grads = torch.autograd.grad(ref.square().sum(), args)
