@@ -64,17 +64,29 @@ def make_dataset(cfg, split="train"):
     return data_pkg.make_dataset(cfg.data, split=split, size=tuple(cfg.size), **cfg.data_kwargs)
 
 
+def _sub_seed(multiplier, seed, *keys):
+    """A generator seed derived from the run's seed and `keys`: each key folded
+    in as x * multiplier + key, modulo 2**64 (the range manual_seed takes).
+    Wrapping, not a hash: every seed that fitted before wrapping existed gives
+    the batch order and augmentation it always gave (runs stay comparable and
+    resumable), and a large seed (20240101 with augment) no longer overflows.
+    multiplier is odd, so distinct seeds give distinct sub-seeds."""
+    for key in keys:
+        seed = seed * multiplier + key
+    return seed % 2 ** 64
+
+
 def _augment(item, cfg, epoch, j):
     """Colour jitter and flip drawn from (seed, epoch, item): resumable, and
     the same on every rank."""
     from .data import Augmentation
-    g = torch.Generator().manual_seed((cfg.seed * 1000003 + epoch) * 1000003 + j)
+    g = torch.Generator().manual_seed(_sub_seed(1000003, cfg.seed, epoch, j))
     return Augmentation(size=None, generator=g)(item)
 
 
 def _batches(dataset, cfg, rank, world, epoch):
     """A deterministic order per epoch (seed, epoch): resuming mid-epoch replays it."""
-    g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+    g = torch.Generator().manual_seed(_sub_seed(100003, cfg.seed, epoch))
     order = torch.randperm(len(dataset), generator=g).tolist()
     per_rank = len(order) // world
     order = order[rank * per_rank:(rank + 1) * per_rank]

@@ -406,6 +406,36 @@ def test_infer_skips_unreadable_images_and_fails_at_the_end(trained, tmp_path, c
                                        "f000_depth.png"]
 
 
+# ------------------------------- issue 24, 1. every seed the config takes
+def test_a_large_seed_trains_with_augmentation(tmp_path, capsys):
+    """seed=20240101 with augment overflowed the augmentation's generator seed."""
+    code, out, err = run(capsys, "train", *TINY, "--out-dir", tmp_path, "--steps", "2",
+                         "--no-eval", "--set", "preview_every=0", "--set", "seed=20240101",
+                         "--set", "augment=true")
+    assert code == 0, err
+    assert log_steps(tmp_path / "synthetic-tiny") == [1, 2]
+
+
+def test_sub_seeds_keep_their_values_and_wrap_past_64_bits():
+    from packnet.config import TrainConfig
+    from packnet.data import SyntheticDriving
+    from packnet.train import _augment, _batches, _sub_seed
+    # the values every seed that trained before has always had
+    assert _sub_seed(100003, 7, 3) == 7 * 100003 + 3
+    assert _sub_seed(1000003, 7, 3, 11) == (7 * 1000003 + 3) * 1000003 + 11
+    assert _sub_seed(1000003, 2 ** 64 - 1, 5, 9) < 2 ** 64
+    data = SyntheticDriving("train", (32, 32), num_sequences=1, frames_per_sequence=4)
+    for seed in (0, 20240101, 2 ** 63, 2 ** 64 - 1):   # the largest the config takes
+        cfg = TrainConfig(seed=seed, batch_size=1, augment=True, size=(32, 32))
+        batch = next(_batches(data, cfg, 0, 1, epoch=12345))
+        assert batch["rgb"].shape == (1, 3, 32, 32)
+        assert "jitter" in _augment(data[0], cfg, 12345, 10 ** 6)
+    TrainConfig(seed=2 ** 64 - 1).validate()
+    with pytest.raises(ValueError, match=r"seed = 18446744073709551616: must be an integer "
+                                         r"from 0 to 2\*\*64 - 1"):
+        TrainConfig(seed=2 ** 64).validate()
+
+
 # ------------------------------------------------ 15. export without onnx
 def test_export_without_onnx_says_what_to_install(trained, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)   # import onnx -> ImportError
