@@ -166,7 +166,7 @@ def cmd_train(args):
                "train_seconds": round(trainer.train_seconds, 1),
                "images_per_s": round(trainer.images_per_s, 2), "eval": None, "pose_eval": None,
                "checkpoint": trainer.ckpt_path}
-    written = ["checkpoint.pt", "log.csv", "previews/", "summary.json"]
+    strip = None
     test = None
     if not args.no_eval:
         test = make_dataset(cfg, split="test")
@@ -181,8 +181,7 @@ def cmd_train(args):
             summary["eval"] = result
             print(format_metrics(result))
             print(_abs_rel_line(result))
-            if trainer.write_test_strip(test):
-                written.insert(3, "test-strip.png")
+            strip = trainer.write_test_strip(test)   # None, with a warning, if it cannot draw
         summary["pose_eval"] = _pose_eval(trainer.pose_net, test, trainer.device)
     summary["provenance"] = provenance(cfg, trainer.dataset, trainer.device)
     if test is not None:
@@ -192,8 +191,18 @@ def cmd_train(args):
         json.dump(summary, f, indent=1, default=float)
     print(f"trained {trainer.step} steps in {trainer.train_seconds / 60:.1f} min "
           f"({trainer.images_per_s:.1f} images/s); {trainer.skipped_steps} skipped")
-    print(f"wrote {trainer.run_dir}/ ({', '.join(written)})")
+    print(f"wrote {trainer.run_dir}/ ({', '.join(_run_files(trainer.run_dir, strip))})")
     return 0
+
+
+def _run_files(run_dir, strip):
+    """What the run directory holds, for the last line: previews/ only when it
+    has a picture, test-strip.png only when this command drew it."""
+    names = [n for n in ("checkpoint.pt", "log.csv") if os.path.isfile(os.path.join(run_dir, n))]
+    previews = os.path.join(run_dir, "previews")
+    if os.path.isdir(previews) and any(f.endswith(".png") for f in os.listdir(previews)):
+        names.append("previews/")
+    return names + (["test-strip.png"] if strip else []) + ["summary.json"]
 
 
 def _device(name):

@@ -436,6 +436,38 @@ def test_sub_seeds_keep_their_values_and_wrap_past_64_bits():
         TrainConfig(seed=2 ** 64).validate()
 
 
+# ------------------------- issue 24, 2. pictures never lose a run's results
+def test_a_narrow_test_strip_draws_and_the_last_line_lists_what_exists(tmp_path, capsys):
+    """32x32 with two test frames: the strip is 136 pixels wide, narrower than
+    the colour bar's title and bar; no previews with preview_every=0."""
+    code, out, err = run(capsys, "train", *TINY, "--out-dir", tmp_path, "--steps", "1",
+                         "--set", "preview_every=0")
+    assert code == 0, err
+    run_dir = tmp_path / "synthetic-tiny"
+    assert (run_dir / "summary.json").is_file() and (run_dir / "test-strip.png").is_file()
+    assert not (run_dir / "previews").exists()
+    assert out.strip().splitlines()[-1] == (f"wrote {run_dir}/ (checkpoint.pt, log.csv, "
+                                            f"test-strip.png, summary.json)")
+
+
+def test_a_picture_that_cannot_be_drawn_is_a_warning(tmp_path, capsys, monkeypatch):
+    from packnet import visualize
+
+    def broken(*args, **kwargs):
+        raise ValueError("could not broadcast input array")
+    monkeypatch.setattr(visualize, "test_strip", broken)
+    monkeypatch.setattr(visualize, "labelled_preview", broken)
+    code, out, err = run(capsys, "train", *TINY, "--out-dir", tmp_path, "--steps", "2",
+                         "--set", "preview_every=1")
+    assert code == 0, err
+    run_dir = tmp_path / "synthetic-tiny"
+    assert (run_dir / "summary.json").is_file() and log_steps(run_dir) == [1, 2]
+    assert "warning: could not write" in out and "test-strip.png" in out
+    assert "step_0000001.png" in out and "could not broadcast" in out
+    assert out.strip().splitlines()[-1] == (f"wrote {run_dir}/ (checkpoint.pt, log.csv, "
+                                            f"summary.json)")
+
+
 # ------------------------------------------------ 15. export without onnx
 def test_export_without_onnx_says_what_to_install(trained, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)   # import onnx -> ImportError
