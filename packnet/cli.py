@@ -442,7 +442,8 @@ def build_parser():
     i = sub.add_parser("infer", help="colourised depth PNGs and raw .npy depth",
                        description="Depth for images: <name>_depth.png (colourised inverse "
                        "depth) and <name>_depth.npy (float32 depth) per image. An image that "
-                       "cannot be read is skipped with a warning; the exit status is then 1.")
+                       "cannot be read or processed is skipped with a warning; the exit status "
+                       "is then 1.")
     i.add_argument("input", help="an image, or a directory of images (.png .jpg .jpeg .bmp "
                                  ".ppm, not recursive)")
     i.add_argument("--checkpoint", required=True, metavar="FILE",

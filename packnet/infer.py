@@ -28,13 +28,12 @@ DIVISOR = 32  # PackNet packs five times by 2
 
 
 class InferenceError(ValueError):
-    """Some images could not be read; the others were written. `.written`:
-    the files written, `.failed`: [(image path, reason)]."""
+    """Some images could not be read or processed; the others were written.
+    `.written`: the files written, `.failed`: [(image path, reason)]."""
 
     def __init__(self, written, failed):
         names = "; ".join(f"{p} ({why})" for p, why in failed)
-        super().__init__(f"could not read {len(failed)} image(s), the others were written: "
-                         f"{names}")
+        super().__init__(f"{len(failed)} image(s) failed, the others were written: {names}")
         self.written, self.failed = written, failed
 
 
@@ -121,6 +120,9 @@ def pose_net_from_checkpoint(ckpt, path="<checkpoint>"):
     return net.eval()
 
 
+OUTPUT_SUFFIX = "_depth.png"   # what infer writes per image (and _depth.npy)
+
+
 def list_images(paths):
     """A file, a directory (its image files, sorted, not recursive) or a list
     of either -> list of image paths. Raises FileNotFoundError naming the path."""
@@ -185,9 +187,10 @@ def infer(paths, checkpoint_or_model, out_dir, size=None, device="cpu", trust=Fa
     size (bilinear) before it becomes depth (1 / inverse depth: metric if the
     net was trained with the velocity loss, else up to scale).
 
-    An image that cannot be read is skipped (log(message) names it) and the
-    rest are written; then InferenceError lists what failed (`.written` has
-    what was written).
+    An image that cannot be read or processed (any error: decoding, the
+    network, memory, writing) is skipped (log(message) names it and why) and
+    the rest are written; then InferenceError lists what failed (`.written`
+    has what was written).
     """
     if size is not None:
         _network_size(DIVISOR, DIVISOR, size)  # check it before any work
@@ -210,30 +213,51 @@ def infer(paths, checkpoint_or_model, out_dir, size=None, device="cpu", trust=Fa
                     stem = f"{stem}_{os.path.splitext(f)[1][1:].lower()}"
                 try:
                     rgb = load_image(f)
-                except (ValueError, OSError) as e:
-                    failed.append((f, str(e).replace(f"infer: cannot read image {f}: ", "")))
+                    written += _write_depth(net, rgb, os.path.join(out_dir, stem), size, device)
+                except Exception as e:  # noqa: BLE001 - one image never stops the others
+                    failed.append((f, _reason(f, e)))
                     log(f"skipping {f}: {failed[-1][1]}")
-                    continue
-                H, W = rgb.shape[-2:]
-                x = rgb[None].to(device)
-                h, w = _network_size(H, W, size)
-                if (h, w) != (H, W):
-                    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False,
-                                      antialias=h < H or w < W)
-                inv = net(x)
-                if isinstance(inv, (list, tuple)):
-                    inv = inv[0]
-                inv = inv.float()
-                if inv.shape[-2:] != (H, W):
-                    inv = F.interpolate(inv, size=(H, W), mode="bilinear", align_corners=False)
-                depth = inv2depth(inv)[0, 0].cpu()
-                png = os.path.join(out_dir, f"{stem}_depth.png")
-                npy = os.path.join(out_dir, f"{stem}_depth.npy")
-                save_png(png, colorize_depth(inv[0, 0].cpu()))
-                np.save(npy, depth.numpy().astype(np.float32))
-                written += [png, npy]
     finally:
         net.train(was_training)
     if failed:
         raise InferenceError(written, failed)
     return written
+
+
+def _reason(path, error):
+    """Why an image failed, in one line: the reader's message, or the error's
+    type and first line (a network or memory error is not a reading problem)."""
+    text = str(error).replace(f"infer: cannot read image {path}: ", "").strip()
+    text = text.splitlines()[0] if text else ""
+    if not isinstance(error, (ValueError, OSError)):
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text or type(error).__name__
+
+
+def _write_depth(net, rgb, prefix, size, device):
+    """Depth of one image [3,H,W] -> <prefix>_depth.png and .npy; both or
+    neither (a half-written pair is removed)."""
+    H, W = rgb.shape[-2:]
+    x = rgb[None].to(device)
+    h, w = _network_size(H, W, size)
+    if (h, w) != (H, W):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False,
+                          antialias=h < H or w < W)
+    inv = net(x)
+    if isinstance(inv, (list, tuple)):
+        inv = inv[0]
+    inv = inv.float()
+    if inv.shape[-2:] != (H, W):
+        inv = F.interpolate(inv, size=(H, W), mode="bilinear", align_corners=False)
+    inv = inv[0, 0].cpu()
+    picture, depth = colorize_depth(inv), inv2depth(inv).numpy().astype(np.float32)
+    png, npy = prefix + OUTPUT_SUFFIX, prefix + "_depth.npy"
+    try:
+        save_png(png, picture)
+        np.save(npy, depth)
+    except BaseException:  # a write failed: neither file is this run's result
+        for p in (png, npy):
+            if os.path.exists(p):
+                os.remove(p)
+        raise
+    return [png, npy]

@@ -14,6 +14,7 @@ reads correctly in grey too); "gray" is the identity ramp.
 PNG: Pillow writes and reads when installed; otherwise (or with
 `backend="own"`) the built-in codec packnet.png does it.
 """
+import math
 import os
 
 import numpy as np
@@ -78,6 +79,22 @@ def _as_2d(name, x):
     return x
 
 
+def _quantile(values, q):
+    """torch.quantile(values, q) (linear interpolation) of a tensor of any
+    size: torch.quantile refuses more than 2**24 elements, fewer than a
+    6000x4000 photo has. The two order statistics around q * (n - 1) come
+    from kthvalue (exact, no sort, one copy of the input) and are interpolated
+    in float64 as torch.quantile does, so the result is the same number."""
+    v = values.reshape(-1)
+    pos = q * (v.numel() - 1)
+    lo = math.floor(pos)
+    below = torch.kthvalue(v, lo + 1).values.double()
+    if pos == lo:
+        return float(below)
+    above = torch.kthvalue(v, lo + 2).values.double()
+    return float(torch.lerp(below, above, pos - lo))
+
+
 def colorize_depth(depth_or_inv, cmap="magma", vmin=None, vmax=None, percentiles=(0.0, 95.0),
                    inverse=False):
     """[H,W] (or [1,H,W]) depth or inverse depth -> uint8 [H,W,3] numpy image.
@@ -100,10 +117,10 @@ def colorize_depth(depth_or_inv, cmap="magma", vmin=None, vmax=None, percentiles
     if values.numel() == 0:
         return np.zeros((*x.shape, 3), dtype=np.uint8)
     if vmin is None:
-        vmin = float(torch.quantile(values.double(), percentiles[0] / 100.0)) \
-            if percentiles[0] > 0 else float(values.min())
+        vmin = _quantile(values, percentiles[0] / 100.0) if percentiles[0] > 0 \
+            else float(values.min())
     if vmax is None:
-        vmax = float(torch.quantile(values.double(), percentiles[1] / 100.0))
+        vmax = _quantile(values, percentiles[1] / 100.0)
     span = max(vmax - vmin, 1e-12)
     t = torch.where(valid, (x - vmin) / span, torch.zeros_like(x)).clamp(0.0, 1.0)
     table = COLORMAPS[cmap]
@@ -149,7 +166,7 @@ def preview(rgb, pred_depth, gt_depth=None, cmap="magma"):
     inv_gt = None if gt is None else 1.0 / gt[gt > 0]
     valid = inv_gt if inv_gt is not None and inv_gt.numel() else inv_pred[inv_pred > 0]
     vmin = float(valid.min()) if valid.numel() else 0.0
-    vmax = float(torch.quantile(valid.double(), 0.95)) if valid.numel() else 1.0
+    vmax = _quantile(valid, 0.95) if valid.numel() else 1.0
     rows = [top, colorize_depth(inv_pred, cmap, vmin=vmin, vmax=vmax)]
     if gt is not None:
         rows.append(colorize_depth(gt, cmap, vmin=vmin, vmax=vmax, inverse=True))
@@ -182,8 +199,8 @@ def _inverse_range(preds, gts):
         vals = [1.0 / p[p > 0] for p in preds if (p > 0).any()]
     if not vals:
         return 0.0, 1.0
-    v = torch.cat(vals).double()
-    return float(v.min()), float(torch.quantile(v[:1 << 24], 0.95))
+    v = torch.cat(vals)
+    return float(v.min()), _quantile(v, 0.95)
 
 
 def _panels(rgb, pred, gt, k, vmin, vmax, cmap):

@@ -468,6 +468,38 @@ def test_a_picture_that_cannot_be_drawn_is_a_warning(tmp_path, capsys, monkeypat
                                             f"summary.json)")
 
 
+# --------------------------- issue 24, 5. infer: one image never stops the rest
+def _png(path, h=32, w=32, value=0):
+    rng = np.random.default_rng(value)
+    path.write_bytes(png.encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)))
+    return path
+
+
+def test_infer_goes_on_after_an_image_that_fails_to_process(trained, tmp_path, capsys,
+                                                            monkeypatch):
+    """A 6000x4000 photo stopped the loop in the colouriser (torch.quantile's
+    2**24 limit): any error on one image is reported and the rest are written."""
+    import packnet.infer
+    real = packnet.infer.colorize_depth
+
+    def colorize(x, *args, **kwargs):
+        if x.shape[-1] == 40:
+            raise RuntimeError("quantile() input tensor is too large")
+        return real(x, *args, **kwargs)
+    monkeypatch.setattr(packnet.infer, "colorize_depth", colorize)
+    d = tmp_path / "imgs"
+    d.mkdir()
+    _png(d / "a.png"), _png(d / "big.png", w=40), _png(d / "c.png")
+    out = tmp_path / "o"
+    code, text, err = run(capsys, "infer", d, "--checkpoint", trained / "checkpoint.pt",
+                          "--out", out)
+    assert code == 1
+    assert f"skipping {d / 'big.png'}: RuntimeError: quantile() input tensor is too large" in err
+    assert "1 image(s) failed" in err and "wrote 4 files" in text
+    assert sorted(os.listdir(out)) == ["a_depth.npy", "a_depth.png", "c_depth.npy",
+                                       "c_depth.png"]
+
+
 # ------------------------------------------------ 15. export without onnx
 def test_export_without_onnx_says_what_to_install(trained, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)   # import onnx -> ImportError

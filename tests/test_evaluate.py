@@ -518,6 +518,22 @@ def test_labelled_preview_is_large_labelled_and_has_a_colour_bar():
         test_strip([])
 
 
+def test_colorize_depth_takes_more_than_2_pow_24_pixels():
+    """A 6000x4000 photo has 24M pixels; torch.quantile refuses over 2**24.
+    Here 4097x4096 values 1..1000: the colour range is the exact (min, 95th
+    percentile), computed without a sort."""
+    x = (torch.arange(4097 * 4096, dtype=torch.int32) % 1000 + 1).float().reshape(4097, 4096)
+    img = colorize_depth(x)
+    table = COLORMAPS["magma"]
+    assert img.shape == (4097, 4096, 3)
+    assert (img[0, 0] == table[0]).all() and (img[0, 999] == table[-1]).all()   # 1, 1000
+    del img, x
+    from packnet.visualize import _quantile
+    small = torch.rand(999, generator=torch.Generator().manual_seed(0))
+    for q in (0.0, 0.3, 0.95, 1.0):
+        assert _quantile(small, q) == float(torch.quantile(small.double(), q))
+
+
 @pytest.mark.parametrize("width", [1, 7, 40, 64, 136, 200, 300])
 def test_the_colour_bar_draws_at_any_width(width):
     """A test strip of one or two 32x32 frames (64, 136 pixels) is narrower than
