@@ -441,9 +441,12 @@ def build_parser():
 
     i = sub.add_parser("infer", help="colourised depth PNGs and raw .npy depth",
                        description="Depth for images: <name>_depth.png (colourised inverse "
-                       "depth) and <name>_depth.npy (float32 depth) per image. An image that "
-                       "cannot be read or processed is skipped with a warning; the exit status "
-                       "is then 1.")
+                       "depth) and <name>_depth.npy (float32 depth) per image; inputs that share "
+                       "a name get <name>_<ext>_depth.* (a.png, a.jpg), and inputs that would "
+                       "still write one file (a.png, a.PNG) are refused before any work. With "
+                       "--out the input directory, earlier *_depth.png outputs there are left "
+                       "out. An image that cannot be read or processed is skipped with a "
+                       "warning; the exit status is then 1.")
     i.add_argument("input", help="an image, or a directory of images (.png .jpg .jpeg .bmp "
                                  ".ppm, not recursive)")
     i.add_argument("--checkpoint", required=True, metavar="FILE",

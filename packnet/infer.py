@@ -21,7 +21,7 @@ from .data.io import IMAGE_EXTS, _decode_rgb
 from .visualize import _have_pillow, colorize_depth, save_png
 
 __all__ = ["IMAGE_EXTENSIONS", "InferenceError", "load_depth_net", "depth_net_from_checkpoint",
-           "pose_net_from_checkpoint", "load_image", "list_images", "infer"]
+           "pose_net_from_checkpoint", "load_image", "list_images", "output_stems", "infer"]
 
 IMAGE_EXTENSIONS = IMAGE_EXTS   # the data loaders' list: .png .jpg .jpeg .bmp .ppm
 DIVISOR = 32  # PackNet packs five times by 2
@@ -123,17 +123,38 @@ def pose_net_from_checkpoint(ckpt, path="<checkpoint>"):
 OUTPUT_SUFFIX = "_depth.png"   # what infer writes per image (and _depth.npy)
 
 
-def list_images(paths):
+def list_images(paths, out_dir=None):
     """A file, a directory (its image files, sorted, not recursive) or a list
-    of either -> list of image paths. Raises FileNotFoundError naming the path."""
+    of either -> list of image paths. Raises FileNotFoundError naming the path.
+    out_dir: the output directory; in a listed directory that is out_dir, the
+    files named *_depth.png are earlier outputs and are left out."""
+    return _list_images(paths, out_dir)[0]
+
+
+def _same_dir(a, b):
+    return b is not None and os.path.isdir(b) and os.path.samefile(a, b)
+
+
+def _list_images(paths, out_dir):
+    """(image paths, [(directory, outputs left out)]); see list_images."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    out = []
+    out, left_out = [], []
     for p in map(os.fspath, paths):
         if os.path.isdir(p):
             found = sorted(os.path.join(p, f) for f in os.listdir(p)
                            if f.lower().endswith(IMAGE_EXTENSIONS)
                            and os.path.isfile(os.path.join(p, f)))
+            if _same_dir(p, out_dir):  # writing in place: don't take our outputs for photos
+                ours = [f for f in found if f.lower().endswith(OUTPUT_SUFFIX)]
+                found = [f for f in found if f not in ours]
+                if ours:
+                    left_out.append((p, len(ours)))
+                if ours and not found:
+                    raise FileNotFoundError(
+                        f"infer: directory {p} has no images other than {len(ours)} earlier "
+                        f"output(s) of infer (*{OUTPUT_SUFFIX}, left out since --out is this "
+                        f"directory)")
             if not found:
                 raise FileNotFoundError(f"infer: no {' '.join(IMAGE_EXTENSIONS)} images in "
                                         f"directory {p}")
@@ -142,7 +163,39 @@ def list_images(paths):
             out.append(p)
         else:
             raise FileNotFoundError(f"infer: no such image file or directory: {p}")
-    return out
+    unique = {}  # one file named twice (a.png ./a.png) is read once
+    for f in out:
+        unique.setdefault(os.path.realpath(f), f)
+    return list(unique.values()), left_out
+
+
+def output_stems(files, out_dir):
+    """The output name of each input, <stem> -> <stem>_depth.png/.npy: the
+    file's stem, or <stem>_<ext> when inputs share a stem (a.png, a.jpg ->
+    a_png, a_jpg). Names are compared ignoring case (they are one file on
+    macOS and Windows). Two inputs that would still write one output (a.png
+    and a.PNG, dir1/a.png and dir2/a.png), or an input that an output would
+    replace, raise ValueError naming both, before anything is written."""
+    split = [os.path.splitext(os.path.basename(f)) for f in files]
+    shared = {}
+    for stem, _ in split:
+        shared[stem.casefold()] = shared.get(stem.casefold(), 0) + 1
+    stems = [stem if shared[stem.casefold()] == 1 else f"{stem}_{ext[1:].lower()}"
+             for stem, ext in split]
+    first = {}
+    for f, stem in zip(files, stems):
+        if stem.casefold() in first:
+            raise ValueError(f"infer: {first[stem.casefold()]} and {f} would both be written "
+                             f"as {os.path.join(out_dir, stem + OUTPUT_SUFFIX)} (and .npy); "
+                             f"rename one of them, or run infer on them separately")
+        first[stem.casefold()] = f
+    inputs = {os.path.realpath(f): f for f in files}
+    for f, stem in zip(files, stems):
+        target = os.path.realpath(os.path.join(out_dir, stem + OUTPUT_SUFFIX))
+        if target in inputs:
+            raise ValueError(f"infer: the output of {f} would replace the input "
+                             f"{inputs[target]}; give another --out directory")
+    return stems
 
 
 def load_image(path):
@@ -187,6 +240,9 @@ def infer(paths, checkpoint_or_model, out_dir, size=None, device="cpu", trust=Fa
     size (bilinear) before it becomes depth (1 / inverse depth: metric if the
     net was trained with the velocity loss, else up to scale).
 
+    Output names: see output_stems (clashing outputs are refused before any
+    work). In a listed directory that is also out_dir, files named
+    *_depth.png are earlier outputs and are left out (log says how many).
     An image that cannot be read or processed (any error: decoding, the
     network, memory, writing) is skipped (log(message) names it and why) and
     the rest are written; then InferenceError lists what failed (`.written`
@@ -194,23 +250,24 @@ def infer(paths, checkpoint_or_model, out_dir, size=None, device="cpu", trust=Fa
     """
     if size is not None:
         _network_size(DIVISOR, DIVISOR, size)  # check it before any work
-    files = list_images(paths)
+    files, left_out = _list_images(paths, out_dir)
+    stems = output_stems(files, out_dir)      # refuses clashing outputs before any work
     if isinstance(checkpoint_or_model, nn.Module):
         net = checkpoint_or_model
     else:
         net = load_depth_net(checkpoint_or_model, trust=trust)
+    for d, n in left_out:
+        log(f"left out {n} file(s) named *{OUTPUT_SUFFIX} in {d}: earlier outputs of infer "
+            f"(--out is that directory)")
     device = torch.device(device)
     was_training = net.training
     net.eval().to(device)
     os.makedirs(out_dir, exist_ok=True)
 
-    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
     written, failed = [], []
     try:
         with torch.no_grad():
             for f, stem in zip(files, stems):
-                if stems.count(stem) > 1:  # a.png and a.jpg: keep both apart
-                    stem = f"{stem}_{os.path.splitext(f)[1][1:].lower()}"
                 try:
                     rgb = load_image(f)
                     written += _write_depth(net, rgb, os.path.join(out_dir, stem), size, device)

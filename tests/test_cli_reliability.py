@@ -468,7 +468,7 @@ def test_a_picture_that_cannot_be_drawn_is_a_warning(tmp_path, capsys, monkeypat
                                             f"summary.json)")
 
 
-# --------------------------- issue 24, 5. infer: one image never stops the rest
+# ------------------ issue 24, 5, 10, 11. infer: every image, every output kept
 def _png(path, h=32, w=32, value=0):
     rng = np.random.default_rng(value)
     path.write_bytes(png.encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)))
@@ -498,6 +498,54 @@ def test_infer_goes_on_after_an_image_that_fails_to_process(trained, tmp_path, c
     assert "1 image(s) failed" in err and "wrote 4 files" in text
     assert sorted(os.listdir(out)) == ["a_depth.npy", "a_depth.png", "c_depth.npy",
                                        "c_depth.png"]
+
+
+def test_infer_refuses_two_inputs_that_would_write_one_output(trained, tmp_path, capsys):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    _png(d / "a.png"), _png(d / "a.PNG", value=1)
+    out = tmp_path / "o"
+    code, text, err = run(capsys, "infer", d, "--checkpoint", trained / "checkpoint.pt",
+                          "--out", out)
+    assert code == 2 and err.count("\n") == 1
+    assert f"{d / 'a.PNG'} and {d / 'a.png'} would both be written as" in err
+    assert not out.exists() or not os.listdir(out)
+    # a shared stem with different extensions: one output per input
+    (d / "a.PNG").rename(d / "a.ppm")
+    pytest.importorskip("PIL.Image")
+    code, text, err = run(capsys, "infer", d, "--checkpoint", trained / "checkpoint.pt",
+                          "--out", out)
+    assert code == 0 and "wrote 4 files" in text
+    assert sorted(os.listdir(out)) == ["a_png_depth.npy", "a_png_depth.png", "a_ppm_depth.npy",
+                                       "a_ppm_depth.png"]
+
+
+def test_output_names_are_distinct_or_refused(tmp_path):
+    from packnet.infer import output_stems
+    assert output_stems(["x/a.png", "x/b.png"], "o") == ["a", "b"]
+    assert output_stems(["x/a.png", "x/A.jpg"], "o") == ["a_png", "A_jpg"]
+    for files in (["x/a.png", "y/a.png"], ["x/a.png", "x/a.jpg", "x/a_png.bmp"]):
+        with pytest.raises(ValueError, match="would both be written as"):
+            output_stems(files, "o")
+    with pytest.raises(ValueError, match="would replace the input"):
+        output_stems([str(tmp_path / "a.png"), str(tmp_path / "a_depth.png")], str(tmp_path))
+
+
+def test_infer_in_place_leaves_its_own_outputs_out(trained, tmp_path, capsys):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    _png(d / "a.png")
+    for _ in range(2):
+        code, text, err = run(capsys, "infer", d, "--checkpoint", trained / "checkpoint.pt",
+                              "--out", d)
+        assert code == 0, err
+        assert "wrote 2 files" in text
+    assert "left out 1 file(s) named *_depth.png" in err
+    assert sorted(os.listdir(d)) == ["a.png", "a_depth.npy", "a_depth.png"]
+    os.remove(d / "a.png")
+    code, text, err = run(capsys, "infer", d, "--checkpoint", trained / "checkpoint.pt",
+                          "--out", d)
+    assert code == 2 and "no images other than 1 earlier output(s) of infer" in err
 
 
 # ------------------------------------------------ 15. export without onnx
