@@ -548,6 +548,18 @@ def test_infer_in_place_leaves_its_own_outputs_out(trained, tmp_path, capsys):
     assert code == 2 and "no images other than 1 earlier output(s) of infer" in err
 
 
+# ------------------------- issue 24, low. a folder of two frame sizes
+def test_a_folder_of_two_frame_sizes_is_refused_at_start(tmp_path, capsys):
+    root = make_frames(tmp_path / "video", 4)
+    (root / "f004.png").write_bytes(png.encode(np.zeros((32, 64, 3), np.uint8)))
+    (root / "speed.txt").write_text("1.0\n" * 5)
+    code, _, err = run(capsys, "train", *SMALL, "--data", "folder", "--data-root", root,
+                       "--out-dir", tmp_path / "runs", "--steps", "8")
+    assert code == 2 and err.count("\n") == 1
+    assert "f004.png: frame size 32x64 differs from" in err and "f000.png's 32x32" in err
+    assert not list((tmp_path / "runs").rglob("log.csv"))   # refused before the first step
+
+
 # ------------------------------------------------ 15. export without onnx
 def test_export_without_onnx_says_what_to_install(trained, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)   # import onnx -> ImportError
