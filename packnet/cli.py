@@ -166,7 +166,7 @@ def cmd_train(args):
                "train_seconds": round(trainer.train_seconds, 1),
                "images_per_s": round(trainer.images_per_s, 2), "eval": None, "pose_eval": None,
                "checkpoint": trainer.ckpt_path}
-    written = ["checkpoint.pt", "log.csv", "previews/", "summary.json"]
+    strip = None
     test = None
     if not args.no_eval:
         test = make_dataset(cfg, split="test")
@@ -181,8 +181,7 @@ def cmd_train(args):
             summary["eval"] = result
             print(format_metrics(result))
             print(_abs_rel_line(result))
-            if trainer.write_test_strip(test):
-                written.insert(3, "test-strip.png")
+            strip = trainer.write_test_strip(test)   # None, with a warning, if it cannot draw
         summary["pose_eval"] = _pose_eval(trainer.pose_net, test, trainer.device)
     summary["provenance"] = provenance(cfg, trainer.dataset, trainer.device)
     if test is not None:
@@ -192,8 +191,18 @@ def cmd_train(args):
         json.dump(summary, f, indent=1, default=float)
     print(f"trained {trainer.step} steps in {trainer.train_seconds / 60:.1f} min "
           f"({trainer.images_per_s:.1f} images/s); {trainer.skipped_steps} skipped")
-    print(f"wrote {trainer.run_dir}/ ({', '.join(written)})")
+    print(f"wrote {trainer.run_dir}/ ({', '.join(_run_files(trainer.run_dir, strip))})")
     return 0
+
+
+def _run_files(run_dir, strip):
+    """What the run directory holds, for the last line: previews/ only when it
+    has a picture, test-strip.png only when this command drew it."""
+    names = [n for n in ("checkpoint.pt", "log.csv") if os.path.isfile(os.path.join(run_dir, n))]
+    previews = os.path.join(run_dir, "previews")
+    if os.path.isdir(previews) and any(f.endswith(".png") for f in os.listdir(previews)):
+        names.append("previews/")
+    return names + (["test-strip.png"] if strip else []) + ["summary.json"]
 
 
 def _device(name):
@@ -432,8 +441,12 @@ def build_parser():
 
     i = sub.add_parser("infer", help="colourised depth PNGs and raw .npy depth",
                        description="Depth for images: <name>_depth.png (colourised inverse "
-                       "depth) and <name>_depth.npy (float32 depth) per image. An image that "
-                       "cannot be read is skipped with a warning; the exit status is then 1.")
+                       "depth) and <name>_depth.npy (float32 depth) per image; inputs that share "
+                       "a name get <name>_<ext>_depth.* (a.png, a.jpg), and inputs that would "
+                       "still write one file (a.png, a.PNG) are refused before any work. With "
+                       "--out the input directory, earlier *_depth.png outputs there are left "
+                       "out. An image that cannot be read or processed is skipped with a "
+                       "warning; the exit status is then 1.")
     i.add_argument("input", help="an image, or a directory of images (.png .jpg .jpeg .bmp "
                                  ".ppm, not recursive)")
     i.add_argument("--checkpoint", required=True, metavar="FILE",

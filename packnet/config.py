@@ -176,9 +176,11 @@ class TrainConfig:
         for name in ("batch_size", "steps", "max_bad_steps", "log_every", "ckpt_every"):
             if getattr(self, name) < 1:
                 bad(name, "must be an integer >= 1")
-        for name in ("velocity_warmup", "preview_every", "seed", "num_workers"):
+        for name in ("velocity_warmup", "preview_every", "num_workers"):
             if getattr(self, name) < 0:
                 bad(name, "must be an integer >= 0")
+        if not 0 <= self.seed < 2 ** 64:  # what torch.manual_seed takes
+            bad("seed", "must be an integer from 0 to 2**64 - 1")
         if not 1 <= self.num_scales <= 4:
             bad("num_scales", "must be 1 to 4 (the depth network returns 4 scales)")
         for name in ("lr", "lr_step_fraction", "lr_gamma", "clip_grad"):

@@ -21,20 +21,19 @@ from .data.io import IMAGE_EXTS, _decode_rgb
 from .visualize import _have_pillow, colorize_depth, save_png
 
 __all__ = ["IMAGE_EXTENSIONS", "InferenceError", "load_depth_net", "depth_net_from_checkpoint",
-           "pose_net_from_checkpoint", "load_image", "list_images", "infer"]
+           "pose_net_from_checkpoint", "load_image", "list_images", "output_stems", "infer"]
 
 IMAGE_EXTENSIONS = IMAGE_EXTS   # the data loaders' list: .png .jpg .jpeg .bmp .ppm
 DIVISOR = 32  # PackNet packs five times by 2
 
 
 class InferenceError(ValueError):
-    """Some images could not be read; the others were written. `.written`:
-    the files written, `.failed`: [(image path, reason)]."""
+    """Some images could not be read or processed; the others were written.
+    `.written`: the files written, `.failed`: [(image path, reason)]."""
 
     def __init__(self, written, failed):
         names = "; ".join(f"{p} ({why})" for p, why in failed)
-        super().__init__(f"could not read {len(failed)} image(s), the others were written: "
-                         f"{names}")
+        super().__init__(f"{len(failed)} image(s) failed, the others were written: {names}")
         self.written, self.failed = written, failed
 
 
@@ -121,17 +120,41 @@ def pose_net_from_checkpoint(ckpt, path="<checkpoint>"):
     return net.eval()
 
 
-def list_images(paths):
+OUTPUT_SUFFIX = "_depth.png"   # what infer writes per image (and _depth.npy)
+
+
+def list_images(paths, out_dir=None):
     """A file, a directory (its image files, sorted, not recursive) or a list
-    of either -> list of image paths. Raises FileNotFoundError naming the path."""
+    of either -> list of image paths. Raises FileNotFoundError naming the path.
+    out_dir: the output directory; in a listed directory that is out_dir, the
+    files named *_depth.png are earlier outputs and are left out."""
+    return _list_images(paths, out_dir)[0]
+
+
+def _same_dir(a, b):
+    return b is not None and os.path.isdir(b) and os.path.samefile(a, b)
+
+
+def _list_images(paths, out_dir):
+    """(image paths, [(directory, outputs left out)]); see list_images."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    out = []
+    out, left_out = [], []
     for p in map(os.fspath, paths):
         if os.path.isdir(p):
             found = sorted(os.path.join(p, f) for f in os.listdir(p)
                            if f.lower().endswith(IMAGE_EXTENSIONS)
                            and os.path.isfile(os.path.join(p, f)))
+            if _same_dir(p, out_dir):  # writing in place: don't take our outputs for photos
+                ours = [f for f in found if f.lower().endswith(OUTPUT_SUFFIX)]
+                found = [f for f in found if f not in ours]
+                if ours:
+                    left_out.append((p, len(ours)))
+                if ours and not found:
+                    raise FileNotFoundError(
+                        f"infer: directory {p} has no images other than {len(ours)} earlier "
+                        f"output(s) of infer (*{OUTPUT_SUFFIX}, left out since --out is this "
+                        f"directory)")
             if not found:
                 raise FileNotFoundError(f"infer: no {' '.join(IMAGE_EXTENSIONS)} images in "
                                         f"directory {p}")
@@ -140,7 +163,39 @@ def list_images(paths):
             out.append(p)
         else:
             raise FileNotFoundError(f"infer: no such image file or directory: {p}")
-    return out
+    unique = {}  # one file named twice (a.png ./a.png) is read once
+    for f in out:
+        unique.setdefault(os.path.realpath(f), f)
+    return list(unique.values()), left_out
+
+
+def output_stems(files, out_dir):
+    """The output name of each input, <stem> -> <stem>_depth.png/.npy: the
+    file's stem, or <stem>_<ext> when inputs share a stem (a.png, a.jpg ->
+    a_png, a_jpg). Names are compared ignoring case (they are one file on
+    macOS and Windows). Two inputs that would still write one output (a.png
+    and a.PNG, dir1/a.png and dir2/a.png), or an input that an output would
+    replace, raise ValueError naming both, before anything is written."""
+    split = [os.path.splitext(os.path.basename(f)) for f in files]
+    shared = {}
+    for stem, _ in split:
+        shared[stem.casefold()] = shared.get(stem.casefold(), 0) + 1
+    stems = [stem if shared[stem.casefold()] == 1 else f"{stem}_{ext[1:].lower()}"
+             for stem, ext in split]
+    first = {}
+    for f, stem in zip(files, stems):
+        if stem.casefold() in first:
+            raise ValueError(f"infer: {first[stem.casefold()]} and {f} would both be written "
+                             f"as {os.path.join(out_dir, stem + OUTPUT_SUFFIX)} (and .npy); "
+                             f"rename one of them, or run infer on them separately")
+        first[stem.casefold()] = f
+    inputs = {os.path.realpath(f): f for f in files}
+    for f, stem in zip(files, stems):
+        target = os.path.realpath(os.path.join(out_dir, stem + OUTPUT_SUFFIX))
+        if target in inputs:
+            raise ValueError(f"infer: the output of {f} would replace the input "
+                             f"{inputs[target]}; give another --out directory")
+    return stems
 
 
 def load_image(path):
@@ -185,55 +240,81 @@ def infer(paths, checkpoint_or_model, out_dir, size=None, device="cpu", trust=Fa
     size (bilinear) before it becomes depth (1 / inverse depth: metric if the
     net was trained with the velocity loss, else up to scale).
 
-    An image that cannot be read is skipped (log(message) names it) and the
-    rest are written; then InferenceError lists what failed (`.written` has
-    what was written).
+    Output names: see output_stems (clashing outputs are refused before any
+    work). In a listed directory that is also out_dir, files named
+    *_depth.png are earlier outputs and are left out (log says how many).
+    An image that cannot be read or processed (any error: decoding, the
+    network, memory, writing) is skipped (log(message) names it and why) and
+    the rest are written; then InferenceError lists what failed (`.written`
+    has what was written).
     """
     if size is not None:
         _network_size(DIVISOR, DIVISOR, size)  # check it before any work
-    files = list_images(paths)
+    files, left_out = _list_images(paths, out_dir)
+    stems = output_stems(files, out_dir)      # refuses clashing outputs before any work
     if isinstance(checkpoint_or_model, nn.Module):
         net = checkpoint_or_model
     else:
         net = load_depth_net(checkpoint_or_model, trust=trust)
+    for d, n in left_out:
+        log(f"left out {n} file(s) named *{OUTPUT_SUFFIX} in {d}: earlier outputs of infer "
+            f"(--out is that directory)")
     device = torch.device(device)
     was_training = net.training
     net.eval().to(device)
     os.makedirs(out_dir, exist_ok=True)
 
-    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
     written, failed = [], []
     try:
         with torch.no_grad():
             for f, stem in zip(files, stems):
-                if stems.count(stem) > 1:  # a.png and a.jpg: keep both apart
-                    stem = f"{stem}_{os.path.splitext(f)[1][1:].lower()}"
                 try:
                     rgb = load_image(f)
-                except (ValueError, OSError) as e:
-                    failed.append((f, str(e).replace(f"infer: cannot read image {f}: ", "")))
+                    written += _write_depth(net, rgb, os.path.join(out_dir, stem), size, device)
+                except Exception as e:  # noqa: BLE001 - one image never stops the others
+                    failed.append((f, _reason(f, e)))
                     log(f"skipping {f}: {failed[-1][1]}")
-                    continue
-                H, W = rgb.shape[-2:]
-                x = rgb[None].to(device)
-                h, w = _network_size(H, W, size)
-                if (h, w) != (H, W):
-                    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False,
-                                      antialias=h < H or w < W)
-                inv = net(x)
-                if isinstance(inv, (list, tuple)):
-                    inv = inv[0]
-                inv = inv.float()
-                if inv.shape[-2:] != (H, W):
-                    inv = F.interpolate(inv, size=(H, W), mode="bilinear", align_corners=False)
-                depth = inv2depth(inv)[0, 0].cpu()
-                png = os.path.join(out_dir, f"{stem}_depth.png")
-                npy = os.path.join(out_dir, f"{stem}_depth.npy")
-                save_png(png, colorize_depth(inv[0, 0].cpu()))
-                np.save(npy, depth.numpy().astype(np.float32))
-                written += [png, npy]
     finally:
         net.train(was_training)
     if failed:
         raise InferenceError(written, failed)
     return written
+
+
+def _reason(path, error):
+    """Why an image failed, in one line: the reader's message, or the error's
+    type and first line (a network or memory error is not a reading problem)."""
+    text = str(error).replace(f"infer: cannot read image {path}: ", "").strip()
+    text = text.splitlines()[0] if text else ""
+    if not isinstance(error, (ValueError, OSError)):
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text or type(error).__name__
+
+
+def _write_depth(net, rgb, prefix, size, device):
+    """Depth of one image [3,H,W] -> <prefix>_depth.png and .npy; both or
+    neither (a half-written pair is removed)."""
+    H, W = rgb.shape[-2:]
+    x = rgb[None].to(device)
+    h, w = _network_size(H, W, size)
+    if (h, w) != (H, W):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False,
+                          antialias=h < H or w < W)
+    inv = net(x)
+    if isinstance(inv, (list, tuple)):
+        inv = inv[0]
+    inv = inv.float()
+    if inv.shape[-2:] != (H, W):
+        inv = F.interpolate(inv, size=(H, W), mode="bilinear", align_corners=False)
+    inv = inv[0, 0].cpu()
+    picture, depth = colorize_depth(inv), inv2depth(inv).numpy().astype(np.float32)
+    png, npy = prefix + OUTPUT_SUFFIX, prefix + "_depth.npy"
+    try:
+        save_png(png, picture)
+        np.save(npy, depth)
+    except BaseException:  # a write failed: neither file is this run's result
+        for p in (png, npy):
+            if os.path.exists(p):
+                os.remove(p)
+        raise
+    return [png, npy]

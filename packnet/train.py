@@ -64,17 +64,29 @@ def make_dataset(cfg, split="train"):
     return data_pkg.make_dataset(cfg.data, split=split, size=tuple(cfg.size), **cfg.data_kwargs)
 
 
+def _sub_seed(multiplier, seed, *keys):
+    """A generator seed derived from the run's seed and `keys`: each key folded
+    in as x * multiplier + key, modulo 2**64 (the range manual_seed takes).
+    Wrapping, not a hash: every seed that fitted before wrapping existed gives
+    the batch order and augmentation it always gave (runs stay comparable and
+    resumable), and a large seed (20240101 with augment) no longer overflows.
+    multiplier is odd, so distinct seeds give distinct sub-seeds."""
+    for key in keys:
+        seed = seed * multiplier + key
+    return seed % 2 ** 64
+
+
 def _augment(item, cfg, epoch, j):
     """Colour jitter and flip drawn from (seed, epoch, item): resumable, and
     the same on every rank."""
     from .data import Augmentation
-    g = torch.Generator().manual_seed((cfg.seed * 1000003 + epoch) * 1000003 + j)
+    g = torch.Generator().manual_seed(_sub_seed(1000003, cfg.seed, epoch, j))
     return Augmentation(size=None, generator=g)(item)
 
 
 def _batches(dataset, cfg, rank, world, epoch):
     """A deterministic order per epoch (seed, epoch): resuming mid-epoch replays it."""
-    g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+    g = torch.Generator().manual_seed(_sub_seed(100003, cfg.seed, epoch))
     order = torch.randperm(len(dataset), generator=g).tolist()
     per_rank = len(order) // world
     order = order[rank * per_rank:(rank + 1) * per_rank]
@@ -416,33 +428,47 @@ class Trainer:
         self.log(f"log.csv: dropped {len(rows) - 1 - len(keep)} row(s) after step {self.step} "
                  f"(logged after the last checkpoint; those steps run again)")
 
+    def _drawing_failed(self, path, error):
+        """A picture that could not be made is a warning: the run's results
+        (checkpoint, log, summary) never depend on it. PACKNET_DEBUG=1 raises."""
+        if os.environ.get("PACKNET_DEBUG"):
+            raise error
+        self.log(f"warning: could not write {path} ({type(error).__name__}: "
+                 f"{first_line(str(error))}); training and its results are not affected")
+
     @torch.no_grad()
     def write_preview(self, batch):
         """previews/step_<N>.png: the input, the colourised predicted depth and,
-        when the batch has it, the ground truth."""
+        when the batch has it, the ground truth. Returns the path, or None when
+        the picture could not be made (a warning; training goes on)."""
         from . import visualize
+        path = os.path.join(self.run_dir, "previews", f"step_{self.step:07d}.png")
         was_training = self.depth_net.training
         self.depth_net.eval()
         try:
             rgb = batch["rgb"][:1].to(self.device)
             depth = geometry.inv2depth(self.depth_net(rgb).float())[0].cpu()
+            gt = batch["depth"][0] if "depth" in batch else None
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            visualize.save_png(path, visualize.labelled_preview(rgb[0].cpu(), depth, gt))
+        except Exception as e:  # noqa: BLE001 - any failure to draw only costs the picture
+            self._drawing_failed(path, e)
+            return None
         finally:
             self.depth_net.train(was_training)
-        gt = batch["depth"][0] if "depth" in batch else None
-        path = os.path.join(self.run_dir, "previews", f"step_{self.step:07d}.png")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        visualize.save_png(path, visualize.labelled_preview(rgb[0].cpu(), depth, gt))
         return path
 
     @torch.no_grad()
     def write_test_strip(self, dataset, frames=4):
         """test-strip.png in the run directory: `frames` test frames spread
         over `dataset` (input, predicted depth, ground truth, error), on one
-        colour scale. Returns the path, or None when the data has no depth."""
+        colour scale. Returns the path, or None when the data has no depth or
+        the picture could not be made (a warning naming the error)."""
         from . import visualize
         n = len(dataset)
         if n == 0:
             return None
+        path = os.path.join(self.run_dir, "test-strip.png")
         picks = sorted({round(i * (n - 1) / max(frames - 1, 1)) for i in range(frames)})
         was_training = self.depth_net.training
         self.depth_net.eval()
@@ -455,10 +481,12 @@ class Trainer:
                 rgb = sample["rgb"][None].to(self.device)
                 depth = geometry.inv2depth(self.depth_net(rgb).float())[0].cpu()
                 items.append((sample["rgb"], depth, sample["depth"]))
+            visualize.save_png(path, visualize.test_strip(items))
+        except Exception as e:  # noqa: BLE001 - any failure to draw only costs the picture
+            self._drawing_failed(path, e)
+            return None
         finally:
             self.depth_net.train(was_training)
-        path = os.path.join(self.run_dir, "test-strip.png")
-        visualize.save_png(path, visualize.test_strip(items))
         return path
 
 

@@ -14,6 +14,7 @@ reads correctly in grey too); "gray" is the identity ramp.
 PNG: Pillow writes and reads when installed; otherwise (or with
 `backend="own"`) the built-in codec packnet.png does it.
 """
+import math
 import os
 
 import numpy as np
@@ -78,6 +79,22 @@ def _as_2d(name, x):
     return x
 
 
+def _quantile(values, q):
+    """torch.quantile(values, q) (linear interpolation) of a tensor of any
+    size: torch.quantile refuses more than 2**24 elements, fewer than a
+    6000x4000 photo has. The two order statistics around q * (n - 1) come
+    from kthvalue (exact, no sort, one copy of the input) and are interpolated
+    in float64 as torch.quantile does, so the result is the same number."""
+    v = values.reshape(-1)
+    pos = q * (v.numel() - 1)
+    lo = math.floor(pos)
+    below = torch.kthvalue(v, lo + 1).values.double()
+    if pos == lo:
+        return float(below)
+    above = torch.kthvalue(v, lo + 2).values.double()
+    return float(torch.lerp(below, above, pos - lo))
+
+
 def colorize_depth(depth_or_inv, cmap="magma", vmin=None, vmax=None, percentiles=(0.0, 95.0),
                    inverse=False):
     """[H,W] (or [1,H,W]) depth or inverse depth -> uint8 [H,W,3] numpy image.
@@ -100,10 +117,10 @@ def colorize_depth(depth_or_inv, cmap="magma", vmin=None, vmax=None, percentiles
     if values.numel() == 0:
         return np.zeros((*x.shape, 3), dtype=np.uint8)
     if vmin is None:
-        vmin = float(torch.quantile(values.double(), percentiles[0] / 100.0)) \
-            if percentiles[0] > 0 else float(values.min())
+        vmin = _quantile(values, percentiles[0] / 100.0) if percentiles[0] > 0 \
+            else float(values.min())
     if vmax is None:
-        vmax = float(torch.quantile(values.double(), percentiles[1] / 100.0))
+        vmax = _quantile(values, percentiles[1] / 100.0)
     span = max(vmax - vmin, 1e-12)
     t = torch.where(valid, (x - vmin) / span, torch.zeros_like(x)).clamp(0.0, 1.0)
     table = COLORMAPS[cmap]
@@ -149,7 +166,7 @@ def preview(rgb, pred_depth, gt_depth=None, cmap="magma"):
     inv_gt = None if gt is None else 1.0 / gt[gt > 0]
     valid = inv_gt if inv_gt is not None and inv_gt.numel() else inv_pred[inv_pred > 0]
     vmin = float(valid.min()) if valid.numel() else 0.0
-    vmax = float(torch.quantile(valid.double(), 0.95)) if valid.numel() else 1.0
+    vmax = _quantile(valid, 0.95) if valid.numel() else 1.0
     rows = [top, colorize_depth(inv_pred, cmap, vmin=vmin, vmax=vmax)]
     if gt is not None:
         rows.append(colorize_depth(gt, cmap, vmin=vmin, vmax=vmax, inverse=True))
@@ -182,8 +199,8 @@ def _inverse_range(preds, gts):
         vals = [1.0 / p[p > 0] for p in preds if (p > 0).any()]
     if not vals:
         return 0.0, 1.0
-    v = torch.cat(vals).double()
-    return float(v.min()), float(torch.quantile(v[:1 << 24], 0.95))
+    v = torch.cat(vals)
+    return float(v.min()), _quantile(v, 0.95)
 
 
 def _panels(rgb, pred, gt, k, vmin, vmax, cmap):
@@ -204,36 +221,79 @@ def _panels(rgb, pred, gt, k, vmin, vmax, cmap):
     return [(label, _enlarge(img, k)) for label, img in out]
 
 
+def _text_scale(text, room):
+    """2 (the labels' size) when `text` fits in `room` pixels, else 1, else None."""
+    for scale in (2, 1):
+        if text_size(text, scale)[1] <= room:
+            return scale
+    return None
+
+
 def _labelled(label, img):
     head = np.empty((_HEADER, img.shape[1], 3), dtype=np.uint8)
     head[:] = _BG
-    draw_text(head, label, 6, (_HEADER - GLYPH_H * 2) // 2, scale=2)
+    scale = _text_scale(label, img.shape[1] - 6) or 1   # too long even at 1: clipped
+    draw_text(head, label, 6, (_HEADER - GLYPH_H * scale) // 2, scale=scale)
     return np.concatenate([head, img], 0)
 
 
+def _tick_label(inv):
+    return "inf" if inv <= 0 else (f"{1 / inv:.1f}" if 1 / inv < 100 else f"{1 / inv:.0f}")
+
+
+def _ticks(x0, bar_w, width, vmin, vmax, most):
+    """[(x, label, left)] and the text scale: as many ticks (at most `most`,
+    at least the two ends) as fit without their labels touching, in the
+    larger text when it fits."""
+    for scale in (2, 1):
+        for n in range(most, 1, -1):
+            out = []
+            for i in range(n):
+                t = i / (n - 1)
+                label = _tick_label(vmin + t * (vmax - vmin))
+                x = x0 + round(t * (bar_w - 1))
+                _, lw = text_size(label, scale)
+                out.append((x, label, min(max(x - lw // 2, 0), width - lw), lw))
+            if all(b[2] - (a[2] + a[3]) >= 4 * scale for a, b in zip(out, out[1:])):
+                return out, scale
+    return out, 1   # narrower than two labels: the ends, clipped
+
+
 def _colour_bar(width, vmin, vmax, cmap, ticks=5):
-    """A horizontal bar of the inverse-depth colour scale, ticked in metres."""
-    pad = 6
-    title = "depth (m)"
+    """A horizontal bar of the inverse-depth colour scale, ticked in metres.
+    The title sits left of the bar when the picture is wide enough for both,
+    else on a row of its own above a bar as wide as the picture (a test strip
+    of one 32x32 frame is 64 pixels wide), in smaller text and with fewer
+    ticks where the labels would not fit. Any width >= 1 draws."""
+    pad, title = 6, "depth (m)"
     _, tw = text_size(title)
-    x0, x1 = pad + tw + 12, width - pad - 24
-    bar_w = max(x1 - x0, 16)
-    out = np.empty((_HEADER + _BAR + _HEADER, width, 3), dtype=np.uint8)
+    beside = width - (pad + tw + 12) - (pad + 24) >= 64   # room for a 64-pixel bar
+    if beside:
+        top, x0, x1 = 0, pad + tw + 12, width - pad - 24
+    else:
+        edge = pad if width > 4 * pad else 0
+        top, x0, x1 = _HEADER, edge, width - edge
+    bar_w = x1 - x0
+    out = np.empty((top + _HEADER + _BAR + _HEADER, width, 3), dtype=np.uint8)
     out[:] = _BG
+    y_bar = top + _HEADER
     ramp = COLORMAPS[cmap][np.round(np.linspace(0, 255, bar_w)).astype(int)]
-    out[_HEADER:_HEADER + _BAR, x0:x0 + bar_w] = ramp[None]
-    draw_text(out, title, pad, _HEADER + (_BAR - GLYPH_H * 2) // 2, scale=2)
-    for i in range(ticks):
-        t = i / (ticks - 1)
-        inv = vmin + t * (vmax - vmin)
-        label = "inf" if inv <= 0 else (f"{1 / inv:.1f}" if 1 / inv < 100 else f"{1 / inv:.0f}")
-        x = x0 + round(t * (bar_w - 1))
-        out[_HEADER - 4:_HEADER, x] = 255
-        _, lw = text_size(label)
-        draw_text(out, label, min(max(x - lw // 2, 0), width - lw), _HEADER + _BAR + 4, scale=2)
-    draw_text(out, "far", x0, 4, scale=2)
-    _, nw = text_size("near")
-    draw_text(out, "near", x0 + bar_w - nw, 4, scale=2)
+    out[y_bar:y_bar + _BAR, x0:x1] = ramp[None]
+    if beside:
+        draw_text(out, title, pad, y_bar + (_BAR - GLYPH_H * 2) // 2, scale=2)
+    else:
+        scale = _text_scale(title, width - x0) or 1
+        draw_text(out, title, x0, (_HEADER - GLYPH_H * scale) // 2, scale=scale)
+    marks, scale = _ticks(x0, bar_w, width, vmin, vmax, ticks)
+    for x, label, left, _ in marks:
+        out[y_bar - 4:y_bar, x] = 255
+        draw_text(out, label, left, y_bar + _BAR + 4, scale=scale)
+    for scale in (2, 1):  # "far" and "near" over the ends, when they fit
+        (_, fw), (_, nw) = text_size("far", scale), text_size("near", scale)
+        if fw + nw + 6 * scale <= bar_w:
+            draw_text(out, "far", x0, top + 4, scale=scale)
+            draw_text(out, "near", x1 - nw, top + 4, scale=scale)
+            break
     return out
 
 

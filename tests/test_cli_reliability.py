@@ -406,6 +406,160 @@ def test_infer_skips_unreadable_images_and_fails_at_the_end(trained, tmp_path, c
                                        "f000_depth.png"]
 
 
+# ------------------------------- issue 24, 1. every seed the config takes
+def test_a_large_seed_trains_with_augmentation(tmp_path, capsys):
+    """seed=20240101 with augment overflowed the augmentation's generator seed."""
+    code, out, err = run(capsys, "train", *TINY, "--out-dir", tmp_path, "--steps", "2",
+                         "--no-eval", "--set", "preview_every=0", "--set", "seed=20240101",
+                         "--set", "augment=true")
+    assert code == 0, err
+    assert log_steps(tmp_path / "synthetic-tiny") == [1, 2]
+
+
+def test_sub_seeds_keep_their_values_and_wrap_past_64_bits():
+    from packnet.config import TrainConfig
+    from packnet.data import SyntheticDriving
+    from packnet.train import _augment, _batches, _sub_seed
+    # the values every seed that trained before has always had
+    assert _sub_seed(100003, 7, 3) == 7 * 100003 + 3
+    assert _sub_seed(1000003, 7, 3, 11) == (7 * 1000003 + 3) * 1000003 + 11
+    assert _sub_seed(1000003, 2 ** 64 - 1, 5, 9) < 2 ** 64
+    data = SyntheticDriving("train", (32, 32), num_sequences=1, frames_per_sequence=4)
+    for seed in (0, 20240101, 2 ** 63, 2 ** 64 - 1):   # the largest the config takes
+        cfg = TrainConfig(seed=seed, batch_size=1, augment=True, size=(32, 32))
+        batch = next(_batches(data, cfg, 0, 1, epoch=12345))
+        assert batch["rgb"].shape == (1, 3, 32, 32)
+        assert "jitter" in _augment(data[0], cfg, 12345, 10 ** 6)
+    TrainConfig(seed=2 ** 64 - 1).validate()
+    with pytest.raises(ValueError, match=r"seed = 18446744073709551616: must be an integer "
+                                         r"from 0 to 2\*\*64 - 1"):
+        TrainConfig(seed=2 ** 64).validate()
+
+
+# ------------------------- issue 24, 2. pictures never lose a run's results
+def test_a_narrow_test_strip_draws_and_the_last_line_lists_what_exists(tmp_path, capsys):
+    """32x32 with two test frames: the strip is 136 pixels wide, narrower than
+    the colour bar's title and bar; no previews with preview_every=0."""
+    code, out, err = run(capsys, "train", *TINY, "--out-dir", tmp_path, "--steps", "1",
+                         "--set", "preview_every=0")
+    assert code == 0, err
+    run_dir = tmp_path / "synthetic-tiny"
+    assert (run_dir / "summary.json").is_file() and (run_dir / "test-strip.png").is_file()
+    assert not (run_dir / "previews").exists()
+    assert out.strip().splitlines()[-1] == (f"wrote {run_dir}/ (checkpoint.pt, log.csv, "
+                                            f"test-strip.png, summary.json)")
+
+
+def test_a_picture_that_cannot_be_drawn_is_a_warning(tmp_path, capsys, monkeypatch):
+    from packnet import visualize
+
+    def broken(*args, **kwargs):
+        raise ValueError("could not broadcast input array")
+    monkeypatch.setattr(visualize, "test_strip", broken)
+    monkeypatch.setattr(visualize, "labelled_preview", broken)
+    code, out, err = run(capsys, "train", *TINY, "--out-dir", tmp_path, "--steps", "2",
+                         "--set", "preview_every=1")
+    assert code == 0, err
+    run_dir = tmp_path / "synthetic-tiny"
+    assert (run_dir / "summary.json").is_file() and log_steps(run_dir) == [1, 2]
+    assert "warning: could not write" in out and "test-strip.png" in out
+    assert "step_0000001.png" in out and "could not broadcast" in out
+    assert out.strip().splitlines()[-1] == (f"wrote {run_dir}/ (checkpoint.pt, log.csv, "
+                                            f"summary.json)")
+
+
+# ------------------ issue 24, 5, 10, 11. infer: every image, every output kept
+def _png(path, h=32, w=32, value=0):
+    rng = np.random.default_rng(value)
+    path.write_bytes(png.encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)))
+    return path
+
+
+def test_infer_goes_on_after_an_image_that_fails_to_process(trained, tmp_path, capsys,
+                                                            monkeypatch):
+    """A 6000x4000 photo stopped the loop in the colouriser (torch.quantile's
+    2**24 limit): any error on one image is reported and the rest are written."""
+    import packnet.infer
+    real = packnet.infer.colorize_depth
+
+    def colorize(x, *args, **kwargs):
+        if x.shape[-1] == 40:
+            raise RuntimeError("quantile() input tensor is too large")
+        return real(x, *args, **kwargs)
+    monkeypatch.setattr(packnet.infer, "colorize_depth", colorize)
+    d = tmp_path / "imgs"
+    d.mkdir()
+    _png(d / "a.png"), _png(d / "big.png", w=40), _png(d / "c.png")
+    out = tmp_path / "o"
+    code, text, err = run(capsys, "infer", d, "--checkpoint", trained / "checkpoint.pt",
+                          "--out", out)
+    assert code == 1
+    assert f"skipping {d / 'big.png'}: RuntimeError: quantile() input tensor is too large" in err
+    assert "1 image(s) failed" in err and "wrote 4 files" in text
+    assert sorted(os.listdir(out)) == ["a_depth.npy", "a_depth.png", "c_depth.npy",
+                                       "c_depth.png"]
+
+
+def test_infer_refuses_two_inputs_that_would_write_one_output(trained, tmp_path, capsys):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    _png(d / "a.png"), _png(d / "a.PNG", value=1)
+    out = tmp_path / "o"
+    code, text, err = run(capsys, "infer", d, "--checkpoint", trained / "checkpoint.pt",
+                          "--out", out)
+    assert code == 2 and err.count("\n") == 1
+    assert f"{d / 'a.PNG'} and {d / 'a.png'} would both be written as" in err
+    assert not out.exists() or not os.listdir(out)
+    # a shared stem with different extensions: one output per input
+    (d / "a.PNG").rename(d / "a.ppm")
+    pytest.importorskip("PIL.Image")
+    code, text, err = run(capsys, "infer", d, "--checkpoint", trained / "checkpoint.pt",
+                          "--out", out)
+    assert code == 0 and "wrote 4 files" in text
+    assert sorted(os.listdir(out)) == ["a_png_depth.npy", "a_png_depth.png", "a_ppm_depth.npy",
+                                       "a_ppm_depth.png"]
+
+
+def test_output_names_are_distinct_or_refused(tmp_path):
+    from packnet.infer import output_stems
+    assert output_stems(["x/a.png", "x/b.png"], "o") == ["a", "b"]
+    assert output_stems(["x/a.png", "x/A.jpg"], "o") == ["a_png", "A_jpg"]
+    for files in (["x/a.png", "y/a.png"], ["x/a.png", "x/a.jpg", "x/a_png.bmp"]):
+        with pytest.raises(ValueError, match="would both be written as"):
+            output_stems(files, "o")
+    with pytest.raises(ValueError, match="would replace the input"):
+        output_stems([str(tmp_path / "a.png"), str(tmp_path / "a_depth.png")], str(tmp_path))
+
+
+def test_infer_in_place_leaves_its_own_outputs_out(trained, tmp_path, capsys):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    _png(d / "a.png")
+    for _ in range(2):
+        code, text, err = run(capsys, "infer", d, "--checkpoint", trained / "checkpoint.pt",
+                              "--out", d)
+        assert code == 0, err
+        assert "wrote 2 files" in text
+    assert "left out 1 file(s) named *_depth.png" in err
+    assert sorted(os.listdir(d)) == ["a.png", "a_depth.npy", "a_depth.png"]
+    os.remove(d / "a.png")
+    code, text, err = run(capsys, "infer", d, "--checkpoint", trained / "checkpoint.pt",
+                          "--out", d)
+    assert code == 2 and "no images other than 1 earlier output(s) of infer" in err
+
+
+# ------------------------- issue 24, low. a folder of two frame sizes
+def test_a_folder_of_two_frame_sizes_is_refused_at_start(tmp_path, capsys):
+    root = make_frames(tmp_path / "video", 4)
+    (root / "f004.png").write_bytes(png.encode(np.zeros((32, 64, 3), np.uint8)))
+    (root / "speed.txt").write_text("1.0\n" * 5)
+    code, _, err = run(capsys, "train", *SMALL, "--data", "folder", "--data-root", root,
+                       "--out-dir", tmp_path / "runs", "--steps", "8")
+    assert code == 2 and err.count("\n") == 1
+    assert "f004.png: frame size 32x64 differs from" in err and "f000.png's 32x32" in err
+    assert not list((tmp_path / "runs").rglob("log.csv"))   # refused before the first step
+
+
 # ------------------------------------------------ 15. export without onnx
 def test_export_without_onnx_says_what_to_install(trained, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)   # import onnx -> ImportError

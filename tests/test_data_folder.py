@@ -137,3 +137,21 @@ def test_a_directory_named_like_an_image_is_not_a_frame(frames, tmp_path):
     (d / "zzz.png").mkdir()
     ds = FolderDataset(str(d), str(root / "K4.txt"))
     assert len(ds.files) == 5 and len(ds) == 3
+
+
+@pytest.mark.parametrize("pillow", [True, False])
+def test_frames_of_two_sizes_are_refused_at_construction(frames, tmp_path, pillow, monkeypatch):
+    """Not at the step that first pairs them: the error names one frame of each size."""
+    import packnet.data.io as io
+    if not pillow:
+        monkeypatch.setattr(io, "Image", None)   # the built-in PNG header reader
+    elif io.Image is None:
+        pytest.skip("Pillow is not installed")
+    root, syn = frames
+    d = tmp_path / "frames"
+    for i in range(4):
+        write_rgb(str(d / f"frame_{i:03d}.png"), syn.frame(0, i)[0], use_pil=False)
+    write_rgb(str(d / "frame_004.png"), syn.frame(0, 4)[0][:, :32], use_pil=False)
+    with pytest.raises(DataError, match=r"frame_004.png: frame size 32x192 differs from "
+                                        r".*frame_000.png's 64x192"):
+        FolderDataset(str(d), str(root / "K4.txt"))

@@ -518,6 +518,42 @@ def test_labelled_preview_is_large_labelled_and_has_a_colour_bar():
         test_strip([])
 
 
+def test_colorize_depth_takes_more_than_2_pow_24_pixels():
+    """A 6000x4000 photo has 24M pixels; torch.quantile refuses over 2**24.
+    Here 4097x4096 values 1..1000: the colour range is the exact (min, 95th
+    percentile), computed without a sort."""
+    x = (torch.arange(4097 * 4096, dtype=torch.int32) % 1000 + 1).float().reshape(4097, 4096)
+    img = colorize_depth(x)
+    table = COLORMAPS["magma"]
+    assert img.shape == (4097, 4096, 3)
+    assert (img[0, 0] == table[0]).all() and (img[0, 999] == table[-1]).all()   # 1, 1000
+    del img, x
+    from packnet.visualize import _quantile
+    small = torch.rand(999, generator=torch.Generator().manual_seed(0))
+    for q in (0.0, 0.3, 0.95, 1.0):
+        assert _quantile(small, q) == float(torch.quantile(small.double(), q))
+
+
+@pytest.mark.parametrize("width", [1, 7, 40, 64, 136, 200, 300])
+def test_the_colour_bar_draws_at_any_width(width):
+    """A test strip of one or two 32x32 frames (64, 136 pixels) is narrower than
+    the title beside a bar: the title goes above and the bar spans the picture."""
+    from packnet.visualize import _colour_bar
+    bar = _colour_bar(width, 1 / 80, 1 / 2, "magma")
+    assert bar.shape[1] == width and bar.dtype == np.uint8
+    magma = {tuple(c) for c in COLORMAPS["magma"]}
+    ramp_row = [r for r in bar if sum(tuple(p) in magma for p in r) >= max(1, min(width // 2, 64))]
+    assert ramp_row, "the colour ramp is missing"
+
+
+@pytest.mark.parametrize("frames", [1, 2, 4])
+def test_a_test_strip_of_small_frames_draws(frames):
+    from packnet.visualize import test_strip
+    rgb, gt = torch.rand(3, 32, 32), torch.rand(1, 32, 32) * 20 + 2
+    strip = test_strip([(rgb, gt + 1, gt)] * frames)
+    assert strip.shape[1] == frames * 64 + (frames - 1) * 8
+
+
 def test_font_draws_known_glyphs():
     from packnet.font import draw_text, text_size
     img = np.zeros((20, 60, 3), dtype=np.uint8)

@@ -1,7 +1,8 @@
 """FolderDataset: a directory of ordered video frames + an intrinsics file.
 
 Frames: the image files of `root` (.png .jpg .jpeg .bmp .ppm), in sorted
-name order. Intrinsics file (for the frames' own size): either 9 numbers
+name order, all of one size (checked from their headers at construction).
+Intrinsics file (for the frames' own size): either 9 numbers
 (a 3x3 matrix, row-major, any whitespace/commas) or 4 numbers "fx fy cx cy".
 fx and fy must be positive and every number finite. Optional speed file: one
 number (m/s, finite, >= 0) per frame, in frame order. Timestamps are frame /
@@ -21,7 +22,8 @@ import torch
 
 from .. import png
 from .augment import resize_sample
-from .io import IMAGE_EXTS, DataError, SkipBadMixin, image_files, parse_floats, read_rgb
+from .io import (IMAGE_EXTS, DataError, SkipBadMixin, image_files, image_size, parse_floats,
+                 read_rgb)
 
 __all__ = ["FolderDataset", "read_intrinsics", "read_speeds", "read_depth"]
 
@@ -101,6 +103,7 @@ class FolderDataset(SkipBadMixin, torch.utils.data.Dataset):
         self.files = image_files(self.root)
         if not self.files:
             raise DataError(self.root, f"no image files ({', '.join(IMAGE_EXTS)})")
+        self._check_one_size()
         self.K = read_intrinsics(intrinsics_file)
         self.speeds = None
         if speed_file is not None:
@@ -110,6 +113,24 @@ class FolderDataset(SkipBadMixin, torch.utils.data.Dataset):
             raise DataError(self.depth_dir, "depth folder not found")
         lo, hi = min(self.context + (0,)), max(self.context + (0,))
         self.targets = list(range(-lo, len(self.files) - hi))
+
+    def _check_one_size(self):
+        """Every frame has one size (the intrinsics are for it): frames of two
+        sizes are refused now, naming one of each, not at the step that first
+        pairs them. Headers only; a frame whose header cannot be read is left
+        to the corrupt-file policy (skip_bad) when it is loaded."""
+        first = None
+        for f in self.files:
+            hw = image_size(f)
+            if hw is None:
+                continue
+            if first is None:
+                first = (f, hw)
+            elif hw != first[1]:
+                raise DataError(f, f"frame size {hw[0]}x{hw[1]} differs from {first[0]}'s "
+                                   f"{first[1][0]}x{first[1][1]}: the frames of a folder must "
+                                   f"have one size (the intrinsics file describes it); resize "
+                                   f"them or move the odd ones out")
 
     def __len__(self):
         return len(self.targets)

@@ -6,6 +6,7 @@ returned in its place), count it in `dataset.skipped` and list the file in
 `dataset.bad_files`. With DataLoader workers each worker counts its own.
 """
 import os
+import struct
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     Image = None
 
 __all__ = ["DataError", "read_rgb", "write_rgb", "read_text", "resize_image", "SkipBadMixin",
-           "IMAGE_EXTS", "image_files"]
+           "IMAGE_EXTS", "image_files", "image_size"]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
 
@@ -61,6 +62,24 @@ def _decode_rgb(path, use_pil=None):
     if arr.ndim == 2:
         arr = (arr >> 8 if arr.dtype == np.uint16 else arr).astype(np.uint8)[..., None]
     return arr[..., :3] if arr.shape[2] >= 3 else np.repeat(arr[..., :1], 3, axis=2)
+
+
+def image_size(path):
+    """(H, W) of an image file from its header, without decoding the pixels
+    (Pillow, else a PNG's IHDR chunk); None when the header cannot be read
+    (reading the frame then fails, or skips it, as the loader's policy says)."""
+    try:
+        if Image is not None:
+            with Image.open(path) as im:
+                return im.height, im.width
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except Exception:  # noqa: BLE001 - PIL raises several types for a bad header
+        return None
+    if head[:8] == png.SIGNATURE and head[12:16] == b"IHDR":
+        W, H = struct.unpack(">II", head[16:24])
+        return H, W
+    return None
 
 
 def resize_image(img, H, W):
