@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 __all__ = ["CheckpointError", "CheckpointNotFoundError", "UnsafeCheckpointError",
-           "save_checkpoint", "load_checkpoint", "plain_config", "CONFIG_CLASSES", "check_run_dir", "clear_run",
-           "clean_stale_temporaries", "rng_state", "set_rng_state", "first_line", "TRAINING_KEYS",
-           "LOG_COLUMNS"]
+           "save_checkpoint", "load_checkpoint", "plain_config", "CONFIG_CLASSES",
+           "check_run_dir", "clear_run", "clean_stale_temporaries", "rng_state", "set_rng_state",
+           "first_line", "TRAINING_KEYS", "LOG_COLUMNS"]
 
 
 # ------------------------------------------------------------ checkpoints

@@ -222,8 +222,9 @@ def release_pose_net(ckpt, path="<checkpoint>", required=True):
                                     f"one packnet has (supported: {', '.join(POSE_NETS)}); "
                                     f"load the depth network alone with pose=False")
     w = weights.get("pose_pred.weight")   # [6 * nb_ref_imgs, 256, 1, 1]
-    n = w.shape[0] // 6 if isinstance(w, torch.Tensor) and w.dim() and w.shape[0] % 6 == 0 \
-        and w.shape[0] else 2
+    n = 2   # the release's default; the weights say otherwise when they can
+    if isinstance(w, torch.Tensor) and w.dim() and w.shape[0] and w.shape[0] % 6 == 0:
+        n = w.shape[0] // 6
     net = _build(models.PoseNet, path, f"the release's PoseNet(nb_ref_imgs={n})", nb_ref_imgs=n)
     load_weights(net, weights, path, f"the release's PoseNet(nb_ref_imgs={n})")
     return net.eval()

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 import torch
 
-import packops
 from packnet import cli, models, png
 from packnet.checkpoint import UnsafeCheckpointError, load_checkpoint
 from packnet.models import strip_prefix
