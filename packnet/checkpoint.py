@@ -8,14 +8,15 @@ import re
 import shutil
 import sys
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 import torch
 
 __all__ = ["CheckpointError", "CheckpointNotFoundError", "UnsafeCheckpointError",
-           "save_checkpoint", "load_checkpoint", "check_run_dir", "clear_run",
-           "clean_stale_temporaries", "rng_state", "set_rng_state", "first_line", "TRAINING_KEYS",
-           "LOG_COLUMNS"]
+           "save_checkpoint", "load_checkpoint", "plain_config", "CONFIG_CLASSES",
+           "check_run_dir", "clear_run", "clean_stale_temporaries", "rng_state", "set_rng_state",
+           "first_line", "TRAINING_KEYS", "LOG_COLUMNS"]
 
 
 # ------------------------------------------------------------ checkpoints
@@ -46,6 +47,25 @@ def save_checkpoint(path, state):
     os.replace(tmp, path)
 
 
+class _ConfigNode:
+    """What a known config class of a checkpoint (CONFIG_CLASSES: yacs'
+    CfgNode, a dict subclass of plain values, in PackNet-SfM's released
+    .ckpt files) unpickles to under weights_only: an OrderedDict, the only
+    dict torch's safe unpickler lets a pickle fill with SETITEMS and give
+    attributes with BUILD (yacs' bookkeeping: a frozen flag, sets and dicts of
+    key names). Calling it with any arguments gives an empty OrderedDict and
+    nothing else; none of the config class's code is imported or run.
+    load_checkpoint then turns the config into plain dicts (plain_config)."""
+
+    def __new__(cls, *args, **kwargs):
+        return OrderedDict()
+
+
+# Full names a pickle may give a harmless config class by; each reads as
+# _ConfigNode. Only classes that hold plain data belong here.
+CONFIG_CLASSES = ("yacs.config.CfgNode",)
+
+
 def _numpy_globals():
     """What a numpy array needs to unpickle (and nothing else): checkpoints
     written before the RNG states became tensors and lists hold one."""
@@ -56,10 +76,27 @@ def _numpy_globals():
             np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
+def _safe_globals():
+    return _numpy_globals() + [(_ConfigNode, name) for name in CONFIG_CLASSES]
+
+
+def plain_config(value):
+    """A config as plain Python: every mapping a dict (a CfgNode's
+    OrderedDict, or a real CfgNode from the full unpickler, included), lists
+    and tuples kept, their items converted too."""
+    if isinstance(value, dict):
+        return {k: plain_config(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(plain_config(v) for v in value)
+    return value
+
+
 def load_checkpoint(path, map_location="cpu", trust=False, require=("model", "config")):
     """Read a checkpoint with torch.load(weights_only=True): tensors, numbers,
     strings, lists, tuples and dicts only (plus numpy arrays, for checkpoints
-    of earlier versions), so a file cannot run code. A file that needs the
+    of earlier versions, and the config classes of CONFIG_CLASSES, read as
+    dicts: PackNet-SfM's released .ckpt files), so a file cannot run code;
+    checkpoint["config"] comes back as plain dicts. A file that needs the
     full unpickler raises UnsafeCheckpointError unless trust=True (then it is
     loaded with a warning on stderr; only for files you made or trust).
     Missing, unreadable or foreign files raise CheckpointError naming the file;
@@ -72,7 +109,7 @@ def load_checkpoint(path, map_location="cpu", trust=False, require=("model", "co
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")   # torch's notes on pickle protocols
-            with torch.serialization.safe_globals(_numpy_globals()):
+            with torch.serialization.safe_globals(_safe_globals()):
                 ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
@@ -96,6 +133,8 @@ def load_checkpoint(path, map_location="cpu", trust=False, require=("model", "co
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
         raise CheckpointError(path, f"cannot read it: not a (complete) PyTorch checkpoint "
                                     f"({type(e).__name__}: {first_line(str(e))})") from None
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict):
+        ckpt["config"] = plain_config(ckpt["config"])
     missing = [k for k in require if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         got = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__

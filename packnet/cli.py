@@ -92,6 +92,8 @@ def _explicit_settings(args):
         values["size"] = tuple(args.size)
     if args.no_velocity:
         values["velocity_weight"] = 0.0
+    if getattr(args, "init", None):
+        values["init"] = os.path.abspath(os.path.expanduser(args.init))
     return values
 
 
@@ -153,12 +155,17 @@ def cmd_train(args):
                              f"{format_changes(fixed)}. These are fixed for a run: drop them to "
                              f"continue it, or start a new run with --name NEW (--resume may "
                              f"change: {', '.join(ADJUSTABLE_ON_RESUME)})")
+    init = None
+    if cfg.init and saved is None:  # checked before the networks and data are built
+        from .release import check_init
+        init = load_checkpoint(cfg.init, trust=args.trust_checkpoint, require=())
+        check_init(init, cfg.init, cfg.model, cfg.model_kwargs.get("version", "1A"))
     print("config:\n" + json.dumps(dataclasses.asdict(cfg), indent=1, default=list), flush=True)
     trainer = Trainer(cfg)
-    loaded = [state]  # handed over, not kept alive here during training
-    del state
+    loaded = [state, init]  # handed over, not kept alive here during training
+    del state, init
     trainer.fit(resume=args.resume, overwrite=args.overwrite, trust=args.trust_checkpoint,
-                state=loaded.pop())
+                state=loaded.pop(0), init_state=loaded.pop(0))
     if trainer.rank != 0:
         return 0
     from .provenance import provenance
@@ -184,6 +191,8 @@ def cmd_train(args):
             strip = trainer.write_test_strip(test)   # None, with a warning, if it cannot draw
         summary["pose_eval"] = _pose_eval(trainer.pose_net, test, trainer.device)
     summary["provenance"] = provenance(cfg, trainer.dataset, trainer.device)
+    if trainer.init_info is not None:   # the file the weights started from (--init)
+        summary["provenance"]["init"] = trainer.init_info
     if test is not None:
         from .provenance import describe_data
         summary["provenance"]["test_data"] = describe_data(test)
@@ -236,14 +245,26 @@ def cmd_eval(args):
     from .infer import depth_net_from_checkpoint, pose_net_from_checkpoint
     from .checkpoint import load_checkpoint
     from .config import TrainConfig
+    from .release import checkpoint_format, checkpoint_info, describe
     from .train import make_dataset
     device = _device(args.device)
-    ck = load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
-    try:
-        cfg = TrainConfig.from_dict(ck["config"])
-    except ValueError as e:
-        raise UsageError(f"{args.checkpoint}: the checkpoint's config is not usable ({e})") \
-            from None
+    ck = load_checkpoint(args.checkpoint, trust=args.trust_checkpoint, require=())
+    release = None
+    if checkpoint_format(ck, args.checkpoint) == "release":
+        release = checkpoint_info(ck, args.checkpoint)
+        if not args.data:  # no data settings of ours in the file: the command line gives them
+            raise UsageError(f"{args.checkpoint} is a PackNet-SfM release, which has no packnet "
+                             f"data settings: give --data kitti --data-root DIR --split-file "
+                             f"FILE (or --data folder --data-root DIR, or --data synthetic)")
+        cfg = TrainConfig(model=release["depth_net"], model_kwargs={"version": release["version"]},
+                          data=args.data, size=release["image_shape"] or (192, 640))
+        print(describe(release, cfg.size))
+    else:
+        try:
+            cfg = TrainConfig.from_dict(ck["config"])
+        except ValueError as e:
+            raise UsageError(f"{args.checkpoint}: the checkpoint's config is not usable ({e})") \
+                from None
     kwargs = dict(cfg.data_kwargs)
     if args.data and args.data != cfg.data:  # another data set: the run's settings do not apply
         cfg, kwargs = dataclasses.replace(cfg, data=args.data), {}
@@ -277,6 +298,8 @@ def cmd_eval(args):
         out = {"checkpoint": args.checkpoint, "data": cfg.data, "split": args.split,
                "crop": crop, "eval": result, "pose_eval": pose,
                "provenance": provenance(cfg, data, device)}
+        if release:
+            out["release"] = release
         if why:
             out["skipped"] = why
         replaced = os.path.exists(args.json)
@@ -287,8 +310,10 @@ def cmd_eval(args):
 
 
 def cmd_infer(args):
-    from .infer import InferenceError, infer
+    from .infer import InferenceError, infer, list_images
     device = _device(args.device)
+    list_images(args.input)  # a missing input is named before the network is read
+    net, size = _depth_net(args)
     existing = set(os.listdir(args.out)) if os.path.isdir(args.out) else set()
 
     def report(written):
@@ -297,8 +322,7 @@ def cmd_infer(args):
               + (f" ({replaced} replaced existing files)" if replaced else ""))
 
     try:
-        written = infer(args.input, args.checkpoint, args.out, size=args.size, device=device,
-                        trust=args.trust_checkpoint,
+        written = infer(args.input, net, args.out, size=size, device=device,
                         log=lambda m: print(f"packnet infer: {m}", file=sys.stderr))
     except InferenceError as e:
         report(e.written)
@@ -308,13 +332,23 @@ def cmd_infer(args):
     return 0
 
 
+def _depth_net(args):
+    """(depth network, input size) of --checkpoint: a packnet checkpoint, or a
+    PackNet-SfM release (its network; its image_shape unless --size is given)."""
+    from .release import describe, load_release
+    net, _, info = load_release(args.checkpoint, pose=False, trust=args.trust_checkpoint)
+    if info["format"] == "release":
+        print(describe(info, args.size))
+        return net, args.size or info["image_shape"]
+    return net, args.size
+
+
 def cmd_export(args):
     from .export import ExportError, export_onnx
-    from .infer import load_depth_net
-    net = load_depth_net(args.checkpoint, trust=args.trust_checkpoint)
+    net, size = _depth_net(args)
     replaced = os.path.exists(args.out)
     try:
-        diff = export_onnx(net, args.out, size=tuple(args.size))
+        diff = export_onnx(net, args.out, size=tuple(size or (192, 640)))
     except ExportError as e:
         raise UsageError(str(e)) from None
     print(f"wrote {args.out}" + (" (replaced the existing file)" if replaced else "")
@@ -409,6 +443,11 @@ def build_parser():
     t.add_argument("--overwrite", action="store_true",
                    help="replace an existing run of this name (its checkpoint, log, summary, "
                         "previews; default: off, an existing run is refused)")
+    t.add_argument("--init", metavar="FILE",
+                   help="start a new run from the network weights of FILE: a packnet "
+                        "checkpoint or a PackNet-SfM release .ckpt, whose depth network must "
+                        "be this run's --model and version; fresh optimizer and schedule "
+                        "(--resume continues a run instead) (default: random initialisation)")
     t.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     t.add_argument("--no-eval", action="store_true",
                    help="skip the evaluation on the test split after training (default: "
@@ -419,10 +458,10 @@ def build_parser():
                        description="Depth metrics (abs_rel, ..., a3; metric and median-scaled) "
                        "of a checkpoint on a data set with ground-truth depth.")
     e.add_argument("--checkpoint", required=True, metavar="FILE",
-                   help="a packnet train checkpoint (runs/NAME/checkpoint.pt) (required, no "
-                        "default)")
+                   help="a packnet train checkpoint (runs/NAME/checkpoint.pt) or a PackNet-SfM "
+                        "release .ckpt (required, no default)")
     e.add_argument("--data", choices=("synthetic", "kitti", "folder"),
-                   help="data set (default: the run's own)")
+                   help="data set (default: the run's own; needed for a release file)")
     e.add_argument("--data-root", metavar="DIR",
                    help="data directory for kitti or folder (default: the run's own)")
     e.add_argument("--split", default="test",
@@ -450,12 +489,13 @@ def build_parser():
     i.add_argument("input", help="an image, or a directory of images (.png .jpg .jpeg .bmp "
                                  ".ppm, not recursive)")
     i.add_argument("--checkpoint", required=True, metavar="FILE",
-                   help="a packnet train checkpoint (required, no default)")
+                   help="a packnet train checkpoint or a PackNet-SfM release .ckpt (required, "
+                        "no default)")
     i.add_argument("--out", default="depth_out", metavar="DIR",
                    help="output directory (default: depth_out)")
     i.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
-                   help="network input size, multiples of 32 (default: each image's size "
-                        "rounded to multiples of 32)")
+                   help="network input size, multiples of 32 (default: a release file's "
+                        "image_shape, else each image's size rounded to multiples of 32)")
     i.add_argument("--device", default=DEVICE_DEFAULT,
                    help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     i.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
@@ -465,11 +505,13 @@ def build_parser():
                        description="ONNX export of a checkpoint's depth network for a fixed "
                        "input size (needs: pip install onnx onnxruntime).")
     x.add_argument("--checkpoint", required=True, metavar="FILE",
-                   help="a packnet train checkpoint (required, no default)")
+                   help="a packnet train checkpoint or a PackNet-SfM release .ckpt (required, "
+                        "no default)")
     x.add_argument("--out", required=True, metavar="FILE",
                    help="the .onnx file to write (required, no default)")
-    x.add_argument("--size", type=int, nargs=2, default=(192, 640), metavar=("H", "W"),
-                   help="input size of the graph, multiples of 32 (default: 192 640)")
+    x.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="input size of the graph, multiples of 32 (default: a release file's "
+                        "image_shape, else 192 640)")
     x.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     x.set_defaults(fn=cmd_export)
     return ap

@@ -74,6 +74,10 @@ class TrainConfig:
                                   "(version, dropout, init_depth; the preset starts at 10 m)")
     pose_kwargs: dict = _setting({"translation_scale": 0.1}, "PoseNet's keyword arguments "
                                  "(translation_scale, rotation_scale)")
+    init: str = _setting("", "checkpoint whose network weights start the run (--init): a "
+                         "packnet checkpoint or a PackNet-SfM release .ckpt, its depth network "
+                         "this run's model and version; optimizer and schedule start fresh; "
+                         "'' = random initialisation")
     # optimisation
     batch_size: int = _setting(4, "samples per step (per process under torchrun)")
     steps: int = _setting(1900, "training steps (optimizer updates, skipped ones included)")

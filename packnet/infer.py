@@ -5,7 +5,8 @@ float32 [H,W], at the image's own resolution) per image.
 A checkpoint is what packnet.train saves: a dict with at least
 {"model": {"depth_net": state_dict, ...}, "config": {"model": "PackNet01", ...
 "model_kwargs": {...}}}. config["model"] names a class of packnet.models, or
-"package.module:Class" for a model defined elsewhere.
+"package.module:Class" for a model defined elsewhere. A released PackNet-SfM
+.ckpt file loads too (packnet.release: the network its config names).
 """
 import importlib
 import os
@@ -63,7 +64,8 @@ def _model_class(name, path, trust=False):
 
 def load_depth_net(checkpoint_path, map_location="cpu", trust=False):
     """Build config["model"](**config.get("model_kwargs", {})) and load
-    checkpoint["model"]["depth_net"] into it; returns the net in eval mode.
+    checkpoint["model"]["depth_net"] into it (a PackNet-SfM release file:
+    see packnet.release); returns the net in eval mode.
 
     The file is read with packnet.checkpoint.load_checkpoint: torch.load with
     weights_only=True, so it cannot run code; a file that needs the full
@@ -73,16 +75,16 @@ def load_depth_net(checkpoint_path, map_location="cpu", trust=False):
     """
     from .checkpoint import load_checkpoint
     path = os.fspath(checkpoint_path)
-    ckpt = load_checkpoint(path, map_location=map_location, trust=trust)
+    ckpt = load_checkpoint(path, map_location=map_location, trust=trust, require=())
     return depth_net_from_checkpoint(ckpt, path, trust=trust)
 
 
 def depth_net_from_checkpoint(ckpt, path="<checkpoint>", trust=False):
-    """The depth network of an already loaded checkpoint dict (eval mode)."""
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
-        keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"load_depth_net: {path} is not a packnet checkpoint: expected a dict "
-                         f"with 'model' and 'config', got {keys}")
+    """The depth network of an already loaded checkpoint dict (eval mode):
+    a packnet checkpoint or a PackNet-SfM release."""
+    from .release import checkpoint_format, release_depth_net
+    if checkpoint_format(ckpt, path) == "release":
+        return release_depth_net(ckpt, path)
     if not isinstance(ckpt["model"], dict) or "depth_net" not in ckpt["model"]:
         raise ValueError(f"load_depth_net: {path}: checkpoint['model'] has no 'depth_net' "
                          f"state_dict")
@@ -104,8 +106,13 @@ def depth_net_from_checkpoint(ckpt, path="<checkpoint>", trust=False):
 
 def pose_net_from_checkpoint(ckpt, path="<checkpoint>"):
     """The pose network of an already loaded training checkpoint (eval mode),
-    or None when the checkpoint has none (an exported depth-only file)."""
+    or None when the checkpoint has none (an exported depth-only file). A
+    PackNet-SfM release: its PoseNet, or None when it has none or another
+    pose network (packnet.release.release_pose_net)."""
     from .models import PoseNet
+    from .release import is_release, release_pose_net
+    if is_release(ckpt):
+        return release_pose_net(ckpt, path, required=False)
     model = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(model, dict) or "pose_net" not in model:
         return None

@@ -124,6 +124,7 @@ class Trainer:
         self.velocity = VelocityLoss(cfg.velocity_weight)
         self.supervised = SupervisedLoss("l1", cfg.supervised_weight)
         self.step = 0
+        self.init_info = None   # where the weights came from, after init_from (cfg.init)
         self.bad_in_a_row = 0
         self.skipped_steps = 0
         self.run_dir = os.path.join(cfg.out_dir, cfg.name)
@@ -260,7 +261,8 @@ class Trainer:
         return {k: float(v.detach()) for k, v in terms.items()}
 
     # ----------------------------------------------------------- run
-    def fit(self, resume=False, stop_after=None, overwrite=False, trust=False, state=None):
+    def fit(self, resume=False, stop_after=None, overwrite=False, trust=False, state=None,
+            init_state=None):
         """Train to cfg.steps (or stop_after steps from here, for tests).
 
         An existing run (checkpoint.pt, log.csv or summary.json in the run
@@ -271,8 +273,15 @@ class Trainer:
         included). Temporary files of killed runs are removed, and log.csv rows
         after the step the run continues from are dropped (they are replayed).
         state: checkpoint.pt's contents when the caller has already loaded them.
+        A run that does not continue a checkpoint starts from cfg.init's
+        network weights when it names a file (init_from; init_state: its
+        contents when already loaded).
         """
         cfg = self.cfg
+        if cfg.init and not (resume and os.path.isfile(self.ckpt_path)):
+            # first: a file that does not fit leaves the run directory as it is
+            self.init_from(cfg.init, trust=trust, state=init_state)
+        init_state = None  # not kept alive during training
         self._prepare_run_dir(resume, overwrite)
         if resume and os.path.isfile(self.ckpt_path):
             self.resume_from(self.ckpt_path, trust=trust, state=state)
@@ -365,6 +374,22 @@ class Trainer:
                 error = ValueError(box[0])
         if error is not None:
             raise error
+
+    def init_from(self, path, trust=False, state=None):
+        """Start from the network weights of `path`, a packnet checkpoint or a
+        PackNet-SfM release (packnet.release.init_networks): its depth network
+        must be this run's model and version (CheckpointError naming both
+        otherwise), its PoseNet is loaded when it has one; the optimizer and
+        the learning-rate schedule stay fresh. Sets init_info (provenance).
+        state: the file's contents when the caller has already loaded them."""
+        from .release import init_networks
+        version = getattr(self.depth_net, "config", {}).get("version", "1A")
+        self.init_info = init_networks(path, self.depth_net, self.pose_net, self.cfg.model,
+                                       version, trust=trust, ckpt=state)
+        self.log(f"init: {self.cfg.model} version {version} from {path} "
+                 f"({self.init_info['format']} checkpoint; PoseNet {self.init_info['pose']})")
+        for note in self.init_info["notes"]:
+            self.log(f"init: note: {note}")
 
     def resume_from(self, path, trust=False, state=None):
         """Load a training checkpoint (or take its loaded `state`): fixed settings
