@@ -146,6 +146,10 @@ def cmd_train(args):
         saved = state["config"]
         base = {k: v for k, v in saved.items() if k in _field_types()}
     cfg = _config(args, base)
+    files = cfg.data_kwargs.get("split_files") if cfg.data == "kitti" else None
+    if files and "test" not in files and not args.no_eval:
+        raise UsageError(f"data_kwargs split_files = {files}: no test entry, the split that is "
+                         f"evaluated after training; add test: FILE, or train with --no-eval")
     if saved is not None:
         fixed, _ = resume_changes(saved, cfg)
         if fixed:

@@ -4,14 +4,14 @@ that names the setting, the value and what is allowed, and what may change
 when a run is resumed."""
 import copy
 import dataclasses
-import inspect
 import math
 import os
 import re
 
 import torch
 
-from . import models
+from . import specs
+from .specs import _FALSE, _TRUE
 
 __all__ = ["TrainConfig", "ConfigError", "settings_help", "resume_changes", "format_changes",
            "ADJUSTABLE_ON_RESUME", "show"]
@@ -33,7 +33,6 @@ ADJUSTABLE_ON_RESUME = ("steps", "lr", "lr_step_fraction", "lr_gamma", "clip_gra
                         "compile", "checkpoint_activations",
                         "device", "num_workers", "max_bad_steps", "log_every", "ckpt_every",
                         "preview_every", "progress")
-_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 CHECKPOINT_PARTS = ("none", "decoder", "encoder", "all")
 
 
@@ -163,15 +162,18 @@ class TrainConfig:
         if self.model not in DEPTH_MODELS:
             bad("model", f"choose {', '.join(DEPTH_MODELS)}")
         else:
-            _check_kwargs(problems, "model_kwargs", self.model_kwargs,
-                          getattr(models, self.model), self.model)
+            self.model_kwargs = _checked(problems, specs.MODEL_KWARGS[self.model],
+                                         self.model_kwargs, "model_kwargs", self.model)
         if "nb_ref_imgs" in self.pose_kwargs:
             bad("pose_kwargs", "nb_ref_imgs is set by the trainer (2 context frames)")
         else:
-            _check_kwargs(problems, "pose_kwargs", self.pose_kwargs, models.PoseNet, "PoseNet")
+            self.pose_kwargs = _checked(problems, specs.POSE_KWARGS, self.pose_kwargs,
+                                        "pose_kwargs", "PoseNet")
         if self.data not in DATASETS:
             bad("data", f"choose {', '.join(DATASETS)}")
         else:
+            self.data_kwargs = _checked(problems, specs.DATA_KWARGS[self.data], self.data_kwargs,
+                                        "data_kwargs", f"{self.data} data")
             problems.extend(_data_kwargs_problems(self.data, self.data_kwargs))
         for name in ("batch_size", "steps", "max_bad_steps", "log_every", "ckpt_every"):
             if getattr(self, name) < 1:
@@ -331,45 +333,47 @@ def _coerce(name, ftype, value):
     return value
 
 
-def _accepted(cls, drop=()):
-    """(keyword names cls() accepts, whether it takes **kwargs)."""
-    params = inspect.signature(cls).parameters.values()
-    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return names - set(drop), any(p.kind == p.VAR_KEYWORD for p in params)
-
-
-def _check_kwargs(problems, name, kwargs, cls, label, drop=(), extra=()):
-    names, var = _accepted(cls, drop)
-    names |= set(extra)
-    unknown = [k for k in kwargs if not isinstance(k, str) or (k not in names and not var)]
-    if unknown:
-        problems.append(f"{name} = {show(kwargs)}: {label} takes no argument "
-                        f"{', '.join(map(repr, unknown))} (it takes {', '.join(sorted(names))})")
+def _checked(problems, table, kwargs, setting, label):
+    """kwargs converted by its table in packnet/specs.py (as given when a key is
+    bad: the problems then stop the run)."""
+    converted, found = specs.check_kwargs(table, kwargs, setting, label)
+    problems.extend(found)
+    return kwargs if found else converted
 
 
 def _data_kwargs_problems(data, kw):
-    from . import data as data_pkg  # lazily: only training needs the data sets
+    """What the data set needs beyond each key's own type and range."""
     problems = []
-    if data == "synthetic":
-        _check_kwargs(problems, "data_kwargs", kw, data_pkg.SyntheticDriving, "synthetic data",
-                      drop=("split", "size", "transform"))
-    elif data == "folder":
-        _check_kwargs(problems, "data_kwargs", kw, data_pkg.FolderDataset, "folder data",
-                      drop=("size", "transform"))
-    else:
-        _check_kwargs(problems, "data_kwargs", kw, data_pkg.KITTIRaw, "kitti data",
-                      drop=("size", "transform"), extra=("split_files",))
     if data in ("folder", "kitti") and not kw.get("root"):
         problems.append(f"data_kwargs = {show(kw)}: data {data!r} needs root, the data "
                         f"directory (--data-root DIR)")
-    if data == "kitti" and not (kw.get("split_files") or kw.get("split_file")):
-        problems.append(f"data_kwargs = {show(kw)}: kitti data needs split_files "
-                        f"({{train: FILE, val: FILE, test: FILE}}) or split_file")
+    if data == "kitti":
+        files = kw.get("split_files")
+        if not (files or kw.get("split_file")):
+            problems.append(f"data_kwargs = {show(kw)}: kitti data needs split_files "
+                            f"({{train: FILE, val: FILE, test: FILE}}) or split_file")
+        elif files and kw.get("split_file"):
+            problems.append(f"data_kwargs = {show(kw)}: kitti data takes split_files (one file "
+                            f"per split) or split_file (one file for every split), not both")
+        elif isinstance(files, dict):
+            if "train" not in files:
+                problems.append(f"data_kwargs split_files = {show(files)}: needs a train entry, "
+                                f"the split file to train on")
+            for split, f in files.items():
+                if isinstance(f, str) and not _split_file_exists(f, kw.get("root")):
+                    problems.append(f"data_kwargs split_files {split} = {f!r}: split file not "
+                                    f"found (looked for it as given and in root)")
     ctx = kw.get("context")
-    if ctx is not None and (not isinstance(ctx, (list, tuple)) or len(ctx) != 2):
+    if isinstance(ctx, (list, tuple)) and len(ctx) != 2:
         problems.append(f"data_kwargs context = {show(ctx)}: the trainer's PoseNet takes 2 "
                         f"context frames, e.g. [-1, 1]")
     return problems
+
+
+def _split_file_exists(path, root):
+    """Where KITTIRaw looks for a split file: as given, else relative to root."""
+    return os.path.isfile(path) or (isinstance(root, str)
+                                    and os.path.isfile(os.path.join(root, path)))
 
 
 def resume_changes(saved, cfg):
@@ -386,8 +390,8 @@ def resume_changes(saved, cfg):
         except ValueError:
             old = saved[f.name]
         new = getattr(cfg, f.name)
-        if f.name == "data_kwargs":
-            same = _norm_paths(old) == _norm_paths(new)
+        if f.name in ("data_kwargs", "model_kwargs", "pose_kwargs"):
+            same = _comparable(f.name, cfg, old) == _comparable(f.name, cfg, new)
         else:
             same = old == new
         if not same:
@@ -395,14 +399,25 @@ def resume_changes(saved, cfg):
     return fixed, adjustable
 
 
-def _norm_paths(kw):
+def _comparable(name, cfg, kw):
+    """A run's keyword arguments as its table converts them (context (-1, 1) and
+    [-1, 1] are one setting; a checkpoint of an earlier version may hold
+    either), data paths made absolute."""
     if not isinstance(kw, dict):
         return kw
-    kw = dict(kw)
-    for k in ("root", "intrinsics_file", "speed_file", "depth_dir"):
-        if isinstance(kw.get(k), str):
-            kw[k] = os.path.abspath(os.path.expanduser(kw[k]))
-    return kw
+    table = {"data_kwargs": specs.DATA_KWARGS.get(cfg.data),
+             "model_kwargs": specs.MODEL_KWARGS.get(cfg.model),
+             "pose_kwargs": specs.POSE_KWARGS}[name] or {}
+    out = {}
+    for k, v in kw.items():
+        try:
+            out[k] = table[k].convert(v) if k in table else v
+        except ValueError:
+            out[k] = v
+        if name == "data_kwargs" and isinstance(out[k], str) and k in (
+                "root", "intrinsics_file", "speed_file", "depth_dir"):
+            out[k] = os.path.abspath(os.path.expanduser(out[k]))
+    return out
 
 
 def format_changes(changes):

@@ -453,3 +453,38 @@ def test_the_installed_command_exits_2_with_one_line(tmp_path):
                        timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "ckpt_every" in p.stderr, p.stderr
+
+
+# ============================================ issue 24: reliability, round two
+# ------------------------------------------- 13. nested settings, 3. KITTI splits
+BAD_NESTED = [
+    (["--set", "data_kwargs={fps: 0}"], ["data_kwargs fps = 0", "> 0"]),
+    (["--set", "data_kwargs={fps: fast}"], ["data_kwargs fps = 'fast'", "number"]),
+    (["--set", "data_kwargs={fps: .nan}"], ["data_kwargs fps = nan", "finite"]),
+    (["--set", "data_kwargs={context: [a, b]}"], ["data_kwargs context", "non-zero integer"]),
+    (["--set", "model_kwargs={init_depth: ten}"], ["model_kwargs init_depth = 'ten'"]),
+    (["--set", "model_kwargs={dropout: half}"], ["model_kwargs dropout = 'half'"]),
+    (["--data", "folder", "--data-root", ".", "--set", "data_kwargs={context: [0, 1]}"],
+     ["data_kwargs context = [0, 1]", "non-zero"]),
+    (["--data", "kitti", "--data-root", ".", "--set", "data_kwargs={split_files: [a, b]}"],
+     ["data_kwargs split_files = ['a', 'b']", "mapping"]),
+]
+
+
+@pytest.mark.parametrize("flags,fragments", BAD_NESTED, ids=[" ".join(f) for f, _ in BAD_NESTED])
+def test_bad_nested_settings_are_refused_before_any_work(flags, fragments, tmp_path, capsys):
+    code, out, err = run(capsys, "train", "--out-dir", tmp_path / "runs", *flags)
+    assert code == 2 and err.startswith("packnet train: error:") and err.count("\n") == 1
+    for frag in fragments:
+        assert frag in err, (frag, err)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_kitti_split_files_without_a_test_entry_are_refused_at_start(tmp_path, capsys):
+    (tmp_path / "train.txt").write_text("")
+    code, _, err = run(capsys, "train", "--out-dir", tmp_path / "runs", "--data", "kitti",
+                       "--data-root", tmp_path,
+                       "--set", f"data_kwargs={{split_files: {{train: {tmp_path / 'train.txt'}}}}}")
+    assert code == 2
+    assert "split_files" in err and "no test entry" in err and "--no-eval" in err
+    assert not (tmp_path / "runs").exists()
