@@ -36,6 +36,35 @@ def _field_types():
     return {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 
 
+def _yaml_loader():
+    """yaml's SafeLoader, refusing a key given twice in one mapping (SafeLoader
+    keeps the last silently: `lr: 1e-3` further down would win unseen). Keys
+    merged in with `<<:` may still be overridden, as YAML intends."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=deep)
+                    try:
+                        first = seen.get(key)
+                    except TypeError:  # an unhashable key: SafeLoader says so
+                        break
+                    if first is not None:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r} on line "
+                            f"{key_node.start_mark.line + 1} (first on line {first + 1}): give "
+                            f"each setting once", key_node.start_mark)
+                    seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def _parse_set(item, types):
     """--set KEY=VALUE -> (key, value): text for str settings (a run named
     'yes' stays 'yes'), YAML for the others (TrainConfig converts the type)."""
@@ -47,7 +76,7 @@ def _parse_set(item, types):
     if types.get(k) is str:
         return k, v
     try:
-        return k, yaml.safe_load(v)
+        return k, yaml.load(v, Loader=_yaml_loader())
     except yaml.YAMLError as e:
         problem = " ".join(str(e).split())
         raise UsageError(f"--set {k}={v}: not valid YAML ({problem})") from None
@@ -55,11 +84,14 @@ def _parse_set(item, types):
 
 def _read_config_file(path):
     import yaml
+    if os.path.isdir(path):
+        raise UsageError(f"--config {path}: is a directory; give a YAML file, e.g. "
+                         f"configs/packnet01-kitti.yaml")
     if not os.path.isfile(path):
         raise UsageError(f"config file not found: {path}")
     try:
         with open(path) as f:
-            values = yaml.safe_load(f)
+            values = yaml.load(f, Loader=_yaml_loader())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise UsageError(f"{path}: cannot read the config file ({' '.join(str(e).split())})") \
             from None
@@ -239,9 +271,12 @@ def cmd_eval(args):
     except ValueError as e:
         raise UsageError(f"{args.checkpoint}: the checkpoint's config is not usable ({e})") \
             from None
+    if args.json:
+        _check_writable(args.json, "--json")
     kwargs = dict(cfg.data_kwargs)
     if args.data and args.data != cfg.data:  # another data set: the run's settings do not apply
         cfg, kwargs = dataclasses.replace(cfg, data=args.data), {}
+    _check_eval_options(args, cfg.data, kwargs.get("split_files"))
     if args.data_root:
         kwargs["root"] = args.data_root
     if args.split_file:
@@ -279,6 +314,43 @@ def cmd_eval(args):
             json.dump(out, f, indent=1, default=float)
         print(f"wrote {args.json}" + (" (replaced the existing file)" if replaced else ""))
     return 0
+
+
+def _check_eval_options(args, data, split_files):
+    """Refuse, by name, what the data set does not take: a data directory for
+    the built-in synthetic data, a split file for anything but KITTI, a split
+    name it does not have."""
+    from .specs import SPLITS
+    if data == "synthetic":
+        for flag, value in (("--data-root", args.data_root), ("--split-file", args.split_file)):
+            if value:
+                raise UsageError(f"{flag} {value}: synthetic data is built in and takes no "
+                                 f"{'data directory' if flag == '--data-root' else 'split file'}; "
+                                 f"drop {flag}, or evaluate on --data kitti or --data folder")
+    elif data == "folder" and args.split_file:
+        raise UsageError(f"--split-file {args.split_file}: folder data has no split files (one "
+                         f"sequence: every split is the whole folder); drop --split-file")
+    names = SPLITS
+    if data == "kitti" and not args.split_file and isinstance(split_files, dict):
+        names = tuple(split_files)
+    if args.split not in names:
+        where = "the run's split_files" if names is not SPLITS else f"{data} data"
+        raise UsageError(f"--split {args.split!r}: {where} has the splits {', '.join(names)}"
+                         + ("; or give a split file with --split-file FILE"
+                            if data == "kitti" else ""))
+
+
+def _check_writable(path, flag):
+    """Refuse now an output file that could only fail to be written after the work."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: is a directory; give a file name, e.g. "
+                         f"{os.path.join(path, 'metrics.json')}")
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise UsageError(f"{flag} {path}: its directory {parent} {what}")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"{flag} {path}: not writable here; give another path")
 
 
 def cmd_infer(args):

@@ -473,7 +473,8 @@ BAD_NESTED = [
 
 @pytest.mark.parametrize("flags,fragments", BAD_NESTED, ids=[" ".join(f) for f, _ in BAD_NESTED])
 def test_bad_nested_settings_are_refused_before_any_work(flags, fragments, tmp_path, capsys):
-    code, out, err = run(capsys, "train", "--out-dir", tmp_path / "runs", *flags)
+    code, out, err = run(capsys, "train", "--out-dir", tmp_path / "runs", "--steps", "1",
+                         "--no-eval", "--set", "progress=false", *flags)
     assert code == 2 and err.startswith("packnet train: error:") and err.count("\n") == 1
     for frag in fragments:
         assert frag in err, (frag, err)
@@ -482,9 +483,61 @@ def test_bad_nested_settings_are_refused_before_any_work(flags, fragments, tmp_p
 
 def test_kitti_split_files_without_a_test_entry_are_refused_at_start(tmp_path, capsys):
     (tmp_path / "train.txt").write_text("")
-    code, _, err = run(capsys, "train", "--out-dir", tmp_path / "runs", "--data", "kitti",
+    code, _, err = run(capsys, "train", "--out-dir", tmp_path / "runs", "--steps", "1",
+                       "--data", "kitti",
                        "--data-root", tmp_path,
                        "--set", f"data_kwargs={{split_files: {{train: {tmp_path / 'train.txt'}}}}}")
     assert code == 2
     assert "split_files" in err and "no test entry" in err and "--no-eval" in err
+    assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------- 4. eval options the data set does not take
+def test_eval_refuses_options_the_data_set_does_not_take(trained, tmp_path, capsys):
+    ckpt = trained / "checkpoint.pt"
+    for flag, value in (("--data-root", tmp_path), ("--split-file", tmp_path / "s.txt")):
+        code, out, err = run(capsys, "eval", "--checkpoint", ckpt, "--device", "cpu", flag, value)
+        assert code == 2 and err.count("\n") == 1, err
+        assert flag in err and "synthetic data is built in" in err, err
+    root = make_frames(tmp_path / "video", 4)
+    code, out, err = run(capsys, "eval", "--checkpoint", ckpt, "--device", "cpu", "--data",
+                         "folder", "--data-root", root, "--split-file", tmp_path / "s.txt")
+    assert code == 2 and "--split-file" in err and "folder data" in err
+    for data in (["--data", "folder", "--data-root", root], []):
+        code, out, err = run(capsys, "eval", "--checkpoint", ckpt, "--device", "cpu", *data,
+                             "--split", "bogus")
+        assert code == 2 and "--split 'bogus'" in err and "train, val, test" in err, err
+
+
+def test_eval_json_to_an_unwritable_path_fails_before_the_evaluation(trained, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    for path, why in ((tmp_path / "file" / "m.json", "is not a directory"),
+                      (tmp_path / "nowhere" / "m.json", "does not exist"),
+                      (tmp_path, "is a directory")):
+        code, out, err = run(capsys, "eval", "--checkpoint", trained / "checkpoint.pt",
+                             "--device", "cpu", "--json", path)
+        assert code == 2 and "--json" in err and why in err, err
+        assert "abs_rel" not in out     # refused before evaluating
+
+
+# ------------------------------------------------------ low: config files
+def test_config_that_is_a_directory_is_named_as_one(tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--out-dir", tmp_path / "runs", *TINY, "--steps", "1",
+                       "--no-eval", "--config", tmp_path)
+    assert code == 2 and "is a directory" in err and "not found" not in err
+
+
+def test_duplicate_yaml_keys_are_refused_naming_key_and_line(tmp_path, capsys):
+    (tmp_path / "run.yaml").write_text("lr: 1e-3\nsteps: 5\nlr: 2e-4\n")
+    code, _, err = run(capsys, "train", "--out-dir", tmp_path / "runs", *TINY, "--no-eval",
+                       "--config", tmp_path / "run.yaml")
+    assert code == 2 and "run.yaml" in err
+    assert "duplicate key 'lr' on line 3 (first on line 1)" in err, err
+    code, _, err = run(capsys, "train", "--out-dir", tmp_path / "runs", *TINY, "--steps", "1",
+                       "--no-eval", "--set", "data_kwargs={fps: 5, fps: 6}")
+    assert code == 2 and "duplicate key 'fps'" in err, err
+    # YAML merge keys may still be overridden
+    import yaml
+    doc = yaml.load("a: &b {x: 1, y: 2}\nc:\n  <<: *b\n  x: 3\n", Loader=cli._yaml_loader())
+    assert doc["c"] == {"x": 3, "y": 2}
     assert not (tmp_path / "runs").exists()
