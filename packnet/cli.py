@@ -224,12 +224,19 @@ def cmd_train(args):
     if test is not None:
         from .provenance import describe_data
         summary["provenance"]["test_data"] = describe_data(test)
-    with open(os.path.join(trainer.run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1, default=float)
+    _write_json(os.path.join(trainer.run_dir, "summary.json"), summary)
     print(f"trained {trainer.step} steps in {trainer.train_seconds / 60:.1f} min "
           f"({trainer.images_per_s:.1f} images/s); {trainer.skipped_steps} skipped")
     print(f"wrote {trainer.run_dir}/ ({', '.join(written)})")
     return 0
+
+
+def _write_json(path, obj):
+    """Strict JSON (evaluate.write_json), saying which values were not finite."""
+    from .evaluate import write_json
+    found = write_json(path, obj)
+    if found:
+        print(f"{path}: {', '.join(found)} not finite, written as null (see its note)")
 
 
 def _device(name):
@@ -310,8 +317,7 @@ def cmd_eval(args):
         if why:
             out["skipped"] = why
         replaced = os.path.exists(args.json)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1, default=float)
+        _write_json(args.json, out)
         print(f"wrote {args.json}" + (" (replaced the existing file)" if replaced else ""))
     return 0
 

@@ -6,6 +6,7 @@ Every case runs the command in-process (packnet.cli.main) at tiny sizes
 (32x32, batch 1, a step or three). A guard turns a hang into a failure.
 """
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -541,3 +542,36 @@ def test_duplicate_yaml_keys_are_refused_naming_key_and_line(tmp_path, capsys):
     doc = yaml.load("a: &b {x: 1, y: 2}\nc:\n  <<: *b\n  x: 3\n", Loader=cli._yaml_loader())
     assert doc["c"] == {"x": 3, "y": 2}
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------- 12. strict JSON when a metric is NaN
+def _strict(path):
+    """json.loads that refuses NaN / Infinity, as strict parsers (JavaScript, jq) do."""
+    def refuse(token):
+        raise ValueError(f"{path}: bare {token} is not JSON")
+    return json.loads(open(path).read(), parse_constant=refuse)
+
+
+def test_summary_and_eval_json_are_strict_json_when_a_metric_is_nan(tmp_path, capsys):
+    """Depth files of zeros (no ground truth anywhere): every depth metric is NaN.
+    (64x64: at 32x32 the test strip fails, item 2, fixed separately.)"""
+    root = make_frames(tmp_path / "video", 4, size=(64, 64))
+    (root / "depth").mkdir()
+    for i in range(4):
+        np.save(root / "depth" / f"f{i:03d}.npy", np.zeros((64, 64), np.float32))
+    code, out, err = run(capsys, "train", *SMALL, "--size", "64", "64", "--data", "folder",
+                         "--data-root", root, "--out-dir", tmp_path / "runs", "--name", "n",
+                         "--steps", "1")
+    assert code == 0, err
+    summary = _strict(tmp_path / "runs" / "n" / "summary.json")
+    assert summary["eval"]["metric"]["abs_rel"] is None and summary["eval"]["n"] == 0
+    assert summary["non_finite"]["eval.metric.abs_rel"] == "nan"
+    assert "no evaluated image had a valid ground-truth pixel" in summary["note"]
+    assert "eval.metric.abs_rel" in out and "written as null" in out
+    m = tmp_path / "m.json"
+    code, out, err = run(capsys, "eval", "--checkpoint", tmp_path / "runs" / "n" / "checkpoint.pt",
+                         "--device", "cpu", "--json", m)
+    assert code == 0, err
+    got = _strict(m)
+    assert got["eval"]["median_scaled"]["rmse"] is None and got["eval"]["scale"] is None
+    assert "eval.median_scaled.rmse" in got["non_finite"] and "note" in got
