@@ -269,9 +269,10 @@ def cmd_eval(args):
     from .evaluate import evaluate, format_metrics
     from .infer import depth_net_from_checkpoint, pose_net_from_checkpoint
     from .checkpoint import load_checkpoint
-    from .config import TrainConfig
+    from .config import TrainConfig, packops_backend
     from .train import make_dataset
     device = _device(args.device)
+    backend = packops_backend(device=device)  # PACKOPS_BACKEND's, checked before any work
     ck = load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
     try:
         cfg = TrainConfig.from_dict(ck["config"])
@@ -313,7 +314,7 @@ def cmd_eval(args):
         from .provenance import provenance
         out = {"checkpoint": args.checkpoint, "data": cfg.data, "split": args.split,
                "crop": crop, "eval": result, "pose_eval": pose,
-               "provenance": provenance(cfg, data, device)}
+               "provenance": provenance(cfg, data, device, backend=backend)}
         if why:
             out["skipped"] = why
         replaced = os.path.exists(args.json)

@@ -14,7 +14,7 @@ from . import specs
 from .specs import _FALSE, _TRUE
 
 __all__ = ["TrainConfig", "ConfigError", "settings_help", "resume_changes", "format_changes",
-           "ADJUSTABLE_ON_RESUME", "show"]
+           "ADJUSTABLE_ON_RESUME", "show", "packops_backend"]
 
 
 def _setting(default, help):
@@ -205,8 +205,17 @@ class TrainConfig:
         if self.amp and device is not None and device.type != "cuda":
             bad("amp", f"bf16 autocast needs a CUDA device (device is {str(device)!r}); "
                        f"set amp=false")
+        if self.ops in ("fused", "reference"):
+            try:
+                packops_backend(self.ops, device)
+            except ValueError as e:
+                problems.append(str(e))
         _raise_problems(problems)
         return self
+
+    def requested_backend(self):
+        """The packops backend this run asks for (see packops_backend)."""
+        return packops_backend(self.ops, self.resolved_device())
 
     def resolved_device(self):
         """torch.device for `device` ("auto": cuda:LOCAL_RANK when CUDA is there,
@@ -224,6 +233,34 @@ class TrainConfig:
         if dev.type not in ("cpu", "cuda"):
             raise ValueError("use auto, cpu, cuda or cuda:N")
         return dev
+
+
+def packops_backend(ops="fused", device=None):
+    """The packops backend a run asks for. ops=reference: "reference" (the
+    setting wins over the environment); ops=fused: the one PACKOPS_BACKEND
+    (or packops.set_backend) requests, "auto" by default, so training runs on
+    any backend through that variable. ValueError for a name packops does not
+    know (also with ops=reference: the variable is wrong either way), or for a
+    backend that cannot run on `device` here."""
+    import packops
+    requested = str(packops.get_backend())
+    env = os.environ.get("PACKOPS_BACKEND")
+    source = (f"PACKOPS_BACKEND={env!r}" if env is not None and env.strip().lower() == requested
+              else f"packops backend {requested!r} (packops.set_backend)")
+    if requested != "auto" and requested not in packops.BACKENDS:
+        raise ValueError(f"{source}: not a packops backend; choose auto, "
+                         f"{', '.join(packops.BACKENDS)}, or unset it")
+    if ops == "reference" or requested == "auto":
+        return "reference" if ops == "reference" else "auto"
+    info = packops.backends()[requested]
+    if not info.available:
+        raise ValueError(f"{source}: the {requested} backend is not available here "
+                         f"({info.reason}); choose another or unset it")
+    if device is not None and torch.device(device).type not in info.devices:
+        raise ValueError(f"{source}: the {requested} backend runs on "
+                         f"{' and '.join(info.devices)} tensors here, and the device is "
+                         f"{str(device)!r}; choose another backend or device")
+    return requested
 
 
 def settings_help():

@@ -96,6 +96,7 @@ class Trainer:
         self.rank = torch.distributed.get_rank() if self.distributed else 0
         self.world = torch.distributed.get_world_size() if self.distributed else 1
         self.device = cfg.resolved_device()
+        self.backend = cfg.requested_backend()  # ops=reference, else PACKOPS_BACKEND's
         self.dataset = dataset if dataset is not None else make_dataset(cfg)
         self._check_dataset_size(custom=dataset is not None)
         torch.manual_seed(cfg.seed)
@@ -281,10 +282,9 @@ class Trainer:
             if new:
                 writer.writerow(LOG_COLUMNS)
         tb = _tensorboard(self.run_dir, self.step) if self.rank == 0 else None
-        backend = "reference" if cfg.ops == "reference" else "auto"
         t0, seen = time.perf_counter(), 0
         try:
-            with packops.use_backend(backend):
+            with packops.use_backend(self.backend):
                 while self.step < target:
                     epoch, skip = divmod(self.step, per_epoch)
                     at_start = self.step

@@ -575,3 +575,54 @@ def test_summary_and_eval_json_are_strict_json_when_a_metric_is_nan(tmp_path, ca
     got = _strict(m)
     assert got["eval"]["median_scaled"]["rmse"] is None and got["eval"]["scale"] is None
     assert "eval.median_scaled.rmse" in got["non_finite"] and "note" in got
+
+
+# ------------------------------------------------------- 8. PACKOPS_BACKEND
+def _packnet(env_extra, *argv, timeout=240):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), **env_extra)
+    return subprocess.run([sys.executable, "-m", "packnet", *map(str, argv)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_train_runs_on_the_backend_packops_backend_names(tmp_path):
+    """PACKOPS_BACKEND picks the backend of a fused run (the summary names the one
+    that ran); --ops reference wins over it; an unknown name is refused at start."""
+    runs = tmp_path / "runs"
+    p = _packnet({"PACKOPS_BACKEND": "bogus"}, "train", *TINY, "--out-dir", runs, "--steps", "1",
+                 "--no-eval")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "PACKOPS_BACKEND='bogus'" in p.stderr and "not a packops backend" in p.stderr
+    assert not runs.exists()
+    for name, env, flags, want in (("env", "reference", [], "reference"),
+                                   ("ops", "cpu", ["--ops", "reference"], "reference")):
+        p = _packnet({"PACKOPS_BACKEND": env}, "train", *TINY, "--out-dir", runs, "--name", name,
+                     "--steps", "1", "--no-eval", *flags)
+        assert p.returncode == 0, p.stderr
+        prov = json.load(open(runs / name / "summary.json"))["provenance"]
+        assert prov["backend"] == want and prov["backend_requested"] == want, (name, prov)
+    if not torch.cuda.is_available():   # a backend that cannot run here: refused, saying why
+        p = _packnet({"PACKOPS_BACKEND": "cuda"}, "train", *TINY, "--out-dir", runs,
+                     "--name", "c", "--steps", "1", "--no-eval")
+        assert p.returncode == 2 and "PACKOPS_BACKEND='cuda'" in p.stderr, p.stderr
+        assert "not available here" in p.stderr or "runs on" in p.stderr
+
+
+def test_trainer_uses_the_requested_backend(tmp_path):
+    """The backend in effect inside the training loop is the requested one."""
+    import packops
+    from packnet.config import TrainConfig
+    from packnet.train import Trainer
+    seen = []
+    cfg = TrainConfig(out_dir=str(tmp_path), name="b", size=(32, 32), batch_size=1, steps=1,
+                      num_scales=1, progress=False, preview_every=0,
+                      data_kwargs={"num_sequences": 1, "frames_per_sequence": 4})
+    old = packops.get_backend()
+    packops.set_backend("reference")
+    try:
+        tr = Trainer(cfg, log=lambda m: None)
+        step = tr.train_step
+        tr.train_step = lambda batch: (seen.append(packops.get_backend()), step(batch))[1]
+        tr.fit()
+    finally:
+        packops.set_backend(old)
+    assert tr.backend == "reference" and seen == ["reference"]
