@@ -158,10 +158,9 @@ def _no_ground_truth(data):
 
 
 def cmd_train(args):
-    from .checkpoint import TRAINING_KEYS, check_run_dir, load_checkpoint
+    from .checkpoint import TRAINING_KEYS, RunLock, check_run_dir, load_checkpoint
     from .config import (ADJUSTABLE_ON_RESUME, TrainConfig, format_changes, resume_changes,
                          settings_help)
-    from .train import Trainer, make_dataset
     if args.list_settings:
         print(settings_help())
         return 0
@@ -170,29 +169,48 @@ def cmd_train(args):
     run_dir = os.path.join(str(explicit.get("out_dir", defaults.out_dir)),
                            str(explicit.get("name", defaults.name)))
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
-    base, saved, state = None, None, None
-    if args.resume and os.path.isfile(ckpt_path):
-        # the run's own settings, overridden by what this command line changes
-        state = load_checkpoint(ckpt_path, trust=args.trust_checkpoint, require=TRAINING_KEYS)
-        saved = state["config"]
-        base = {k: v for k, v in saved.items() if k in _field_types()}
-    cfg = _config(args, base)
-    files = cfg.data_kwargs.get("split_files") if cfg.data == "kitti" else None
-    if files and "test" not in files and not args.no_eval:
-        raise UsageError(f"data_kwargs split_files = {files}: no test entry, the split that is "
-                         f"evaluated after training; add test: FILE, or train with --no-eval")
-    if saved is not None:
-        fixed, _ = resume_changes(saved, cfg)
-        if fixed:
-            raise UsageError(f"cannot resume {run_dir} with changed settings: "
-                             f"{format_changes(fixed)}. These are fixed for a run: drop them to "
-                             f"continue it, or start a new run with --name NEW (--resume may "
-                             f"change: {', '.join(ADJUSTABLE_ON_RESUME)})")
+    # one writer per run directory (rank 0 writes it): locked before an existing
+    # run is read, so nobody trains it between our reading and our writing
+    lock = RunLock(run_dir, log=print) if int(os.environ.get("RANK", "0")) == 0 else None
+    try:
+        if lock is not None and os.path.isdir(run_dir):
+            lock.acquire()
+        check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
+        base, saved, state = None, None, None
+        if args.resume and os.path.isfile(ckpt_path):
+            # the run's own settings, overridden by what this command line changes
+            state = load_checkpoint(ckpt_path, trust=args.trust_checkpoint,
+                                    require=TRAINING_KEYS)
+            saved = state["config"]
+            base = {k: v for k, v in saved.items() if k in _field_types()}
+        cfg = _config(args, base)
+        files = cfg.data_kwargs.get("split_files") if cfg.data == "kitti" else None
+        if files and "test" not in files and not args.no_eval:
+            raise UsageError(f"data_kwargs split_files = {files}: no test entry, the split that "
+                             f"is evaluated after training; add test: FILE, or train with "
+                             f"--no-eval")
+        if saved is not None:
+            fixed, _ = resume_changes(saved, cfg)
+            if fixed:
+                raise UsageError(f"cannot resume {run_dir} with changed settings: "
+                                 f"{format_changes(fixed)}. These are fixed for a run: drop them "
+                                 f"to continue it, or start a new run with --name NEW (--resume "
+                                 f"may change: {', '.join(ADJUSTABLE_ON_RESUME)})")
+        if lock is not None:
+            lock.acquire()  # a new run: its directory is made now, the settings being good
+        loaded = [state]  # handed over, not kept alive here during training
+        del state
+        return _train(args, cfg, loaded)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(args, cfg, loaded):
+    """cmd_train's work, under the run's lock: train, evaluate, write the summary."""
+    from .train import Trainer, make_dataset
     print("config:\n" + json.dumps(dataclasses.asdict(cfg), indent=1, default=list), flush=True)
     trainer = Trainer(cfg)
-    loaded = [state]  # handed over, not kept alive here during training
-    del state
     trainer.fit(resume=args.resume, overwrite=args.overwrite, trust=args.trust_checkpoint,
                 state=loaded.pop())
     if trainer.rank != 0:

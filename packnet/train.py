@@ -29,9 +29,9 @@ import torch
 import packops
 
 from . import geometry, models
-from .checkpoint import (LOG_COLUMNS, TRAINING_KEYS, CheckpointError, UnsafeCheckpointError,
-                         check_run_dir, clean_stale_temporaries, clear_run, first_line,
-                         load_checkpoint, rng_state, save_checkpoint, set_rng_state)
+from .checkpoint import (LOG_COLUMNS, TRAINING_KEYS, CheckpointError, RunLock,
+                         UnsafeCheckpointError, check_run_dir, clean_stale_temporaries, clear_run,
+                         first_line, load_checkpoint, rng_state, save_checkpoint, set_rng_state)
 from .config import (ADJUSTABLE_ON_RESUME, ConfigError, TrainConfig, format_changes,
                      resume_changes, settings_help, show)
 from .losses import MultiViewPhotometricLoss, SupervisedLoss, VelocityLoss
@@ -117,6 +117,7 @@ class Trainer:
         self.skipped_steps = 0
         self.run_dir = os.path.join(cfg.out_dir, cfg.name)
         self.ckpt_path = os.path.join(self.run_dir, "checkpoint.pt")
+        self._lock = None  # the run directory's RunLock while fit() runs (rank 0)
         if self.distributed:
             ddp = torch.nn.parallel.DistributedDataParallel
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -252,6 +253,8 @@ class Trainer:
     def fit(self, resume=False, stop_after=None, overwrite=False, trust=False, state=None):
         """Train to cfg.steps (or stop_after steps from here, for tests).
 
+        The run directory is locked while this runs (RunLock: a second process
+        training in it is refused, RunLockedError naming the holder's pid).
         An existing run (checkpoint.pt, log.csv or summary.json in the run
         directory) is continued with resume=True, replaced with overwrite=True,
         and otherwise refused (ValueError). resume=True loads checkpoint.pt
@@ -261,6 +264,14 @@ class Trainer:
         after the step the run continues from are dropped (they are replayed).
         state: checkpoint.pt's contents when the caller has already loaded them.
         """
+        try:
+            return self._fit(resume, stop_after, overwrite, trust, state)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _fit(self, resume, stop_after, overwrite, trust, state):
         cfg = self.cfg
         self._prepare_run_dir(resume, overwrite)
         if resume and os.path.isfile(self.ckpt_path):
@@ -332,11 +343,13 @@ class Trainer:
 
     # ------------------------------------------------- run directory
     def _prepare_run_dir(self, resume, overwrite):
-        """Refuse to clobber an existing run, clear it for overwrite, remove
-        temporaries of killed runs. Rank 0 decides; every rank gets its answer."""
+        """Lock the run directory, refuse to clobber an existing run, clear it for
+        overwrite, remove temporaries of killed runs. Rank 0 decides; every rank
+        gets its answer."""
         error = None
         if self.rank == 0:
             try:
+                self._lock = RunLock(self.run_dir, log=self.log).acquire()
                 check_run_dir(self.run_dir, resume, overwrite)
                 if overwrite:
                     removed = clear_run(self.run_dir)

@@ -626,3 +626,59 @@ def test_trainer_uses_the_requested_backend(tmp_path):
     finally:
         packops.set_backend(old)
     assert tr.backend == "reference" and seen == ["reference"]
+
+
+# ------------------------------------------------------- 6. one writer per run
+def _start_training(runs, name, steps):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.Popen([sys.executable, "-m", "packnet", "train", *TINY, "--out-dir",
+                             str(runs), "--name", name, "--steps", str(steps), "--no-eval",
+                             "--set", "ckpt_every=2"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_a_run_being_trained_is_locked_and_a_killed_holder_is_taken_over(tmp_path, capsys):
+    """A second writer (a new run of the same name, --resume, --overwrite) is
+    refused naming the run and the pid while another process trains it; after
+    a SIGKILL the lock left behind is recognised as stale and taken over."""
+    import time
+    runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "k"
+    p = _start_training(runs, "k", 1000)
+    try:
+        deadline = time.time() + 100
+        while not ((run_dir / "log.csv").exists() and log_steps(run_dir)):
+            if time.time() > deadline or p.poll() is not None:
+                pytest.fail(f"the training subprocess logged no step in time: {p.stderr.read()}")
+            time.sleep(0.05)
+        assert (run_dir / "train.lock").read_text().strip() == str(p.pid)
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            code, _, err = run(capsys, "train", *TINY, "--out-dir", runs, "--name", "k",
+                               "--steps", "3", "--no-eval", *extra)
+            assert code == 2 and err.count("\n") == 1, (extra, err)
+            assert "run 'k'" in err and "in use" in err and f"process {p.pid}" in err, err
+        assert p.poll() is None and log_steps(run_dir)[0] == 1   # still training, log kept
+    finally:
+        p.kill()
+        p.wait()
+    assert (run_dir / "train.lock").read_text().strip() == str(p.pid)   # left by the kill
+    at_kill = log_steps(run_dir)[-1]
+    code, out, err = run(capsys, "train", *TINY, "--out-dir", runs, "--name", "k", "--resume",
+                         "--no-eval", "--steps", str(at_kill + 1), "--set", "ckpt_every=2")
+    assert code == 0, err
+    assert f"process {p.pid} no longer holds this run" in out and "taken over" in out
+    assert log_steps(run_dir) == list(range(1, at_kill + 2))
+    assert not (run_dir / "train.lock").exists()     # released at the end
+
+
+def test_the_same_run_started_twice_at_once_is_written_by_one(tmp_path):
+    runs = tmp_path / "runs"
+    procs = [_start_training(runs, "twice", 2) for _ in range(2)]
+    results = [(p.wait(timeout=240), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    err = next(e for code, e in results if code == 2)
+    assert "'twice'" in err and ("in use" in err or "already exists" in err), err
+    assert log_steps(runs / "twice") == [1, 2]
