@@ -196,6 +196,8 @@ def cmd_train(args):
                                  f"{format_changes(fixed)}. These are fixed for a run: drop them "
                                  f"to continue it, or start a new run with --name NEW (--resume "
                                  f"may change: {', '.join(ADJUSTABLE_ON_RESUME)})")
+            if _nothing_to_do(args, cfg, run_dir, int(state["step"])):
+                return 0
         if lock is not None:
             lock.acquire()  # a new run: its directory is made now, the settings being good
         loaded = [state]  # handed over, not kept alive here during training
@@ -204,6 +206,25 @@ def cmd_train(args):
     finally:
         if lock is not None:
             lock.release()
+
+
+def _nothing_to_do(args, cfg, run_dir, at):
+    """A resume that would train nothing and, with --no-eval or a summary.json
+    already written, evaluate nothing: say so and change nothing (True). A
+    --steps below the run's step is refused: a run does not go back."""
+    name = os.path.basename(os.path.normpath(run_dir))
+    if cfg.steps < at:
+        raise UsageError(f"--steps {cfg.steps}: run {name!r} is already at step {at} and does "
+                         f"not go back; give --steps {at} or more, or leave --steps out "
+                         f"(nothing was changed)")
+    summary = os.path.join(run_dir, "summary.json")
+    if cfg.steps > at or not (args.no_eval or os.path.isfile(summary)):
+        return False
+    print(f"resume: run {name!r} is at step {at} of {cfg.steps}: nothing to train"
+          + ("" if args.no_eval else f", and {summary} is written")
+          + f"; nothing was changed. Raise --steps to train further; packnet eval --checkpoint "
+            f"{os.path.join(run_dir, 'checkpoint.pt')} evaluates it again")
+    return True
 
 
 def _train(args, cfg, loaded):
@@ -217,8 +238,9 @@ def _train(args, cfg, loaded):
         return 0
     from .provenance import provenance
     summary = {"step": trainer.step, "skipped_steps": trainer.skipped_steps,
-               "train_seconds": round(trainer.train_seconds, 1),
-               "images_per_s": round(trainer.images_per_s, 2), "eval": None, "pose_eval": None,
+               "train_seconds": round(trainer.run_seconds, 1),   # the run's, over resumes
+               "images_per_s": round(trainer.run_images_per_s, 2),
+               "eval": None, "pose_eval": None,
                "checkpoint": trainer.ckpt_path}
     written = ["checkpoint.pt", "log.csv", "previews/", "summary.json"]
     test = None

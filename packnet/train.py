@@ -115,6 +115,11 @@ class Trainer:
         self.step = 0
         self.bad_in_a_row = 0
         self.skipped_steps = 0
+        # training time and images of the whole run (earlier processes' from the
+        # checkpoint) and of this process's fit(); see run_seconds
+        self.seconds_before, self.images_before = 0.0, 0
+        self.train_seconds, self.images_per_s, self._images = 0.0, 0.0, 0
+        self._t0 = None
         self.run_dir = os.path.join(cfg.out_dir, cfg.name)
         self.ckpt_path = os.path.join(self.run_dir, "checkpoint.pt")
         self._lock = None  # the run directory's RunLock while fit() runs (rank 0)
@@ -159,7 +164,19 @@ class Trainer:
                           "pose_net": self.pose_net.state_dict()},
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "step": self.step, "skipped_steps": self.skipped_steps,
-                "rng": rng_state(), "config": dataclasses.asdict(self.cfg)}
+                "rng": rng_state(), "config": dataclasses.asdict(self.cfg),
+                "train_seconds": self.run_seconds, "images": self.images_before + self._images}
+
+    @property
+    def run_seconds(self):
+        """Seconds spent training this run, over every process that trained it."""
+        now = time.perf_counter() - self._t0 if self._t0 is not None else self.train_seconds
+        return self.seconds_before + now
+
+    @property
+    def run_images_per_s(self):
+        """Images per second over the whole run (every process that trained it)."""
+        return (self.images_before + self._images) / max(self.run_seconds, 1e-9)
 
     def load_state(self, s):
         self.depth_net.load_state_dict(s["model"]["depth_net"])
@@ -169,6 +186,8 @@ class Trainer:
             group.update(self.adam_flags)      # keeps this run's implementation
         self.sched.load_state_dict(s["scheduler"])
         self.step, self.skipped_steps = s["step"], s.get("skipped_steps", 0)
+        self.seconds_before = float(s.get("train_seconds", 0.0))  # absent before issue 24
+        self.images_before = int(s.get("images", 0))
         set_rng_state(s["rng"])
 
     def save(self):
@@ -280,6 +299,8 @@ class Trainer:
         elif resume:
             self.log(f"resume: no checkpoint in {self.run_dir}; starting at step 0")
         target = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
+        if self.step >= target:  # nothing to train: no file is touched
+            return self
         per_epoch = max(1, len(self.dataset) // self.world // cfg.batch_size)
         bar = _progress(target, self.step, cfg.progress and self.rank == 0)
         log_file = None
@@ -287,13 +308,14 @@ class Trainer:
             os.makedirs(self.run_dir, exist_ok=True)
             log_path = os.path.join(self.run_dir, "log.csv")
             self._trim_log(log_path)
-            new = not os.path.exists(log_path)
+            new = not os.path.exists(log_path) or os.path.getsize(log_path) == 0
             log_file = open(log_path, "a", newline="")
             writer = csv.writer(log_file)
             if new:
                 writer.writerow(LOG_COLUMNS)
         tb = _tensorboard(self.run_dir, self.step) if self.rank == 0 else None
         t0, seen = time.perf_counter(), 0
+        self._t0 = t0
         try:
             with packops.use_backend(self.backend):
                 while self.step < target:
@@ -304,6 +326,7 @@ class Trainer:
                             continue  # resumed mid-epoch: replay the epoch's order
                         terms = self.train_step(batch)
                         seen += cfg.batch_size * self.world
+                        self._images = seen
                         ips = seen / (time.perf_counter() - t0)
                         if bar is not None:
                             bar.update(1)
@@ -331,6 +354,7 @@ class Trainer:
         finally:
             self.train_seconds = time.perf_counter() - t0
             self.images_per_s = seen / max(self.train_seconds, 1e-9)
+            self._t0 = None
             if bar is not None:
                 bar.close()
             if log_file is not None:
@@ -374,6 +398,10 @@ class Trainer:
         s = state if state is not None else load_checkpoint(path, self.device, trust=trust,
                                                             require=TRAINING_KEYS)
         fixed, adjustable = resume_changes(s["config"], self.cfg)
+        if isinstance(s.get("step"), int) and s["step"] > self.cfg.steps:
+            raise ValueError(f"cannot resume {self.run_dir} with steps {self.cfg.steps}: the run "
+                             f"is at step {s['step']} and does not go back; give steps "
+                             f"{s['step']} or more (nothing was changed)")
         if fixed:
             raise ValueError(
                 f"cannot resume {self.run_dir} with changed settings: {format_changes(fixed)}. "
@@ -391,7 +419,7 @@ class Trainer:
         self.log(f"resumed from {path} at step {self.step}")
         if self.step >= self.cfg.steps:
             self.log(f"resume: the run is at step {self.step}, steps is {self.cfg.steps}: "
-                     f"nothing to train")
+                     f"nothing to train (no file is rewritten)")
 
     def _apply_schedule(self):
         """The learning-rate schedule of the current settings, as if the run had
@@ -417,8 +445,13 @@ class Trainer:
             return
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
-        if not rows or not rows[0] or rows[0][0] != "step":
+        if not rows:
             return
+        if rows[0] != LOG_COLUMNS:  # rows under another header would be misread
+            raise ValueError(f"{path}: its header is {','.join(rows[0])!r}, not packnet's "
+                             f"{','.join(LOG_COLUMNS)!r} (edited, or written by another program "
+                             f"or version): move the file aside (the run then starts a new "
+                             f"log.csv) or restore its first line; nothing was changed")
         keep = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= self.step]
         if len(keep) == len(rows) - 1:
             return

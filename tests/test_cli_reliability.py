@@ -682,3 +682,53 @@ def test_the_same_run_started_twice_at_once_is_written_by_one(tmp_path):
     err = next(e for code, e in results if code == 2)
     assert "'twice'" in err and ("in use" in err or "already exists" in err), err
     assert log_steps(runs / "twice") == [1, 2]
+
+
+# ------------------------------------------------ 7. a resume with nothing to do
+def _snapshot(run_dir):
+    """Every file of a run with its bytes and modification time."""
+    out = {}
+    for dirpath, _, files in os.walk(run_dir):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, run_dir)] = (open(p, "rb").read(), os.stat(p).st_mtime_ns)
+    return out
+
+
+def test_resume_with_nothing_to_do_says_so_and_changes_nothing(run_copy, capsys):
+    out, run_dir = run_copy
+    first = json.load(open(run_dir / "summary.json"))
+    before = _snapshot(run_dir)
+    for extra in (["--no-eval"], [], ["--steps", "1", "--no-eval"]):
+        code, text, err = run(capsys, "train", "--out-dir", out, "--name", "r", "--resume", *extra)
+        assert code == 0, err
+        assert "is at step 1 of 1: nothing to train" in text and "nothing was changed" in text
+        assert "trained" not in text
+        assert _snapshot(run_dir) == before, extra
+    # one more step, then --steps below it: refused, nothing changed
+    code, text, err = run(capsys, "train", "--out-dir", out, "--name", "r", "--resume",
+                          "--no-eval", "--steps", "2")
+    assert code == 0, err
+    ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    summary = json.load(open(run_dir / "summary.json"))
+    # the run's training time, over both processes
+    assert ck["train_seconds"] >= first["train_seconds"] - 0.05
+    assert summary["train_seconds"] == pytest.approx(ck["train_seconds"], abs=0.06)
+    before = _snapshot(run_dir)
+    code, text, err = run(capsys, "train", "--out-dir", out, "--name", "r", "--resume",
+                          "--no-eval", "--steps", "1")
+    assert code == 2 and "--steps 1" in err and "already at step 2" in err, err
+    assert _snapshot(run_dir) == before
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["config"]["steps"] == 2
+
+
+def test_resume_refuses_a_log_with_a_foreign_header(run_copy, capsys):
+    out, run_dir = run_copy
+    text = (run_dir / "log.csv").read_text().splitlines()
+    (run_dir / "log.csv").write_text("\n".join(["step,loss,notes"] + text[1:]) + "\n")
+    before = _snapshot(run_dir)
+    code, _, err = run(capsys, "train", "--out-dir", out, "--name", "r", "--resume", "--no-eval",
+                       "--steps", "2")
+    assert code == 2 and "log.csv" in err and "'step,loss,notes'" in err, err
+    assert "move the file aside" in err
+    assert _snapshot(run_dir) == before

@@ -372,3 +372,17 @@ def test_every_data_set_and_model_argument_has_a_table_entry():
         for name, p in ps.items():
             if p.default is not p.empty:
                 table[name].convert(p.default)   # raises if a default is out of its range
+
+
+def test_fit_with_nothing_to_train_touches_no_file(tmp_path):
+    """Trainer API: a resume at its last step rewrites nothing; steps below the
+    run's step is refused (the checkpoint would record the smaller value)."""
+    Trainer(_cfg(tmp_path, steps=2), dataset=_Pairs(), log=lambda m: None).fit()
+    run_dir = tmp_path / "t"
+    stamps = {f: os.stat(run_dir / f).st_mtime_ns for f in ("checkpoint.pt", "log.csv")}
+    tr = Trainer(_cfg(tmp_path, steps=2), dataset=_Pairs(), log=lambda m: None).fit(resume=True)
+    assert tr.step == 2
+    assert {f: os.stat(run_dir / f).st_mtime_ns for f in stamps} == stamps
+    with pytest.raises(ValueError, match="at step 2 and does not go back"):
+        Trainer(_cfg(tmp_path, steps=1), dataset=_Pairs(), log=lambda m: None).fit(resume=True)
+    assert load_checkpoint(run_dir / "checkpoint.pt")["config"]["steps"] == 2
