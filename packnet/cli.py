@@ -36,39 +36,12 @@ def _field_types():
     return {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 
 
-def _yaml_loader():
-    """yaml's SafeLoader, refusing a key given twice in one mapping (SafeLoader
-    keeps the last silently: `lr: 1e-3` further down would win unseen). Keys
-    merged in with `<<:` may still be overridden, as YAML intends."""
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            if isinstance(node, yaml.MappingNode):
-                seen = {}
-                for key_node, _ in node.value:
-                    if key_node.tag == "tag:yaml.org,2002:merge":
-                        continue
-                    key = self.construct_object(key_node, deep=deep)
-                    try:
-                        first = seen.get(key)
-                    except TypeError:  # an unhashable key: SafeLoader says so
-                        break
-                    if first is not None:
-                        raise yaml.constructor.ConstructorError(
-                            None, None, f"duplicate key {key!r} on line "
-                            f"{key_node.start_mark.line + 1} (first on line {first + 1}): give "
-                            f"each setting once", key_node.start_mark)
-                    seen[key] = key_node.start_mark.line
-            return super().construct_mapping(node, deep=deep)
-
-    return UniqueKeyLoader
-
-
 def _parse_set(item, types):
     """--set KEY=VALUE -> (key, value): text for str settings (a run named
     'yes' stays 'yes'), YAML for the others (TrainConfig converts the type)."""
     import yaml
+
+    from .config import yaml_loader
     if "=" not in item:
         raise UsageError(f"--set takes KEY=VALUE, got {item!r} (settings: packnet train "
                          f"--list-settings)")
@@ -76,7 +49,7 @@ def _parse_set(item, types):
     if types.get(k) is str:
         return k, v
     try:
-        return k, yaml.load(v, Loader=_yaml_loader())
+        return k, yaml.load(v, Loader=yaml_loader())
     except yaml.YAMLError as e:
         problem = " ".join(str(e).split())
         raise UsageError(f"--set {k}={v}: not valid YAML ({problem})") from None
@@ -84,6 +57,8 @@ def _parse_set(item, types):
 
 def _read_config_file(path):
     import yaml
+
+    from .config import yaml_loader
     if os.path.isdir(path):
         raise UsageError(f"--config {path}: is a directory; give a YAML file, e.g. "
                          f"configs/packnet01-kitti.yaml")
@@ -91,7 +66,7 @@ def _read_config_file(path):
         raise UsageError(f"config file not found: {path}")
     try:
         with open(path) as f:
-            values = yaml.load(f, Loader=_yaml_loader())
+            values = yaml.load(f, Loader=yaml_loader())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise UsageError(f"{path}: cannot read the config file ({' '.join(str(e).split())})") \
             from None

@@ -14,7 +14,7 @@ from . import specs
 from .specs import _FALSE, _TRUE
 
 __all__ = ["TrainConfig", "ConfigError", "settings_help", "resume_changes", "format_changes",
-           "ADJUSTABLE_ON_RESUME", "show", "packops_backend"]
+           "ADJUSTABLE_ON_RESUME", "show", "packops_backend", "yaml_loader"]
 
 
 def _setting(default, help):
@@ -261,6 +261,35 @@ def packops_backend(ops="fused", device=None):
                          f"{' and '.join(info.devices)} tensors here, and the device is "
                          f"{str(device)!r}; choose another backend or device")
     return requested
+
+
+def yaml_loader():
+    """yaml's SafeLoader, refusing a key given twice in one mapping (SafeLoader
+    keeps the last silently: `lr: 1e-3` further down would win unseen). Keys
+    merged in with `<<:` may still be overridden, as YAML intends."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=deep)
+                    try:
+                        first = seen.get(key)
+                    except TypeError:  # an unhashable key: SafeLoader says so
+                        break
+                    if first is not None:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r} on line "
+                            f"{key_node.start_mark.line + 1} (first on line {first + 1}): give "
+                            f"each setting once", key_node.start_mark)
+                    seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def settings_help():

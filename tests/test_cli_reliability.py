@@ -539,7 +539,9 @@ def test_duplicate_yaml_keys_are_refused_naming_key_and_line(tmp_path, capsys):
     assert code == 2 and "duplicate key 'fps'" in err, err
     # YAML merge keys may still be overridden
     import yaml
-    doc = yaml.load("a: &b {x: 1, y: 2}\nc:\n  <<: *b\n  x: 3\n", Loader=cli._yaml_loader())
+
+    from packnet.config import yaml_loader
+    doc = yaml.load("a: &b {x: 1, y: 2}\nc:\n  <<: *b\n  x: 3\n", Loader=yaml_loader())
     assert doc["c"] == {"x": 3, "y": 2}
     assert not (tmp_path / "runs").exists()
 
