@@ -40,6 +40,8 @@ def _parse_set(item, types):
     """--set KEY=VALUE -> (key, value): text for str settings (a run named
     'yes' stays 'yes'), YAML for the others (TrainConfig converts the type)."""
     import yaml
+
+    from .config import yaml_loader
     if "=" not in item:
         raise UsageError(f"--set takes KEY=VALUE, got {item!r} (settings: packnet train "
                          f"--list-settings)")
@@ -47,7 +49,7 @@ def _parse_set(item, types):
     if types.get(k) is str:
         return k, v
     try:
-        return k, yaml.safe_load(v)
+        return k, yaml.load(v, Loader=yaml_loader())
     except yaml.YAMLError as e:
         problem = " ".join(str(e).split())
         raise UsageError(f"--set {k}={v}: not valid YAML ({problem})") from None
@@ -55,11 +57,16 @@ def _parse_set(item, types):
 
 def _read_config_file(path):
     import yaml
+
+    from .config import yaml_loader
+    if os.path.isdir(path):
+        raise UsageError(f"--config {path}: is a directory; give a YAML file, e.g. "
+                         f"configs/packnet01-kitti.yaml")
     if not os.path.isfile(path):
         raise UsageError(f"config file not found: {path}")
     try:
         with open(path) as f:
-            values = yaml.safe_load(f)
+            values = yaml.load(f, Loader=yaml_loader())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise UsageError(f"{path}: cannot read the config file ({' '.join(str(e).split())})") \
             from None
@@ -128,10 +135,9 @@ def _no_ground_truth(data):
 
 
 def cmd_train(args):
-    from .checkpoint import TRAINING_KEYS, check_run_dir, load_checkpoint
+    from .checkpoint import TRAINING_KEYS, RunLock, check_run_dir, load_checkpoint
     from .config import (ADJUSTABLE_ON_RESUME, TrainConfig, format_changes, resume_changes,
                          settings_help)
-    from .train import Trainer, make_dataset
     if args.list_settings:
         print(settings_help())
         return 0
@@ -140,38 +146,83 @@ def cmd_train(args):
     run_dir = os.path.join(str(explicit.get("out_dir", defaults.out_dir)),
                            str(explicit.get("name", defaults.name)))
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
-    base, saved, state = None, None, None
-    if args.resume and os.path.isfile(ckpt_path):
-        # the run's own settings, overridden by what this command line changes
-        state = load_checkpoint(ckpt_path, trust=args.trust_checkpoint, require=TRAINING_KEYS)
-        saved = state["config"]
-        base = {k: v for k, v in saved.items() if k in _field_types()}
-    cfg = _config(args, base)
-    if saved is not None:
-        fixed, _ = resume_changes(saved, cfg)
-        if fixed:
-            raise UsageError(f"cannot resume {run_dir} with changed settings: "
-                             f"{format_changes(fixed)}. These are fixed for a run: drop them to "
-                             f"continue it, or start a new run with --name NEW (--resume may "
-                             f"change: {', '.join(ADJUSTABLE_ON_RESUME)})")
-    init = None
-    if cfg.init and saved is None:  # checked before the networks and data are built
-        from .release import check_init
-        init = load_checkpoint(cfg.init, trust=args.trust_checkpoint, require=())
-        check_init(init, cfg.init, cfg.model, cfg.model_kwargs.get("version", "1A"))
+    # one writer per run directory (rank 0 writes it): locked before an existing
+    # run is read, so nobody trains it between our reading and our writing
+    lock = RunLock(run_dir, log=print) if int(os.environ.get("RANK", "0")) == 0 else None
+    try:
+        if lock is not None and os.path.isdir(run_dir):
+            lock.acquire()
+        check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
+        base, saved, state = None, None, None
+        if args.resume and os.path.isfile(ckpt_path):
+            # the run's own settings, overridden by what this command line changes
+            state = load_checkpoint(ckpt_path, trust=args.trust_checkpoint,
+                                    require=TRAINING_KEYS)
+            saved = state["config"]
+            base = {k: v for k, v in saved.items() if k in _field_types()}
+        cfg = _config(args, base)
+        files = cfg.data_kwargs.get("split_files") if cfg.data == "kitti" else None
+        if files and "test" not in files and not args.no_eval:
+            raise UsageError(f"data_kwargs split_files = {files}: no test entry, the split that "
+                             f"is evaluated after training; add test: FILE, or train with "
+                             f"--no-eval")
+        if saved is not None:
+            fixed, _ = resume_changes(saved, cfg)
+            if fixed:
+                raise UsageError(f"cannot resume {run_dir} with changed settings: "
+                                 f"{format_changes(fixed)}. These are fixed for a run: drop them "
+                                 f"to continue it, or start a new run with --name NEW (--resume "
+                                 f"may change: {', '.join(ADJUSTABLE_ON_RESUME)})")
+            if _nothing_to_do(args, cfg, run_dir, int(state["step"])):
+                return 0
+        init = None
+        if cfg.init and saved is None:  # checked before the networks and data are built
+            from .release import check_init
+            init = load_checkpoint(cfg.init, trust=args.trust_checkpoint, require=())
+            check_init(init, cfg.init, cfg.model, cfg.model_kwargs.get("version", "1A"))
+        if lock is not None:
+            lock.acquire()  # a new run: its directory is made now, the settings being good
+        loaded = [state, init]  # handed over, not kept alive here during training
+        del state, init
+        return _train(args, cfg, loaded)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _nothing_to_do(args, cfg, run_dir, at):
+    """A resume that would train nothing and, with --no-eval or a summary.json
+    already written, evaluate nothing: say so and change nothing (True). A
+    --steps below the run's step is refused: a run does not go back."""
+    name = os.path.basename(os.path.normpath(run_dir))
+    if cfg.steps < at:
+        raise UsageError(f"--steps {cfg.steps}: run {name!r} is already at step {at} and does "
+                         f"not go back; give --steps {at} or more, or leave --steps out "
+                         f"(nothing was changed)")
+    summary = os.path.join(run_dir, "summary.json")
+    if cfg.steps > at or not (args.no_eval or os.path.isfile(summary)):
+        return False
+    print(f"resume: run {name!r} is at step {at} of {cfg.steps}: nothing to train"
+          + ("" if args.no_eval else f", and {summary} is written")
+          + f"; nothing was changed. Raise --steps to train further; packnet eval --checkpoint "
+            f"{os.path.join(run_dir, 'checkpoint.pt')} evaluates it again")
+    return True
+
+
+def _train(args, cfg, loaded):
+    """cmd_train's work, under the run's lock: train, evaluate, write the summary."""
+    from .train import Trainer, make_dataset
     print("config:\n" + json.dumps(dataclasses.asdict(cfg), indent=1, default=list), flush=True)
     trainer = Trainer(cfg)
-    loaded = [state, init]  # handed over, not kept alive here during training
-    del state, init
     trainer.fit(resume=args.resume, overwrite=args.overwrite, trust=args.trust_checkpoint,
                 state=loaded.pop(0), init_state=loaded.pop(0))
     if trainer.rank != 0:
         return 0
     from .provenance import provenance
     summary = {"step": trainer.step, "skipped_steps": trainer.skipped_steps,
-               "train_seconds": round(trainer.train_seconds, 1),
-               "images_per_s": round(trainer.images_per_s, 2), "eval": None, "pose_eval": None,
+               "train_seconds": round(trainer.run_seconds, 1),   # the run's, over resumes
+               "images_per_s": round(trainer.run_images_per_s, 2),
+               "eval": None, "pose_eval": None,
                "checkpoint": trainer.ckpt_path}
     strip = None
     test = None
@@ -196,8 +247,7 @@ def cmd_train(args):
     if test is not None:
         from .provenance import describe_data
         summary["provenance"]["test_data"] = describe_data(test)
-    with open(os.path.join(trainer.run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1, default=float)
+    _write_json(os.path.join(trainer.run_dir, "summary.json"), summary)
     print(f"trained {trainer.step} steps in {trainer.train_seconds / 60:.1f} min "
           f"({trainer.images_per_s:.1f} images/s); {trainer.skipped_steps} skipped")
     print(f"wrote {trainer.run_dir}/ ({', '.join(_run_files(trainer.run_dir, strip))})")
@@ -212,6 +262,14 @@ def _run_files(run_dir, strip):
     if os.path.isdir(previews) and any(f.endswith(".png") for f in os.listdir(previews)):
         names.append("previews/")
     return names + (["test-strip.png"] if strip else []) + ["summary.json"]
+
+
+def _write_json(path, obj):
+    """Strict JSON (evaluate.write_json), saying which values were not finite."""
+    from .evaluate import write_json
+    found = write_json(path, obj)
+    if found:
+        print(f"{path}: {', '.join(found)} not finite, written as null (see its note)")
 
 
 def _device(name):
@@ -244,10 +302,11 @@ def cmd_eval(args):
     from .evaluate import evaluate, format_metrics
     from .infer import depth_net_from_checkpoint, pose_net_from_checkpoint
     from .checkpoint import load_checkpoint
-    from .config import TrainConfig
+    from .config import TrainConfig, packops_backend
     from .release import checkpoint_format, checkpoint_info, describe
     from .train import make_dataset
     device = _device(args.device)
+    backend = packops_backend(device=device)  # PACKOPS_BACKEND's, checked before any work
     ck = load_checkpoint(args.checkpoint, trust=args.trust_checkpoint, require=())
     release = None
     if checkpoint_format(ck, args.checkpoint) == "release":
@@ -265,9 +324,12 @@ def cmd_eval(args):
         except ValueError as e:
             raise UsageError(f"{args.checkpoint}: the checkpoint's config is not usable ({e})") \
                 from None
+    if args.json:
+        _check_writable(args.json, "--json")
     kwargs = dict(cfg.data_kwargs)
     if args.data and args.data != cfg.data:  # another data set: the run's settings do not apply
         cfg, kwargs = dataclasses.replace(cfg, data=args.data), {}
+    _check_eval_options(args, cfg.data, kwargs.get("split_files"))
     if args.data_root:
         kwargs["root"] = args.data_root
     if args.split_file:
@@ -297,16 +359,52 @@ def cmd_eval(args):
         from .provenance import provenance
         out = {"checkpoint": args.checkpoint, "data": cfg.data, "split": args.split,
                "crop": crop, "eval": result, "pose_eval": pose,
-               "provenance": provenance(cfg, data, device)}
+               "provenance": provenance(cfg, data, device, backend=backend)}
         if release:
             out["release"] = release
         if why:
             out["skipped"] = why
         replaced = os.path.exists(args.json)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1, default=float)
+        _write_json(args.json, out)
         print(f"wrote {args.json}" + (" (replaced the existing file)" if replaced else ""))
     return 0
+
+
+def _check_eval_options(args, data, split_files):
+    """Refuse, by name, what the data set does not take: a data directory for
+    the built-in synthetic data, a split file for anything but KITTI, a split
+    name it does not have."""
+    from .specs import SPLITS
+    if data == "synthetic":
+        for flag, value in (("--data-root", args.data_root), ("--split-file", args.split_file)):
+            if value:
+                raise UsageError(f"{flag} {value}: synthetic data is built in and takes no "
+                                 f"{'data directory' if flag == '--data-root' else 'split file'}; "
+                                 f"drop {flag}, or evaluate on --data kitti or --data folder")
+    elif data == "folder" and args.split_file:
+        raise UsageError(f"--split-file {args.split_file}: folder data has no split files (one "
+                         f"sequence: every split is the whole folder); drop --split-file")
+    names = SPLITS
+    if data == "kitti" and not args.split_file and isinstance(split_files, dict):
+        names = tuple(split_files)
+    if args.split not in names:
+        where = "the run's split_files" if names is not SPLITS else f"{data} data"
+        raise UsageError(f"--split {args.split!r}: {where} has the splits {', '.join(names)}"
+                         + ("; or give a split file with --split-file FILE"
+                            if data == "kitti" else ""))
+
+
+def _check_writable(path, flag):
+    """Refuse now an output file that could only fail to be written after the work."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: is a directory; give a file name, e.g. "
+                         f"{os.path.join(path, 'metrics.json')}")
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise UsageError(f"{flag} {path}: its directory {parent} {what}")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"{flag} {path}: not writable here; give another path")
 
 
 def cmd_infer(args):

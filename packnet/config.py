@@ -4,17 +4,17 @@ that names the setting, the value and what is allowed, and what may change
 when a run is resumed."""
 import copy
 import dataclasses
-import inspect
 import math
 import os
 import re
 
 import torch
 
-from . import models
+from . import specs
+from .specs import _FALSE, _TRUE
 
 __all__ = ["TrainConfig", "ConfigError", "settings_help", "resume_changes", "format_changes",
-           "ADJUSTABLE_ON_RESUME", "show"]
+           "ADJUSTABLE_ON_RESUME", "show", "packops_backend", "yaml_loader"]
 
 
 def _setting(default, help):
@@ -33,7 +33,6 @@ ADJUSTABLE_ON_RESUME = ("steps", "lr", "lr_step_fraction", "lr_gamma", "clip_gra
                         "compile", "checkpoint_activations",
                         "device", "num_workers", "max_bad_steps", "log_every", "ckpt_every",
                         "preview_every", "progress")
-_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 CHECKPOINT_PARTS = ("none", "decoder", "encoder", "all")
 
 
@@ -167,15 +166,18 @@ class TrainConfig:
         if self.model not in DEPTH_MODELS:
             bad("model", f"choose {', '.join(DEPTH_MODELS)}")
         else:
-            _check_kwargs(problems, "model_kwargs", self.model_kwargs,
-                          getattr(models, self.model), self.model)
+            self.model_kwargs = _checked(problems, specs.MODEL_KWARGS[self.model],
+                                         self.model_kwargs, "model_kwargs", self.model)
         if "nb_ref_imgs" in self.pose_kwargs:
             bad("pose_kwargs", "nb_ref_imgs is set by the trainer (2 context frames)")
         else:
-            _check_kwargs(problems, "pose_kwargs", self.pose_kwargs, models.PoseNet, "PoseNet")
+            self.pose_kwargs = _checked(problems, specs.POSE_KWARGS, self.pose_kwargs,
+                                        "pose_kwargs", "PoseNet")
         if self.data not in DATASETS:
             bad("data", f"choose {', '.join(DATASETS)}")
         else:
+            self.data_kwargs = _checked(problems, specs.DATA_KWARGS[self.data], self.data_kwargs,
+                                        "data_kwargs", f"{self.data} data")
             problems.extend(_data_kwargs_problems(self.data, self.data_kwargs))
         for name in ("batch_size", "steps", "max_bad_steps", "log_every", "ckpt_every"):
             if getattr(self, name) < 1:
@@ -209,8 +211,17 @@ class TrainConfig:
         if self.amp and device is not None and device.type != "cuda":
             bad("amp", f"bf16 autocast needs a CUDA device (device is {str(device)!r}); "
                        f"set amp=false")
+        if self.ops in ("fused", "reference"):
+            try:
+                packops_backend(self.ops, device)
+            except ValueError as e:
+                problems.append(str(e))
         _raise_problems(problems)
         return self
+
+    def requested_backend(self):
+        """The packops backend this run asks for (see packops_backend)."""
+        return packops_backend(self.ops, self.resolved_device())
 
     def resolved_device(self):
         """torch.device for `device` ("auto": cuda:LOCAL_RANK when CUDA is there,
@@ -228,6 +239,63 @@ class TrainConfig:
         if dev.type not in ("cpu", "cuda"):
             raise ValueError("use auto, cpu, cuda or cuda:N")
         return dev
+
+
+def packops_backend(ops="fused", device=None):
+    """The packops backend a run asks for. ops=reference: "reference" (the
+    setting wins over the environment); ops=fused: the one PACKOPS_BACKEND
+    (or packops.set_backend) requests, "auto" by default, so training runs on
+    any backend through that variable. ValueError for a name packops does not
+    know (also with ops=reference: the variable is wrong either way), or for a
+    backend that cannot run on `device` here."""
+    import packops
+    requested = str(packops.get_backend())
+    env = os.environ.get("PACKOPS_BACKEND")
+    source = (f"PACKOPS_BACKEND={env!r}" if env is not None and env.strip().lower() == requested
+              else f"packops backend {requested!r} (packops.set_backend)")
+    if requested != "auto" and requested not in packops.BACKENDS:
+        raise ValueError(f"{source}: not a packops backend; choose auto, "
+                         f"{', '.join(packops.BACKENDS)}, or unset it")
+    if ops == "reference" or requested == "auto":
+        return "reference" if ops == "reference" else "auto"
+    info = packops.backends()[requested]
+    if not info.available:
+        raise ValueError(f"{source}: the {requested} backend is not available here "
+                         f"({info.reason}); choose another or unset it")
+    if device is not None and torch.device(device).type not in info.devices:
+        raise ValueError(f"{source}: the {requested} backend runs on "
+                         f"{' and '.join(info.devices)} tensors here, and the device is "
+                         f"{str(device)!r}; choose another backend or device")
+    return requested
+
+
+def yaml_loader():
+    """yaml's SafeLoader, refusing a key given twice in one mapping (SafeLoader
+    keeps the last silently: `lr: 1e-3` further down would win unseen). Keys
+    merged in with `<<:` may still be overridden, as YAML intends."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=deep)
+                    try:
+                        first = seen.get(key)
+                    except TypeError:  # an unhashable key: SafeLoader says so
+                        break
+                    if first is not None:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r} on line "
+                            f"{key_node.start_mark.line + 1} (first on line {first + 1}): give "
+                            f"each setting once", key_node.start_mark)
+                    seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def settings_help():
@@ -337,45 +405,47 @@ def _coerce(name, ftype, value):
     return value
 
 
-def _accepted(cls, drop=()):
-    """(keyword names cls() accepts, whether it takes **kwargs)."""
-    params = inspect.signature(cls).parameters.values()
-    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return names - set(drop), any(p.kind == p.VAR_KEYWORD for p in params)
-
-
-def _check_kwargs(problems, name, kwargs, cls, label, drop=(), extra=()):
-    names, var = _accepted(cls, drop)
-    names |= set(extra)
-    unknown = [k for k in kwargs if not isinstance(k, str) or (k not in names and not var)]
-    if unknown:
-        problems.append(f"{name} = {show(kwargs)}: {label} takes no argument "
-                        f"{', '.join(map(repr, unknown))} (it takes {', '.join(sorted(names))})")
+def _checked(problems, table, kwargs, setting, label):
+    """kwargs converted by its table in packnet/specs.py (as given when a key is
+    bad: the problems then stop the run)."""
+    converted, found = specs.check_kwargs(table, kwargs, setting, label)
+    problems.extend(found)
+    return kwargs if found else converted
 
 
 def _data_kwargs_problems(data, kw):
-    from . import data as data_pkg  # lazily: only training needs the data sets
+    """What the data set needs beyond each key's own type and range."""
     problems = []
-    if data == "synthetic":
-        _check_kwargs(problems, "data_kwargs", kw, data_pkg.SyntheticDriving, "synthetic data",
-                      drop=("split", "size", "transform"))
-    elif data == "folder":
-        _check_kwargs(problems, "data_kwargs", kw, data_pkg.FolderDataset, "folder data",
-                      drop=("size", "transform"))
-    else:
-        _check_kwargs(problems, "data_kwargs", kw, data_pkg.KITTIRaw, "kitti data",
-                      drop=("size", "transform"), extra=("split_files",))
     if data in ("folder", "kitti") and not kw.get("root"):
         problems.append(f"data_kwargs = {show(kw)}: data {data!r} needs root, the data "
                         f"directory (--data-root DIR)")
-    if data == "kitti" and not (kw.get("split_files") or kw.get("split_file")):
-        problems.append(f"data_kwargs = {show(kw)}: kitti data needs split_files "
-                        f"({{train: FILE, val: FILE, test: FILE}}) or split_file")
+    if data == "kitti":
+        files = kw.get("split_files")
+        if not (files or kw.get("split_file")):
+            problems.append(f"data_kwargs = {show(kw)}: kitti data needs split_files "
+                            f"({{train: FILE, val: FILE, test: FILE}}) or split_file")
+        elif files and kw.get("split_file"):
+            problems.append(f"data_kwargs = {show(kw)}: kitti data takes split_files (one file "
+                            f"per split) or split_file (one file for every split), not both")
+        elif isinstance(files, dict):
+            if "train" not in files:
+                problems.append(f"data_kwargs split_files = {show(files)}: needs a train entry, "
+                                f"the split file to train on")
+            for split, f in files.items():
+                if isinstance(f, str) and not _split_file_exists(f, kw.get("root")):
+                    problems.append(f"data_kwargs split_files {split} = {f!r}: split file not "
+                                    f"found (looked for it as given and in root)")
     ctx = kw.get("context")
-    if ctx is not None and (not isinstance(ctx, (list, tuple)) or len(ctx) != 2):
+    if isinstance(ctx, (list, tuple)) and len(ctx) != 2:
         problems.append(f"data_kwargs context = {show(ctx)}: the trainer's PoseNet takes 2 "
                         f"context frames, e.g. [-1, 1]")
     return problems
+
+
+def _split_file_exists(path, root):
+    """Where KITTIRaw looks for a split file: as given, else relative to root."""
+    return os.path.isfile(path) or (isinstance(root, str)
+                                    and os.path.isfile(os.path.join(root, path)))
 
 
 def resume_changes(saved, cfg):
@@ -392,8 +462,8 @@ def resume_changes(saved, cfg):
         except ValueError:
             old = saved[f.name]
         new = getattr(cfg, f.name)
-        if f.name == "data_kwargs":
-            same = _norm_paths(old) == _norm_paths(new)
+        if f.name in ("data_kwargs", "model_kwargs", "pose_kwargs"):
+            same = _comparable(f.name, cfg, old) == _comparable(f.name, cfg, new)
         else:
             same = old == new
         if not same:
@@ -401,14 +471,25 @@ def resume_changes(saved, cfg):
     return fixed, adjustable
 
 
-def _norm_paths(kw):
+def _comparable(name, cfg, kw):
+    """A run's keyword arguments as its table converts them (context (-1, 1) and
+    [-1, 1] are one setting; a checkpoint of an earlier version may hold
+    either), data paths made absolute."""
     if not isinstance(kw, dict):
         return kw
-    kw = dict(kw)
-    for k in ("root", "intrinsics_file", "speed_file", "depth_dir"):
-        if isinstance(kw.get(k), str):
-            kw[k] = os.path.abspath(os.path.expanduser(kw[k]))
-    return kw
+    table = {"data_kwargs": specs.DATA_KWARGS.get(cfg.data),
+             "model_kwargs": specs.MODEL_KWARGS.get(cfg.model),
+             "pose_kwargs": specs.POSE_KWARGS}[name] or {}
+    out = {}
+    for k, v in kw.items():
+        try:
+            out[k] = table[k].convert(v) if k in table else v
+        except ValueError:
+            out[k] = v
+        if name == "data_kwargs" and isinstance(out[k], str) and k in (
+                "root", "intrinsics_file", "speed_file", "depth_dir"):
+            out[k] = os.path.abspath(os.path.expanduser(out[k]))
+    return out
 
 
 def format_changes(changes):

@@ -17,7 +17,9 @@ batch size even when an image has no valid pixel (it is skipped), which pulls
 every metric towards 0; here such images are left out of the mean (and out of
 `n`). The per-image values are computed in float64.
 """
+import json
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +27,8 @@ import torch.nn.functional as F
 from .geometry import invert_pose, inv2depth, pose_vec2mat
 
 __all__ = ["METRIC_NAMES", "garg_crop_mask", "compute_depth_metrics", "evaluate",
-           "format_metrics", "evaluate_pose", "snippet_ate", "format_pose"]
+           "format_metrics", "evaluate_pose", "snippet_ate", "format_pose", "strict_json",
+           "write_json"]
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 
@@ -305,3 +308,48 @@ def format_pose(result):
     return (f"pose ATE over {result['snippets']} {result['snippet']}-frame snippets: metric "
             f"{a['mean']:.4f} +- {a['std']:.4f} m, scale-aligned {b['mean']:.4f} +- "
             f"{b['std']:.4f} m (mean alignment scale {result['scale']:.3f})")
+
+
+# ------------------------------------------------------------------- JSON
+NON_FINITE_NOTE = ("the values listed in non_finite were not finite numbers and are written as "
+                   "null (JSON has no NaN or Infinity). A depth metric is NaN when no evaluated "
+                   "image had a valid ground-truth pixel (depth in (min_depth, max_depth), "
+                   "inside the crop), or when the network predicted NaN")
+
+
+def strict_json(obj):
+    """(obj with every NaN or infinite number replaced by None, {dotted path:
+    'nan' | 'inf' | '-inf'} of those): what json.dumps(allow_nan=False) takes.
+    numpy scalars and one-element tensors become floats."""
+    found = {}
+
+    def clean(v, path):
+        if v is None or isinstance(v, (bool, int, str)):
+            return v
+        if isinstance(v, dict):
+            return {k: clean(x, f"{path}.{k}" if path else str(k)) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x, f"{path}[{i}]") for i, x in enumerate(v)]
+        v = float(v)  # float, numpy scalar, 0-d tensor (TypeError for anything else)
+        if math.isfinite(v):
+            return v
+        found[path] = "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return None
+
+    return clean(obj, ""), found
+
+
+def write_json(path, obj):
+    """Write `obj` (a dict) as strict JSON, atomically (a temporary file, then
+    os.replace): non-finite numbers become null, and the file then says which
+    ("non_finite") and why ("note"), so strict parsers read every summary."""
+    out, found = strict_json(obj)
+    if found:
+        out["non_finite"] = found
+        out["note"] = NON_FINITE_NOTE
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=1, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    return found

@@ -62,33 +62,41 @@ def _device_name(device):
     return platform.processor() or platform.machine()
 
 
-def _backend(cfg, device):
-    if cfg.ops == "reference":
-        return "reference"
+def _backend(requested, device):
+    """The backend packops picks for a float32 loss op on `device` when
+    `requested` is asked for ("auto" resolves to cpu, cuda, ...)."""
     import packops
     from packops import _dispatch
     try:
-        with packops.use_backend("auto"):
+        with packops.use_backend(requested):
             return _dispatch.resolve("photometric_loss", torch.empty(0, device=device))
     except (RuntimeError, ValueError):
         return None
 
 
-def provenance(cfg, dataset=None, device=None):
-    """{git, torch, triton, python, device, backend, seed, config, data}."""
+def provenance(cfg, dataset=None, device=None, backend=None):
+    """{git, torch, triton, python, device, backend, backend_requested, seed,
+    config, data}; backend: the packops backend requested while the numbers
+    were made (default: the one cfg's training requests, cfg.requested_backend())."""
     try:
         import triton
         triton_version = triton.__version__
     except ImportError:
         triton_version = None
     device = torch.device(device) if device is not None else cfg.resolved_device()
+    if backend is None:
+        try:
+            backend = cfg.requested_backend()
+        except ValueError:
+            backend = None
     return {
         "git": git_revision(),
         "torch": torch.__version__,
         "triton": triton_version,
         "python": platform.python_version(),
         "device": f"{device} ({_device_name(device)})",
-        "backend": _backend(cfg, device),
+        "backend": None if backend is None else _backend(backend, device),
+        "backend_requested": backend,
         "seed": cfg.seed,
         "config": dataclasses.asdict(cfg),
         "data": describe_data(dataset),

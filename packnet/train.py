@@ -29,9 +29,9 @@ import torch
 import packops
 
 from . import geometry, models
-from .checkpoint import (LOG_COLUMNS, TRAINING_KEYS, CheckpointError, UnsafeCheckpointError,
-                         check_run_dir, clean_stale_temporaries, clear_run, first_line,
-                         load_checkpoint, rng_state, save_checkpoint, set_rng_state)
+from .checkpoint import (LOG_COLUMNS, TRAINING_KEYS, CheckpointError, RunLock,
+                         UnsafeCheckpointError, check_run_dir, clean_stale_temporaries, clear_run,
+                         first_line, load_checkpoint, rng_state, save_checkpoint, set_rng_state)
 from .config import (ADJUSTABLE_ON_RESUME, ConfigError, TrainConfig, format_changes,
                      resume_changes, settings_help, show)
 from .losses import MultiViewPhotometricLoss, SupervisedLoss, VelocityLoss
@@ -108,6 +108,7 @@ class Trainer:
         self.rank = torch.distributed.get_rank() if self.distributed else 0
         self.world = torch.distributed.get_world_size() if self.distributed else 1
         self.device = cfg.resolved_device()
+        self.backend = cfg.requested_backend()  # ops=reference, else PACKOPS_BACKEND's
         self.dataset = dataset if dataset is not None else make_dataset(cfg)
         self._check_dataset_size(custom=dataset is not None)
         torch.manual_seed(cfg.seed)
@@ -127,8 +128,14 @@ class Trainer:
         self.init_info = None   # where the weights came from, after init_from (cfg.init)
         self.bad_in_a_row = 0
         self.skipped_steps = 0
+        # training time and images of the whole run (earlier processes' from the
+        # checkpoint) and of this process's fit(); see run_seconds
+        self.seconds_before, self.images_before = 0.0, 0
+        self.train_seconds, self.images_per_s, self._images = 0.0, 0.0, 0
+        self._t0 = None
         self.run_dir = os.path.join(cfg.out_dir, cfg.name)
         self.ckpt_path = os.path.join(self.run_dir, "checkpoint.pt")
+        self._lock = None  # the run directory's RunLock while fit() runs (rank 0)
         if self.distributed:
             ddp = torch.nn.parallel.DistributedDataParallel
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -170,7 +177,19 @@ class Trainer:
                           "pose_net": self.pose_net.state_dict()},
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "step": self.step, "skipped_steps": self.skipped_steps,
-                "rng": rng_state(), "config": dataclasses.asdict(self.cfg)}
+                "rng": rng_state(), "config": dataclasses.asdict(self.cfg),
+                "train_seconds": self.run_seconds, "images": self.images_before + self._images}
+
+    @property
+    def run_seconds(self):
+        """Seconds spent training this run, over every process that trained it."""
+        now = time.perf_counter() - self._t0 if self._t0 is not None else self.train_seconds
+        return self.seconds_before + now
+
+    @property
+    def run_images_per_s(self):
+        """Images per second over the whole run (every process that trained it)."""
+        return (self.images_before + self._images) / max(self.run_seconds, 1e-9)
 
     def load_state(self, s):
         self.depth_net.load_state_dict(s["model"]["depth_net"])
@@ -180,6 +199,8 @@ class Trainer:
             group.update(self.adam_flags)      # keeps this run's implementation
         self.sched.load_state_dict(s["scheduler"])
         self.step, self.skipped_steps = s["step"], s.get("skipped_steps", 0)
+        self.seconds_before = float(s.get("train_seconds", 0.0))  # absent before issue 24
+        self.images_before = int(s.get("images", 0))
         set_rng_state(s["rng"])
 
     def save(self):
@@ -265,6 +286,8 @@ class Trainer:
             init_state=None):
         """Train to cfg.steps (or stop_after steps from here, for tests).
 
+        The run directory is locked while this runs (RunLock: a second process
+        training in it is refused, RunLockedError naming the holder's pid).
         An existing run (checkpoint.pt, log.csv or summary.json in the run
         directory) is continued with resume=True, replaced with overwrite=True,
         and otherwise refused (ValueError). resume=True loads checkpoint.pt
@@ -277,6 +300,14 @@ class Trainer:
         network weights when it names a file (init_from; init_state: its
         contents when already loaded).
         """
+        try:
+            return self._fit(resume, stop_after, overwrite, trust, state)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _fit(self, resume, stop_after, overwrite, trust, state):
         cfg = self.cfg
         if cfg.init and not (resume and os.path.isfile(self.ckpt_path)):
             # first: a file that does not fit leaves the run directory as it is
@@ -289,6 +320,8 @@ class Trainer:
         elif resume:
             self.log(f"resume: no checkpoint in {self.run_dir}; starting at step 0")
         target = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
+        if self.step >= target:  # nothing to train: no file is touched
+            return self
         per_epoch = max(1, len(self.dataset) // self.world // cfg.batch_size)
         bar = _progress(target, self.step, cfg.progress and self.rank == 0)
         log_file = None
@@ -296,16 +329,16 @@ class Trainer:
             os.makedirs(self.run_dir, exist_ok=True)
             log_path = os.path.join(self.run_dir, "log.csv")
             self._trim_log(log_path)
-            new = not os.path.exists(log_path)
+            new = not os.path.exists(log_path) or os.path.getsize(log_path) == 0
             log_file = open(log_path, "a", newline="")
             writer = csv.writer(log_file)
             if new:
                 writer.writerow(LOG_COLUMNS)
         tb = _tensorboard(self.run_dir, self.step) if self.rank == 0 else None
-        backend = "reference" if cfg.ops == "reference" else "auto"
         t0, seen = time.perf_counter(), 0
+        self._t0 = t0
         try:
-            with packops.use_backend(backend):
+            with packops.use_backend(self.backend):
                 while self.step < target:
                     epoch, skip = divmod(self.step, per_epoch)
                     at_start = self.step
@@ -314,6 +347,7 @@ class Trainer:
                             continue  # resumed mid-epoch: replay the epoch's order
                         terms = self.train_step(batch)
                         seen += cfg.batch_size * self.world
+                        self._images = seen
                         ips = seen / (time.perf_counter() - t0)
                         if bar is not None:
                             bar.update(1)
@@ -341,6 +375,7 @@ class Trainer:
         finally:
             self.train_seconds = time.perf_counter() - t0
             self.images_per_s = seen / max(self.train_seconds, 1e-9)
+            self._t0 = None
             if bar is not None:
                 bar.close()
             if log_file is not None:
@@ -353,11 +388,13 @@ class Trainer:
 
     # ------------------------------------------------- run directory
     def _prepare_run_dir(self, resume, overwrite):
-        """Refuse to clobber an existing run, clear it for overwrite, remove
-        temporaries of killed runs. Rank 0 decides; every rank gets its answer."""
+        """Lock the run directory, refuse to clobber an existing run, clear it for
+        overwrite, remove temporaries of killed runs. Rank 0 decides; every rank
+        gets its answer."""
         error = None
         if self.rank == 0:
             try:
+                self._lock = RunLock(self.run_dir, log=self.log).acquire()
                 check_run_dir(self.run_dir, resume, overwrite)
                 if overwrite:
                     removed = clear_run(self.run_dir)
@@ -398,6 +435,10 @@ class Trainer:
         s = state if state is not None else load_checkpoint(path, self.device, trust=trust,
                                                             require=TRAINING_KEYS)
         fixed, adjustable = resume_changes(s["config"], self.cfg)
+        if isinstance(s.get("step"), int) and s["step"] > self.cfg.steps:
+            raise ValueError(f"cannot resume {self.run_dir} with steps {self.cfg.steps}: the run "
+                             f"is at step {s['step']} and does not go back; give steps "
+                             f"{s['step']} or more (nothing was changed)")
         if fixed:
             raise ValueError(
                 f"cannot resume {self.run_dir} with changed settings: {format_changes(fixed)}. "
@@ -415,7 +456,7 @@ class Trainer:
         self.log(f"resumed from {path} at step {self.step}")
         if self.step >= self.cfg.steps:
             self.log(f"resume: the run is at step {self.step}, steps is {self.cfg.steps}: "
-                     f"nothing to train")
+                     f"nothing to train (no file is rewritten)")
 
     def _apply_schedule(self):
         """The learning-rate schedule of the current settings, as if the run had
@@ -441,8 +482,13 @@ class Trainer:
             return
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
-        if not rows or not rows[0] or rows[0][0] != "step":
+        if not rows:
             return
+        if rows[0] != LOG_COLUMNS:  # rows under another header would be misread
+            raise ValueError(f"{path}: its header is {','.join(rows[0])!r}, not packnet's "
+                             f"{','.join(LOG_COLUMNS)!r} (edited, or written by another program "
+                             f"or version): move the file aside (the run then starts a new "
+                             f"log.csv) or restore its first line; nothing was changed")
         keep = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= self.step]
         if len(keep) == len(rows) - 1:
             return

@@ -6,6 +6,7 @@ Every case runs the command in-process (packnet.cli.main) at tiny sizes
 (32x32, batch 1, a step or three). A guard turns a hang into a failure.
 """
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -607,3 +608,283 @@ def test_the_installed_command_exits_2_with_one_line(tmp_path):
                        timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "ckpt_every" in p.stderr, p.stderr
+
+
+# ============================================ issue 24: reliability, round two
+# ------------------------------------------- 13. nested settings, 3. KITTI splits
+BAD_NESTED = [
+    (["--set", "data_kwargs={fps: 0}"], ["data_kwargs fps = 0", "> 0"]),
+    (["--set", "data_kwargs={fps: fast}"], ["data_kwargs fps = 'fast'", "number"]),
+    (["--set", "data_kwargs={fps: .nan}"], ["data_kwargs fps = nan", "finite"]),
+    (["--set", "data_kwargs={context: [a, b]}"], ["data_kwargs context", "non-zero integer"]),
+    (["--set", "model_kwargs={init_depth: ten}"], ["model_kwargs init_depth = 'ten'"]),
+    (["--set", "model_kwargs={dropout: half}"], ["model_kwargs dropout = 'half'"]),
+    (["--data", "folder", "--data-root", ".", "--set", "data_kwargs={context: [0, 1]}"],
+     ["data_kwargs context = [0, 1]", "non-zero"]),
+    (["--data", "kitti", "--data-root", ".", "--set", "data_kwargs={split_files: [a, b]}"],
+     ["data_kwargs split_files = ['a', 'b']", "mapping"]),
+]
+
+
+@pytest.mark.parametrize("flags,fragments", BAD_NESTED, ids=[" ".join(f) for f, _ in BAD_NESTED])
+def test_bad_nested_settings_are_refused_before_any_work(flags, fragments, tmp_path, capsys):
+    code, out, err = run(capsys, "train", "--out-dir", tmp_path / "runs", "--steps", "1",
+                         "--no-eval", "--set", "progress=false", *flags)
+    assert code == 2 and err.startswith("packnet train: error:") and err.count("\n") == 1
+    for frag in fragments:
+        assert frag in err, (frag, err)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_kitti_split_files_without_a_test_entry_are_refused_at_start(tmp_path, capsys):
+    (tmp_path / "train.txt").write_text("")
+    code, _, err = run(capsys, "train", "--out-dir", tmp_path / "runs", "--steps", "1",
+                       "--data", "kitti",
+                       "--data-root", tmp_path,
+                       "--set", f"data_kwargs={{split_files: {{train: {tmp_path / 'train.txt'}}}}}")
+    assert code == 2
+    assert "split_files" in err and "no test entry" in err and "--no-eval" in err
+    assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------- 4. eval options the data set does not take
+def test_eval_refuses_options_the_data_set_does_not_take(trained, tmp_path, capsys):
+    ckpt = trained / "checkpoint.pt"
+    for flag, value in (("--data-root", tmp_path), ("--split-file", tmp_path / "s.txt")):
+        code, out, err = run(capsys, "eval", "--checkpoint", ckpt, "--device", "cpu", flag, value)
+        assert code == 2 and err.count("\n") == 1, err
+        assert flag in err and "synthetic data is built in" in err, err
+    root = make_frames(tmp_path / "video", 4)
+    code, out, err = run(capsys, "eval", "--checkpoint", ckpt, "--device", "cpu", "--data",
+                         "folder", "--data-root", root, "--split-file", tmp_path / "s.txt")
+    assert code == 2 and "--split-file" in err and "folder data" in err
+    for data in (["--data", "folder", "--data-root", root], []):
+        code, out, err = run(capsys, "eval", "--checkpoint", ckpt, "--device", "cpu", *data,
+                             "--split", "bogus")
+        assert code == 2 and "--split 'bogus'" in err and "train, val, test" in err, err
+
+
+def test_eval_json_to_an_unwritable_path_fails_before_the_evaluation(trained, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    for path, why in ((tmp_path / "file" / "m.json", "is not a directory"),
+                      (tmp_path / "nowhere" / "m.json", "does not exist"),
+                      (tmp_path, "is a directory")):
+        code, out, err = run(capsys, "eval", "--checkpoint", trained / "checkpoint.pt",
+                             "--device", "cpu", "--json", path)
+        assert code == 2 and "--json" in err and why in err, err
+        assert "abs_rel" not in out     # refused before evaluating
+
+
+# ------------------------------------------------------ low: config files
+def test_config_that_is_a_directory_is_named_as_one(tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--out-dir", tmp_path / "runs", *TINY, "--steps", "1",
+                       "--no-eval", "--config", tmp_path)
+    assert code == 2 and "is a directory" in err and "not found" not in err
+
+
+def test_duplicate_yaml_keys_are_refused_naming_key_and_line(tmp_path, capsys):
+    (tmp_path / "run.yaml").write_text("lr: 1e-3\nsteps: 5\nlr: 2e-4\n")
+    code, _, err = run(capsys, "train", "--out-dir", tmp_path / "runs", *TINY, "--no-eval",
+                       "--config", tmp_path / "run.yaml")
+    assert code == 2 and "run.yaml" in err
+    assert "duplicate key 'lr' on line 3 (first on line 1)" in err, err
+    code, _, err = run(capsys, "train", "--out-dir", tmp_path / "runs", *TINY, "--steps", "1",
+                       "--no-eval", "--set", "data_kwargs={fps: 5, fps: 6}")
+    assert code == 2 and "duplicate key 'fps'" in err, err
+    # YAML merge keys may still be overridden
+    import yaml
+
+    from packnet.config import yaml_loader
+    doc = yaml.load("a: &b {x: 1, y: 2}\nc:\n  <<: *b\n  x: 3\n", Loader=yaml_loader())
+    assert doc["c"] == {"x": 3, "y": 2}
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------- 12. strict JSON when a metric is NaN
+def _strict(path):
+    """json.loads that refuses NaN / Infinity, as strict parsers (JavaScript, jq) do."""
+    def refuse(token):
+        raise ValueError(f"{path}: bare {token} is not JSON")
+    return json.loads(open(path).read(), parse_constant=refuse)
+
+
+def test_summary_and_eval_json_are_strict_json_when_a_metric_is_nan(tmp_path, capsys):
+    """Depth files of zeros (no ground truth anywhere): every depth metric is NaN.
+    (64x64: at 32x32 the test strip fails, item 2, fixed separately.)"""
+    root = make_frames(tmp_path / "video", 4, size=(64, 64))
+    (root / "depth").mkdir()
+    for i in range(4):
+        np.save(root / "depth" / f"f{i:03d}.npy", np.zeros((64, 64), np.float32))
+    code, out, err = run(capsys, "train", *SMALL, "--size", "64", "64", "--data", "folder",
+                         "--data-root", root, "--out-dir", tmp_path / "runs", "--name", "n",
+                         "--steps", "1")
+    assert code == 0, err
+    summary = _strict(tmp_path / "runs" / "n" / "summary.json")
+    assert summary["eval"]["metric"]["abs_rel"] is None and summary["eval"]["n"] == 0
+    assert summary["non_finite"]["eval.metric.abs_rel"] == "nan"
+    assert "no evaluated image had a valid ground-truth pixel" in summary["note"]
+    assert "eval.metric.abs_rel" in out and "written as null" in out
+    m = tmp_path / "m.json"
+    code, out, err = run(capsys, "eval", "--checkpoint", tmp_path / "runs" / "n" / "checkpoint.pt",
+                         "--device", "cpu", "--json", m)
+    assert code == 0, err
+    got = _strict(m)
+    assert got["eval"]["median_scaled"]["rmse"] is None and got["eval"]["scale"] is None
+    assert "eval.median_scaled.rmse" in got["non_finite"] and "note" in got
+
+
+# ------------------------------------------------------- 8. PACKOPS_BACKEND
+def _packnet(env_extra, *argv, timeout=240):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), **env_extra)
+    return subprocess.run([sys.executable, "-m", "packnet", *map(str, argv)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_train_runs_on_the_backend_packops_backend_names(tmp_path):
+    """PACKOPS_BACKEND picks the backend of a fused run (the summary names the one
+    that ran); --ops reference wins over it; an unknown name is refused at start."""
+    runs = tmp_path / "runs"
+    p = _packnet({"PACKOPS_BACKEND": "bogus"}, "train", *TINY, "--out-dir", runs, "--steps", "1",
+                 "--no-eval")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "PACKOPS_BACKEND='bogus'" in p.stderr and "not a packops backend" in p.stderr
+    assert not runs.exists()
+    for name, env, flags, want in (("env", "reference", [], "reference"),
+                                   ("ops", "cpu", ["--ops", "reference"], "reference")):
+        p = _packnet({"PACKOPS_BACKEND": env}, "train", *TINY, "--out-dir", runs, "--name", name,
+                     "--steps", "1", "--no-eval", *flags)
+        assert p.returncode == 0, p.stderr
+        prov = json.load(open(runs / name / "summary.json"))["provenance"]
+        assert prov["backend"] == want and prov["backend_requested"] == want, (name, prov)
+    if not torch.cuda.is_available():   # a backend that cannot run here: refused, saying why
+        p = _packnet({"PACKOPS_BACKEND": "cuda"}, "train", *TINY, "--out-dir", runs,
+                     "--name", "c", "--steps", "1", "--no-eval")
+        assert p.returncode == 2 and "PACKOPS_BACKEND='cuda'" in p.stderr, p.stderr
+        assert "not available here" in p.stderr or "runs on" in p.stderr
+
+
+def test_trainer_uses_the_requested_backend(tmp_path):
+    """The backend in effect inside the training loop is the requested one."""
+    import packops
+    from packnet.config import TrainConfig
+    from packnet.train import Trainer
+    seen = []
+    cfg = TrainConfig(out_dir=str(tmp_path), name="b", size=(32, 32), batch_size=1, steps=1,
+                      num_scales=1, progress=False, preview_every=0,
+                      data_kwargs={"num_sequences": 1, "frames_per_sequence": 4})
+    old = packops.get_backend()
+    packops.set_backend("reference")
+    try:
+        tr = Trainer(cfg, log=lambda m: None)
+        step = tr.train_step
+        tr.train_step = lambda batch: (seen.append(packops.get_backend()), step(batch))[1]
+        tr.fit()
+    finally:
+        packops.set_backend(old)
+    assert tr.backend == "reference" and seen == ["reference"]
+
+
+# ------------------------------------------------------- 6. one writer per run
+def _start_training(runs, name, steps):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.Popen([sys.executable, "-m", "packnet", "train", *TINY, "--out-dir",
+                             str(runs), "--name", name, "--steps", str(steps), "--no-eval",
+                             "--set", "ckpt_every=2"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_a_run_being_trained_is_locked_and_a_killed_holder_is_taken_over(tmp_path, capsys):
+    """A second writer (a new run of the same name, --resume, --overwrite) is
+    refused naming the run and the pid while another process trains it; after
+    a SIGKILL the lock left behind is recognised as stale and taken over."""
+    import time
+    runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "k"
+    p = _start_training(runs, "k", 1000)
+    try:
+        deadline = time.time() + 100
+        while not ((run_dir / "log.csv").exists() and log_steps(run_dir)):
+            if time.time() > deadline or p.poll() is not None:
+                pytest.fail(f"the training subprocess logged no step in time: {p.stderr.read()}")
+            time.sleep(0.05)
+        assert (run_dir / "train.lock").read_text().strip() == str(p.pid)
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            code, _, err = run(capsys, "train", *TINY, "--out-dir", runs, "--name", "k",
+                               "--steps", "3", "--no-eval", *extra)
+            assert code == 2 and err.count("\n") == 1, (extra, err)
+            assert "run 'k'" in err and "in use" in err and f"process {p.pid}" in err, err
+        assert p.poll() is None and log_steps(run_dir)[0] == 1   # still training, log kept
+    finally:
+        p.kill()
+        p.wait()
+    assert (run_dir / "train.lock").read_text().strip() == str(p.pid)   # left by the kill
+    at_kill = log_steps(run_dir)[-1]
+    code, out, err = run(capsys, "train", *TINY, "--out-dir", runs, "--name", "k", "--resume",
+                         "--no-eval", "--steps", str(at_kill + 1), "--set", "ckpt_every=2")
+    assert code == 0, err
+    assert f"process {p.pid} no longer holds this run" in out and "taken over" in out
+    assert log_steps(run_dir) == list(range(1, at_kill + 2))
+    assert not (run_dir / "train.lock").exists()     # released at the end
+
+
+def test_the_same_run_started_twice_at_once_is_written_by_one(tmp_path):
+    runs = tmp_path / "runs"
+    procs = [_start_training(runs, "twice", 2) for _ in range(2)]
+    results = [(p.wait(timeout=240), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    err = next(e for code, e in results if code == 2)
+    assert "'twice'" in err and ("in use" in err or "already exists" in err), err
+    assert log_steps(runs / "twice") == [1, 2]
+
+
+# ------------------------------------------------ 7. a resume with nothing to do
+def _snapshot(run_dir):
+    """Every file of a run with its bytes and modification time."""
+    out = {}
+    for dirpath, _, files in os.walk(run_dir):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, run_dir)] = (open(p, "rb").read(), os.stat(p).st_mtime_ns)
+    return out
+
+
+def test_resume_with_nothing_to_do_says_so_and_changes_nothing(run_copy, capsys):
+    out, run_dir = run_copy
+    first = json.load(open(run_dir / "summary.json"))
+    before = _snapshot(run_dir)
+    for extra in (["--no-eval"], [], ["--steps", "1", "--no-eval"]):
+        code, text, err = run(capsys, "train", "--out-dir", out, "--name", "r", "--resume", *extra)
+        assert code == 0, err
+        assert "is at step 1 of 1: nothing to train" in text and "nothing was changed" in text
+        assert "trained" not in text
+        assert _snapshot(run_dir) == before, extra
+    # one more step, then --steps below it: refused, nothing changed
+    code, text, err = run(capsys, "train", "--out-dir", out, "--name", "r", "--resume",
+                          "--no-eval", "--steps", "2")
+    assert code == 0, err
+    ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    summary = json.load(open(run_dir / "summary.json"))
+    # the run's training time, over both processes
+    assert ck["train_seconds"] >= first["train_seconds"] - 0.05
+    assert summary["train_seconds"] == pytest.approx(ck["train_seconds"], abs=0.06)
+    before = _snapshot(run_dir)
+    code, text, err = run(capsys, "train", "--out-dir", out, "--name", "r", "--resume",
+                          "--no-eval", "--steps", "1")
+    assert code == 2 and "--steps 1" in err and "already at step 2" in err, err
+    assert _snapshot(run_dir) == before
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["config"]["steps"] == 2
+
+
+def test_resume_refuses_a_log_with_a_foreign_header(run_copy, capsys):
+    out, run_dir = run_copy
+    text = (run_dir / "log.csv").read_text().splitlines()
+    (run_dir / "log.csv").write_text("\n".join(["step,loss,notes"] + text[1:]) + "\n")
+    before = _snapshot(run_dir)
+    code, _, err = run(capsys, "train", "--out-dir", out, "--name", "r", "--resume", "--no-eval",
+                       "--steps", "2")
+    assert code == 2 and "log.csv" in err and "'step,loss,notes'" in err, err
+    assert "move the file aside" in err
+    assert _snapshot(run_dir) == before

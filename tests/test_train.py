@@ -297,3 +297,92 @@ def test_compile_runs_the_same_step(tmp_path):
     assert abs(float(out["loss"]) - float(ref_out["loss"])) < 1e-5
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6 + 1e-3 * float(b.abs().max()))
+
+
+# ------------------------------------- issue 24: nested settings, by table
+NESTED = [
+    (dict(data_kwargs={"fps": 0}), ["data_kwargs fps = 0", "> 0"]),
+    (dict(data_kwargs={"fps": "fast"}), ["data_kwargs fps = 'fast'", "finite number"]),
+    (dict(data_kwargs={"fps": float("nan")}), ["data_kwargs fps = nan", "finite number"]),
+    (dict(data_kwargs={"context": ["a", "b"]}), ["data_kwargs context = ['a', 'b']", "non-zero"]),
+    (dict(data_kwargs={"num_sequences": 0}), ["data_kwargs num_sequences = 0", ">= 1"]),
+    (dict(data_kwargs={"seed": -1}), ["data_kwargs seed = -1", ">= 0"]),
+    (dict(model_kwargs={"init_depth": "ten"}), ["model_kwargs init_depth = 'ten'", "> 0.5"]),
+    (dict(model_kwargs={"init_depth": 0.2}), ["model_kwargs init_depth = 0.2", "> 0.5"]),
+    (dict(model_kwargs={"dropout": "half"}), ["model_kwargs dropout = 'half'", "<= 1"]),
+    (dict(model_kwargs={"version": "2A"}), ["model_kwargs version = '2A'", "'1A', '1B'"]),
+    (dict(pose_kwargs={"translation_scale": 0}), ["pose_kwargs translation_scale = 0", "> 0"]),
+    (dict(data="folder", data_kwargs={"root": "x", "context": [0, 1]}),
+     ["data_kwargs context = [0, 1]", "folder data", "non-zero"]),
+    (dict(data="folder", data_kwargs={"root": "x", "skip_bad": "sometimes"}),
+     ["data_kwargs skip_bad = 'sometimes'", "true or false"]),
+    (dict(data="kitti", data_kwargs={"root": "x", "split_files": ["a.txt", "b.txt"]}),
+     ["data_kwargs split_files = ['a.txt', 'b.txt']", "mapping of split name"]),
+    (dict(data="kitti", data_kwargs={"root": "x", "split_files": {"training": "a.txt"}}),
+     ["data_kwargs split_files", "'training'", "train, val, test"]),
+    (dict(data="kitti", data_kwargs={"root": "x", "split_files": {"test": __file__}}),
+     ["split_files", "needs a train entry"]),
+    (dict(data="kitti", data_kwargs={"root": "x", "split_files": {"train": __file__,
+                                                                   "test": "nope.txt"}}),
+     ["data_kwargs split_files test = 'nope.txt'", "not found"]),
+    (dict(data="kitti", data_kwargs={"root": "x", "split_file": __file__,
+                                     "split_files": {"train": __file__}}), ["not both"]),
+]
+
+
+@pytest.mark.parametrize("kw,frags", NESTED, ids=[str(kw) for kw, _ in NESTED])
+def test_nested_kwargs_are_checked_against_each_class_table(kw, frags):
+    """Values that used to pass the check and end in a traceback (ZeroDivisionError
+    for fps 0, TypeError for init_depth 'ten', a KeyError after training for
+    split_files without the split) are refused naming the key."""
+    with pytest.raises(ValueError) as e:
+        TrainConfig(**kw).validate()
+    assert all(f in str(e.value) for f in frags), str(e.value)
+
+
+def test_nested_kwargs_are_converted_like_settings():
+    cfg = TrainConfig(data_kwargs={"fps": "12", "context": (-2, 1), "num_sequences": 2.0},
+                      model_kwargs={"init_depth": "1e1", "dropout": None}).validate()
+    assert cfg.data_kwargs == {"fps": 12.0, "context": [-2, 1], "num_sequences": 2}
+    assert cfg.model_kwargs == {"init_depth": 10.0, "dropout": None}
+
+
+def test_every_data_set_and_model_argument_has_a_table_entry():
+    """packnet/specs.py lists exactly what each class takes from a config, and
+    each class's defaults pass its own table."""
+    import inspect
+
+    from packnet import config, data, models, specs
+
+    def params(cls, drop):
+        return {p.name: p for p in inspect.signature(cls).parameters.values()
+                if p.name not in drop and p.kind is not p.VAR_KEYWORD}
+
+    pairs = [(specs.SYNTHETIC, data.SyntheticDriving, {"split", "size", "transform"}),
+             (specs.KITTI, data.KITTIRaw, {"size", "transform"}),
+             (specs.FOLDER, data.FolderDataset, {"size", "transform"}),
+             (specs.POSE_KWARGS, models.PoseNet, {"nb_ref_imgs"})]
+    pairs += [(specs.MODEL_KWARGS[m], getattr(models, m), set()) for m in config.DEPTH_MODELS]
+    assert set(specs.MODEL_KWARGS) == set(config.DEPTH_MODELS)
+    assert set(specs.DATA_KWARGS) == set(config.DATASETS)
+    for table, cls, drop in pairs:
+        ps = params(cls, drop)
+        extra = {"split_files"} if cls is data.KITTIRaw else set()
+        assert set(table) == set(ps) | extra, cls.__name__
+        for name, p in ps.items():
+            if p.default is not p.empty:
+                table[name].convert(p.default)   # raises if a default is out of its range
+
+
+def test_fit_with_nothing_to_train_touches_no_file(tmp_path):
+    """Trainer API: a resume at its last step rewrites nothing; steps below the
+    run's step is refused (the checkpoint would record the smaller value)."""
+    Trainer(_cfg(tmp_path, steps=2), dataset=_Pairs(), log=lambda m: None).fit()
+    run_dir = tmp_path / "t"
+    stamps = {f: os.stat(run_dir / f).st_mtime_ns for f in ("checkpoint.pt", "log.csv")}
+    tr = Trainer(_cfg(tmp_path, steps=2), dataset=_Pairs(), log=lambda m: None).fit(resume=True)
+    assert tr.step == 2
+    assert {f: os.stat(run_dir / f).st_mtime_ns for f in stamps} == stamps
+    with pytest.raises(ValueError, match="at step 2 and does not go back"):
+        Trainer(_cfg(tmp_path, steps=1), dataset=_Pairs(), log=lambda m: None).fit(resume=True)
+    assert load_checkpoint(run_dir / "checkpoint.pt")["config"]["steps"] == 2

@@ -101,6 +101,9 @@ class KITTIRaw(SkipBadMixin, torch.utils.data.Dataset):
                  skip_bad=False, transform=None):
         self.root, self.size, self.depth_gt = str(root), size, bool(depth_gt)
         self.context = tuple(int(c) for c in context)
+        if not self.context or 0 in self.context:
+            raise ValueError(f"KITTIRaw: context must be non-zero frame offsets (0 is the target "
+                             f"itself), got {self.context}")
         self.transform = transform
         self._init_skip(skip_bad)
         if not os.path.isfile(split_file) and os.path.isfile(os.path.join(self.root, split_file)):

@@ -68,6 +68,8 @@ class SyntheticDriving(torch.utils.data.Dataset):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
         self.split, self.seed, self.fps = split, int(seed), float(fps)
+        if not 0 < self.fps < float("inf"):
+            raise ValueError(f"fps must be a finite number > 0, got {fps!r}")
         self.H, self.W = resolve_size(size)
         self.num_sequences = DEFAULT_SEQUENCES[split] if num_sequences is None else int(num_sequences)
         self.frames_per_sequence = int(frames_per_sequence)
