@@ -301,13 +301,13 @@ class Trainer:
         contents when already loaded).
         """
         try:
-            return self._fit(resume, stop_after, overwrite, trust, state)
+            return self._fit(resume, stop_after, overwrite, trust, state, init_state)
         finally:
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
 
-    def _fit(self, resume, stop_after, overwrite, trust, state):
+    def _fit(self, resume, stop_after, overwrite, trust, state, init_state):
         cfg = self.cfg
         if cfg.init and not (resume and os.path.isfile(self.ckpt_path)):
             # first: a file that does not fit leaves the run directory as it is
@@ -320,7 +320,9 @@ class Trainer:
         elif resume:
             self.log(f"resume: no checkpoint in {self.run_dir}; starting at step 0")
         target = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
-        if self.step >= target:  # nothing to train: no file is touched
+        if self.step >= target:  # nothing to train: a run's files are not touched
+            if not os.path.isfile(self.ckpt_path):
+                self.save()  # a new run's starting point (an init file's weights)
             return self
         per_epoch = max(1, len(self.dataset) // self.world // cfg.batch_size)
         bar = _progress(target, self.step, cfg.progress and self.rank == 0)
