@@ -41,8 +41,11 @@ def _inverse(K):
 
 
 def _geometry_dtype(dtype):
-    """The dtype the geometry runs in: float64 for float64, else float32 (so
-    fp16/bf16 images work, and K^-1 is never taken in low precision)."""
+    """The dtype the geometry runs in, from the image's dtype on every backend
+    (the dtype resolve() keys on): float64 for float64 images, else float32
+    (so fp16/bf16 images work, and K^-1 is never taken in low precision).
+    Depth, K and T of another dtype are converted to it; their gradients come
+    back in their own dtypes."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -50,12 +53,12 @@ def reproject_reference(image, depth, K, T, K_src=None, return_mask=False, paddi
     """image: [B,C,Hs,Ws]; depth: [B,1,H,W]; K, K_src: [B|1,3,3]; T: [B|1,4,4|3,4].
 
     PackNet-SfM's reconstruct -> project -> grid_sample(padding_mode, align_corners=True),
-    with the geometry in float32 (float64 for float64 depth).
+    with the geometry in float32 (float64 for a float64 image: _geometry_dtype).
     """
     B, _, H, W = depth.shape
     Hs, Ws = image.shape[-2:]
     K_src = K if K_src is None else K_src
-    dt = _geometry_dtype(depth.dtype)
+    dt = _geometry_dtype(image.dtype)
     ys, xs = torch.meshgrid(torch.arange(H, dtype=dt, device=depth.device),
                             torch.arange(W, dtype=dt, device=depth.device), indexing="ij")
     q = torch.stack([xs, ys, torch.ones_like(xs)]).view(1, 3, H * W)

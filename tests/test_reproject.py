@@ -488,3 +488,25 @@ def test_compiled_op_checks_its_arguments():
     with pytest.raises(RuntimeError, match=r"grad must have shape \[2, 3, 5, 6\]"):
         torch.ops.packops.reproject_bwd(img, img, dep, K, T, None, False, True, True, True, True,
                                         False)
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
+@pytest.mark.parametrize("image_dtype,geometry_dtype", [(torch.float64, torch.float32),
+                                                        (torch.float32, torch.float64)])
+def test_the_image_dtype_decides_the_geometry_dtype(backend, device, image_dtype,
+                                                    geometry_dtype):
+    """A float64 image with float32 depth and cameras (and the other way
+    round): the geometry runs in the image's precision on every backend,
+    the reference included, and each gradient keeps its input's dtype."""
+    if image_dtype not in packops._dispatch.DTYPES[backend]:
+        pytest.skip(f"{backend} does not serve {image_dtype}")
+    case = _case(1, 2, 6, 7, seed=11)
+    args = _to(case, device, image_dtype, geometry_dtype, requires_grad=True)[:4]
+    out = _run(backend, *args)
+    want = reproject_reference(*[a.detach().to(image_dtype) for a in args])
+    assert out.dtype == image_dtype
+    # the same geometry as inputs converted to the image's dtype up front
+    tol = 1e-10 if image_dtype == torch.float64 else 2e-4
+    assert_close(out, want, tol, f"{backend} mixed dtypes")
+    grads = torch.autograd.grad(out.sum(), args)
+    assert [g.dtype for g in grads] == [a.dtype for a in args]
