@@ -42,6 +42,7 @@ SUITES = {
     "pack-routes": {"base": ("reference",), "columns": [
         ("peak_mem_mb", "peak MB", ".0f"), ("held_mb", "held MB", ".0f"),
         ("rel_err", "rel err (float64)", ".1e")]},
+    "overhead": {"base": ("native",), "inverse": True, "columns": []},
     "monodepth2": {"base": ("monodepth2", "grid_sample"), "columns": [
         ("peak_mem_mb", "peak MB", ".0f")]},
     "train-step": {"base": ("reference",), "table": "breakdown_pct", "columns": [
@@ -52,6 +53,7 @@ SUITES = {
     "data": {"columns": [("frames_per_s", "frames/s", ".2f"), ("peak_mem_mb", "peak MB", ".1f")]},
 }
 _LEGEND = {
+    "overhead": "x native: this median / the native baseline's median (lower is better).",
     "train-step": "launches, syncs: per step, host calls that launch a kernel or graph and that "
                   "wait for the device; GPU busy: the union of kernel and copy time over the "
                   "step's wall time; TFLOP/s: the preset's model FLOPs "

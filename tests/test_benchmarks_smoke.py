@@ -2,7 +2,7 @@
 collects every case and runs nothing by accident, tiny cases run through
 pytest-benchmark and write the results schema, the training step's case
 profiles the trainer's own phases and its breakdown adds up, the pack routes
-compute pack_conv, compare runs both sides, and the
+compute pack_conv, the overhead cases run, compare runs both sides, and the
 sanitizer runner finds every driver."""
 import json
 import os
@@ -47,7 +47,7 @@ def test_every_case_collects_and_nothing_runs_by_accident():
     ids = {f"{c.suite}/{c.id}" for c in cases.all_cases("cpu")}
     for case in ("ops/ssim-4x3x192x640-float32-fwd+bwd-cpu", "copy/copy-64MB-torch",
                  "pack-routes/pack1-1x64x192x640-float32-fwd+bwd-folded",
-                 "data/render-192x640-1-thread",
+                 "overhead/group_norm_elu-1x16x4x4-fwd+bwd-native", "data/render-192x640-1-thread",
                  "train-step/packnet01-fused+compile", "train-step/main-fused+graph",
                  "monodepth2/warp_loss-12x3x192x640-fwd-packops"):
         assert case in ids, case
@@ -143,6 +143,21 @@ def test_pack_routes_compute_pack_conv():
         seen.add(case.provider)
     assert seen == {"reference"} | set(packops.pack.ROUTES)
     assert packops.pack.ROUTE == "auto"  # restored
+
+
+def test_overhead_cases_run():
+    found = _quick("overhead")
+    assert {c.params["op"] for c in found} == {
+        "photometric_loss", "ssim", "group_norm_elu", "reproject", "pack3d", "unpack3d",
+        "pack_conv"}
+    for case in found:
+        try:
+            run = case.setup(torch.device("cpu"))
+        except cases.Skip:
+            assert case.provider != "native"
+            continue
+        with run.context():
+            run.fn()
 
 
 def test_compare_runs_both_sides(capsys):

@@ -3,7 +3,7 @@
 # the order given, each logging under $OUT and cut off so that the whole call
 # ends within BUDGET_S seconds (default 540) with its logs:
 #
-#   bash tools/gpu_session.sh build check routes train graph bench OPS...
+#   bash tools/gpu_session.sh build check routes train overhead graph bench OPS...
 #
 #   build    python setup.py build_ext --inplace (TORCH_CUDA_ARCH_LIST=9.0)
 #   check    the tests that touch CUDA (pytest -n 8 -k cuda; TEST_ARGS
@@ -14,6 +14,8 @@
 #            then pack1 and pack3 again with --bench-cudnn-benchmark (unless ROUTES_CB=0)
 #   train    the train-step suite, PackNet01, reference and fused, float32 and
 #            bf16 autocast (TRAIN_K overrides the -k expression)
+#   overhead the op-overhead suite: every op's call at tiny sizes against its
+#            native baseline
 #   graph    the CUDA-graph training step (provider fused+graph) beside fused,
 #            PackNet01 float32 and bf16 (skipped until TrainConfig has cuda_graph)
 #   bench    the op suites (copy, ops, pack, pack-layer) for the ops named on
@@ -104,6 +106,12 @@ stage_train() {
   bench "$1" train.log -k "${TRAIN_K:-train-step/packnet01 and (reference] or fused])}"; rc=$?
   summary+=("train-step rc=$rc ($(elapsed)s)")
   grep -E "^\| packnet01" "$OUT/$slug/train-step.md" 2>/dev/null | cut -c1-160
+}
+
+stage_overhead() {
+  bench "$1" overhead.log -k "overhead/"; rc=$?
+  summary+=("overhead rc=$rc ($(elapsed)s)")
+  grep -E "^\| " "$OUT/$slug/overhead.md" 2>/dev/null | cut -d'|' -f2,4,6,8,10
 }
 
 # placeholder for the CUDA-graph step: its GPU check is filled in with the graph work
