@@ -62,7 +62,7 @@ def pytest_generate_tests(metafunc):
 
 def pytest_collection_modifyitems(config, items):
     if config.getoption("benchmark_only", False) or os.environ.get("PACKOPS_BENCH") == "1":
-        if _quick(config):  # a smoke test: one short round per case, whatever the options say
+        if _quick(config):  # a smoke test: 0.01 s a case, whatever the options say
             for item in items:
                 item.add_marker(pytest.mark.benchmark(min_rounds=1, max_time=0.01, warmup=False))
         return

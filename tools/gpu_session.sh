@@ -111,7 +111,7 @@ stage_train() {
 stage_overhead() {
   bench "$1" overhead.log -k "overhead/"; rc=$?
   summary+=("overhead rc=$rc ($(elapsed)s)")
-  grep -E "^\| " "$OUT/$slug/overhead.md" 2>/dev/null | cut -d'|' -f2,4,6,8,10
+  grep -E "^\| " "$OUT/$slug/overhead.md" 2>/dev/null | cut -d'|' -f2,4,6,7,9
 }
 
 # placeholder for the CUDA-graph step: its GPU check is filled in with the graph work
