@@ -1,3 +1,4 @@
-"""Benchmarks of packops ops, the training step and the data renderer: one case
-list (cases.py) run by `python -m benchmarks.report`, `python -m benchmarks.train_step`
-and `pytest benchmarks/ --benchmark-only` (see README.md here)."""
+"""Benchmarks of packops' ops, their call overhead, the training step and the
+data renderer: one case list (cases.py, from bench_*.py) run by one runner,
+`pytest benchmarks/ --benchmark-only`, results in one schema (results.py);
+see README.md here."""

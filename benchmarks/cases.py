@@ -1,121 +1,210 @@
-"""The one list of benchmark cases, read by `python -m benchmarks.report`,
-`python -m benchmarks.train_step` and `pytest benchmarks/ --benchmark-only`.
+"""The one case list, read by the one runner (`pytest benchmarks/ --benchmark-only`).
 
-Where the cases come from: every `benchmarks/bench_<name>.py` (found by glob)
-and `benchmarks/train_step.py`. Each defines `OPS` (names `--ops` / `-k` can
-select) and `cases(device, quick=False, ops=OPS)`, returning
+A `Case` is one provider of one thing at one setting. Every
+`benchmarks/bench_<name>.py` (found by glob) defines
+`cases(device, quick) -> [Case]`; the runner (conftest.py, test_bench.py)
+parametrizes its one test function by them, with ids `<suite>/<group>-<provider>`
+(e.g. `ops/ssim-4x3x192x640-float32-fwd+bwd-cpu`).
 
-- `harness.Case` objects (one op at one shape, dtype and mode), which become
-  one `OpItem` per provider (`harness.PROVIDERS`), or
-- items of their own (the training step, the renderer): objects with the
-  attributes and methods of `Item` below.
+- `suite`: the results file, `results/<device>/<suite>.json`;
+- `group`: the case without its provider: providers are compared within it;
+- `params`: the descriptive columns (op, shape, dtype, mode, ...);
+- `setup(device) -> Run`, or raise `Skip` (the reason is reported).
 
-An item is one timed thing: `suite` (its results file,
-`benchmarks/results/<device>/<suite>.md`), `op`, `provider`, `id` (unique in
-its suite; the pytest parameter id), `group` (the id without the provider:
-pytest-benchmark groups by it, the report computes speedups within it),
-`params()` (the row's descriptive columns) and `prepare(device, copy_gbps)`,
-which builds it, calls it once and returns a `harness.Run`, or raises
-`harness.Skip`.
+The runner calls `run.fn` once (timed apart: `first_call_s`, compilation
+under the compile providers), `run.warmup` more times, then lets
+pytest-benchmark time it with the device synchronised inside the timed
+function, and finally asks `run.metrics(median_s, first_result)` for the
+extra columns (peak memory, GB/s, max error, ...).
 """
+import contextlib
+import dataclasses
+import functools
 import importlib
 import os
 import pkgutil
 
 import torch
 
-from . import harness
+import packops
 
-SUITES = ("ops", "pack", "pack-layer", "train-step", "data", "monodepth2")
+from . import measure
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
+MODES = ("fwd", "bwd", "fwd+bwd")
+# settings the runner's command line gives the cases (conftest.py sets them)
+OPTIONS = {"profile_steps": 2}  # training steps under the profiler (--bench-profile-steps)
+PROVIDERS = ("reference", "compile", "cpu", "triton", "cuda")
 
 
-class Item:
-    """What every item provides (documentation; items need not subclass it)."""
-    suite = op = provider = id = group = None
-
-    def params(self):
-        raise NotImplementedError
-
-    def prepare(self, device, copy_gbps=None):
-        raise NotImplementedError
+class Skip(Exception):
+    """A case that cannot run here; the message says why."""
 
 
-def modules():
-    """{"photometric": module, ..., "train_step": module}: every source of cases."""
-    mods = {m.name[len("bench_"):]: importlib.import_module(f"{__package__}.{m.name}")
-            for m in pkgutil.iter_modules([_HERE]) if m.name.startswith("bench_")}
-    mods["train_step"] = importlib.import_module(f"{__package__}.train_step")
-    return dict(sorted(mods.items()))
+@dataclasses.dataclass
+class Run:
+    fn: callable                                  # the timed call
+    metrics: callable = None                      # (median_s or None, first result) -> dict
+    context: callable = contextlib.nullcontext    # () -> the context every call runs in
+    device: torch.device = None                   # where fn runs, when not the session's device
+    warmup: int = 2                               # untimed calls after the first
+    close: callable = None                        # frees what setup built
 
 
-# The reference provider's result of the last op case prepared, for max error:
-# the report prepares the reference first in each group; a pytest run selecting
-# one provider (-k) computes it once here.
-_reference = {"key": None, "result": None}
+@dataclasses.dataclass
+class Case:
+    suite: str
+    group: str
+    provider: str
+    params: dict
+    setup: callable  # (device) -> Run
+
+    @property
+    def id(self):
+        return f"{self.group}-{self.provider}"
 
 
-def _reference_result(case, device):
-    key = (case.key, str(device))
-    if _reference["key"] != key:
-        _reference.update(key=None, result=None)  # free the previous one first
-        run = harness.setup_op(case, "reference", device)
-        _reference.update(key=key, result=run.result)
-    return _reference["result"]
-
-
-class OpItem(Item):
-    """One provider of one op case (harness.Case)."""
-
-    def __init__(self, case, provider):
-        self.case, self.provider = case, provider
-        self.suite, self.op = case.suite, case.op
-        self.group = case.key
-        self.id = f"{case.key}-{provider}"
-
-    def params(self):
-        return self.case.params()
-
-    def prepare(self, device, copy_gbps=None):
-        device = torch.device(device)
-        why = harness.skip_reason(self.provider, device)
-        if why is not None:
-            raise harness.Skip(why)
-        expected = None if self.provider == "reference" else _reference_result(self.case, device)
-        run = harness.setup_op(self.case, self.provider, device, expected=expected,
-                               copy_gbps=copy_gbps)
-        if self.provider == "reference":
-            _reference.update(key=(self.case.key, str(device)), result=run.result)
-        return run
-
-
-def items(device, quick=False, suites=None, ops=None, providers=None):
-    """Every item to run on `device`, in order (each group's reference first).
-
-    suites: names from SUITES (None: all); ops: bench file names
-    ("photometric"), op names ("ssim") or training presets ("main") (None:
-    all); providers: keep only these (None: all).
-    """
+def all_cases(device, quick=False):
+    """Every case of every bench_*.py for `device`, in file order."""
     device = torch.device(device)
-    wanted = set(ops or ())
     out = []
-    for name, module in modules().items():
-        if wanted and name not in wanted and not wanted & set(module.OPS):
-            continue
-        sel = module.OPS if not wanted or name in wanted else [o for o in module.OPS if o in wanted]
-        for c in module.cases(device, quick=quick, ops=sel):
-            if isinstance(c, harness.Case):
-                out += [OpItem(c, p) for p in harness.PROVIDERS]
-            else:
-                out.append(c)
-    if suites:
-        out = [i for i in out if i.suite in suites]
-    if providers:
-        out = [i for i in out if i.provider in providers]
+    for m in sorted(pkgutil.iter_modules([_HERE]), key=lambda m: m.name):
+        if m.name.startswith("bench_"):
+            out += importlib.import_module(f"{__package__}.{m.name}").cases(device, quick)
+    ids = [f"{c.suite}/{c.id}" for c in out]
+    dup = {i for i in ids if ids.count(i) > 1}
+    assert not dup, f"benchmark ids must be unique: {sorted(dup)}"
     return out
 
 
-def known_names():
-    """(bench file names, op names) --ops accepts."""
-    mods = modules()
-    return sorted(mods), sorted(o for m in mods.values() for o in m.OPS)
+# ------------------------------------------------------- helpers for op cases
+def shape_str(shape):
+    return "x".join(map(str, shape))
+
+
+def dtype_name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def op_step(fn, inputs, mode, grad_out):
+    """The timed call of an op in a mode, and what it returns:
+
+    fwd      fn(*inputs) under no_grad
+    bwd      the backward alone, of one forward made here (retain_graph)
+    fwd+bwd  forward and torch.autograd.grad (which returns the gradients, so
+             nothing accumulates between calls)
+    """
+    if mode == "fwd":
+        def step():
+            with torch.no_grad():
+                return fn(*inputs)
+        return step
+    wrt = [x for x in inputs if isinstance(x, torch.Tensor) and x.requires_grad]
+    if mode == "bwd":
+        out = fn(*inputs)
+
+        def step():
+            return torch.autograd.grad(out, wrt, grad_out, retain_graph=True)
+        return step
+
+    def step():
+        return torch.autograd.grad(fn(*inputs), wrt, grad_out)
+    return step
+
+
+def with_grad(inputs, mode, grad_inputs=None):
+    """inputs, the ones in grad_inputs (None: all) requiring grad unless mode is fwd."""
+    if mode == "fwd":
+        return tuple(inputs)
+    want = range(len(inputs)) if grad_inputs is None else grad_inputs
+    return tuple(x.detach().requires_grad_(i in want) for i, x in enumerate(inputs))
+
+
+def max_rel_err(a, b):
+    """Largest |a - b| of any returned tensor relative to that tensor's largest
+    |b|: gradients like the pose's sum over a whole image and can be 1e4 in
+    size, so an absolute difference says little across ops."""
+    a = a if isinstance(a, (tuple, list)) else (a,)
+    b = b if isinstance(b, (tuple, list)) else (b,)
+    return max(((x.double() - y.double()).abs().max() / y.double().abs().max().clamp_min(1e-30))
+               .item() for x, y in zip(a, b))
+
+
+# ------------------------------------------------------------- op cases
+def skip_reason(provider, device):
+    """Why an op provider cannot be timed on device here, or None."""
+    if provider == "compile":
+        return None
+    if provider == "triton" and device.type == "cpu":
+        return "Triton on CPU tensors is the interpreter, not a speed provider"
+    info = packops.backends()[provider]
+    if not info.available:
+        return info.reason
+    if device.type not in info.devices:
+        return f"runs on {', '.join(info.devices)} tensors, not {device.type}"
+    return None
+
+
+def op_cases(suite, op, public, reference, make_inputs, shape, dtype, nbytes, grad_inputs=None,
+             modes=MODES):
+    """Every provider (PROVIDERS) x mode of one op at one shape and dtype.
+
+    public: packops.<op>, dispatching on the backend asked for; reference:
+    what the compile provider compiles; make_inputs: () -> the tensors on the
+    device (the same values every call); nbytes: (fwd, bwd), the least bytes
+    any implementation must move, for GB/s; grad_inputs: indices of the
+    inputs that need gradients (None: all).
+    """
+    out = []
+    for mode in modes:
+        group = f"{op}-{shape_str(shape)}-{dtype_name(dtype)}-{mode}"
+        params = {"op": op, "shape": list(shape), "dtype": dtype_name(dtype), "mode": mode}
+        moved = {"fwd": nbytes[0], "bwd": nbytes[1], "fwd+bwd": nbytes[0] + nbytes[1]}[mode]
+        for provider in PROVIDERS:
+            setup = functools.partial(_setup_op, provider, public, reference, make_inputs, mode,
+                                      grad_inputs, moved, group)
+            out.append(Case(suite, group, provider, params, setup))
+    return out
+
+
+# the reference provider's result for the max error column, one group at a
+# time: a full run times the reference first in each group; a run selecting
+# one provider computes it here
+_expected = {"group": None, "result": None}
+
+
+def _reference_result(group, public, inputs, mode, grad_out, first=None):
+    if _expected["group"] != group:
+        _expected.update(group=None, result=None)  # free the previous one first
+        if first is None:
+            with packops.use_backend("reference"):
+                first = op_step(public, inputs, mode, grad_out)()
+        _expected.update(group=group, result=first)
+    return _expected["result"]
+
+
+def _setup_op(provider, public, reference, make_inputs, mode, grad_inputs, moved, group, device):
+    why = skip_reason(provider, device)
+    if why is not None:
+        raise Skip(why)
+    inputs = with_grad(make_inputs(), mode, grad_inputs)
+    with torch.no_grad():
+        grad_out = torch.ones_like(reference(*inputs))  # a real tensor: backward reads all of it
+    fn, backend = public, provider
+    if provider == "compile":
+        # a fresh Dynamo cache per case: shapes x dtypes x grad modes on one code
+        # object would hit the recompile limit
+        torch._dynamo.reset()
+        fn, backend = torch.compile(reference, dynamic=False), "reference"
+    with packops.use_backend(backend):
+        step = op_step(fn, inputs, mode, grad_out)
+
+    def metrics(median_s, first):
+        if provider == "reference":
+            _reference_result(group, public, inputs, mode, grad_out, first)
+        expected = _reference_result(group, public, inputs, mode, grad_out)
+        peak, _ = measure.memory(step, device)
+        gbps = moved / median_s / 1e9 if median_s else None
+        return {"bytes": moved, "gbps": gbps, "peak_mem_mb": peak / 1e6,
+                "max_err": max_rel_err(first, expected)}
+    return Run(fn=step, metrics=metrics, context=lambda: packops.use_backend(backend))

@@ -1,8 +1,12 @@
-"""Compare a benchmark between an earlier commit and this tree, in one run:
+"""Compare benchmarks between an earlier commit and this tree, in one run:
 
-    python -m benchmarks.compare --base HEAD~1 [--rounds 3] [--bench train_step] [-- ARGS...]
-    python -m benchmarks.compare --base main --bench report -- --ops ssim --providers cpu
-    python -m benchmarks.compare --base-tree ../old-checkout -- --preset main --providers fused
+    python -m benchmarks.compare --base HEAD~1 [--rounds 3] [--build] [--keep] [-- PYTEST ARGS]
+    python -m benchmarks.compare --base main -- -k "ops/ssim and cpu]" --bench-device cpu
+    python -m benchmarks.compare --base-tree ../old-checkout -- -k "train-step/main-fused]"
+
+PYTEST ARGS select and configure the cases as for `pytest benchmarks/
+--benchmark-only` (default: -k "train-step/ and (reference] or fused])",
+both presets' training step).
 
 --base REV: a git worktree of REV in a temporary directory, its extension
 built there (`python setup.py build_ext --inplace`, about a minute on 2
@@ -11,19 +15,20 @@ packops/_C*.so is copied instead, unless --build), removed at the end, also
 on Ctrl-C. --base-tree DIR: an existing checkout with its extension built
 (left as it is).
 
-Both sides run THIS tree's benchmark code (benchmarks/) against their own
+Both sides run THIS tree's benchmarks (benchmarks/) against their own
 packops and packnet: the base side imports from an overlay directory of
 symlinks (packops, packnet -> the base tree; benchmarks -> this tree), so the
-same cases are timed the same way. The benchmark (`python -m benchmarks.<bench>
-ARGS --out DIR`) runs in a subprocess per side and round; rounds alternate
-the order (base, new), (new, base), ... so drift (thermal, other load) hits
-both sides alike. Prints one table: per case the median over rounds of each
-side's median, and new/base. Never compare against a remembered number.
+same cases are timed the same way. Each side runs in a subprocess per round;
+rounds alternate the order (base, new), (new, base), ... so drift (thermal,
+other load) hits both sides alike. Prints one table: per case the median over
+rounds of each side's median, and new/base. Never compare against a
+remembered number.
 """
 import argparse
 import glob
 import json
 import os
+import shlex
 import shutil
 import signal
 import statistics
@@ -32,7 +37,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCHES = ("train_step", "report")
+DEFAULT_ARGS = ["-k", "train-step/ and (reference] or fused])"]
 OVERLAY = ("packops", "packnet")  # what the base side imports from the base tree
 
 
@@ -79,25 +84,30 @@ def make_overlay(base_tree, tmp):
     return overlay
 
 
-def run_side(path, bench, args, out, log_path):
-    """python -m benchmarks.<bench> ARGS --out out, importing from path; rows by key."""
+def run_side(path, args, out, log_path):
+    """The runner on the tree at path (importing packops from there): {suite/id: row}, header."""
     env = dict(os.environ, PYTHONPATH=path)
-    env.pop("TRITON_INTERPRET", None)
-    cmd = [sys.executable, "-m", f"benchmarks.{bench}", *args, "--out", out]
+    for var in ("TRITON_INTERPRET", "PACKOPS_BENCH"):
+        env.pop(var, None)
+    # importlib mode: pytest adds no directory of its own to sys.path, so
+    # packops comes from `path` (the overlay), never from the tree the
+    # symlinked benchmarks/ resolves to
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           "--import-mode=importlib", "--rootdir", path, "benchmarks", "--benchmark-only",
+           "--bench-out", out, *args]
     with open(log_path, "w") as f:
         rc = subprocess.run(cmd, cwd=path, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
     if rc != 0:
         with open(log_path) as f:
             tail = f.read()[-3000:]
         raise RuntimeError(f"{' '.join(cmd)} (in {path}) failed with rc {rc}:\n{tail}")
-    rows, data = {}, {}
+    rows, header = {}, {}
     for path_json in sorted(glob.glob(os.path.join(out, "**", "*.json"), recursive=True)):
         with open(path_json) as f:
             data = json.load(f)
-        for r in data.get("rows", []):
-            key = f"{r.get('suite', data.get('suite', '?'))}/{r.get('id')}"
-            rows[key] = r
-    return rows, data.get("header", {})
+        header = data["runs"][-1]
+        rows.update({f"{data['suite']}/{r['id']}": r for r in data["rows"]})
+    return rows, header
 
 
 def compare_table(base_runs, new_runs, base_name, new_name):
@@ -126,7 +136,7 @@ def _interrupt(signum, frame):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    bench_args = []
+    bench_args = DEFAULT_ARGS
     if "--" in argv:
         i = argv.index("--")
         argv, bench_args = argv[:i], argv[i + 1:]
@@ -135,12 +145,11 @@ def main(argv=None):
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--base", metavar="REV", help="git revision to compare against")
     src.add_argument("--base-tree", metavar="DIR", help="an existing checkout, extension built")
-    ap.add_argument("--bench", choices=BENCHES, default="train_step",
-                    help="python -m benchmarks.<bench> (default train_step); its arguments after --")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     ap.add_argument("--build", action="store_true",
                     help="build the base's extension even when its sources equal this tree's")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (results, logs)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the temporary directory (results, logs)")
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be >= 1")
@@ -152,7 +161,8 @@ def main(argv=None):
     try:
         if args.base_tree:
             base_tree = os.path.abspath(args.base_tree)
-            base_name = _git("rev-parse", "--short", "HEAD", cwd=base_tree, check=False) or base_tree
+            base_name = (_git("rev-parse", "--short", "HEAD", cwd=base_tree, check=False)
+                         or base_tree)
         else:
             base_name = _git("rev-parse", "--short", args.base)
             worktree = base_tree = make_base_tree(args.base, tmp, args.build)
@@ -166,12 +176,12 @@ def main(argv=None):
             for side in order:
                 out = os.path.join(tmp, "results", f"{side}-{r}")
                 print(f"round {r + 1}/{args.rounds}: {side} ...", file=sys.stderr, flush=True)
-                rows, header = run_side(sides[side], args.bench, bench_args, out,
+                rows, header = run_side(sides[side], bench_args, out,
                                         os.path.join(tmp, f"{side}-{r}.log"))
                 runs[side].append(rows)
-        print(f"# {args.bench}: base {base_name} vs new {new_name}, {args.rounds} round(s), "
+        print(f"# base {base_name} vs new {new_name}, {args.rounds} round(s), "
               f"{header.get('device', '?')}\n")
-        print(f"benchmark: python -m benchmarks.{args.bench} {' '.join(bench_args)}; medians over "
+        print(f"cases: pytest benchmarks/ --benchmark-only {shlex.join(bench_args)}; medians over "
               "rounds of each run's median ms; new/base < 1 means the new code is faster.\n")
         print("\n".join(compare_table(runs["base"], runs["new"], base_name, new_name)))
         return 0

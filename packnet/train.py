@@ -216,12 +216,13 @@ class Trainer:
         K = batch["intrinsics"].to(dev).float()
         amp = contextlib.nullcontext() if not self.cfg.amp else torch.autocast(
             dev.type, dtype=torch.bfloat16)
-        with amp:
+        with amp, torch.profiler.record_function("packnet.forward"):
             inv_depths = self.depth_ddp(rgb)
             vec = self.pose_ddp(rgb, ctx)
         inv_depths = [d.float() for d in inv_depths]
         poses = [geometry.pose_vec2mat(vec[:, j].float()) for j in range(vec.shape[1])]
-        terms = self.photo(rgb, ctx, inv_depths, K, poses)
+        with torch.profiler.record_function("packnet.loss"):
+            terms = self.photo(rgb, ctx, inv_depths, K, poses)
         total = terms["loss"]
         out = {"photometric": terms["photometric"].detach(), "smoothness": terms["smoothness"].detach()}
         if cfg.velocity_weight > 0:
@@ -233,13 +234,15 @@ class Trainer:
             ts = torch.stack(list(ts), 1) if isinstance(ts, (list, tuple)) else ts  # [B, n]
             dt = ts.to(dev).float() - batch["timestamp"].to(dev).float()[:, None]
             gt = (batch["speed"].to(dev).float()[:, None] * dt.abs())
-            v = self.velocity(poses, gt)
+            with torch.profiler.record_function("packnet.loss"):
+                v = self.velocity(poses, gt)
             if cfg.velocity_warmup > 0:
                 v = v * min(1.0, self.step / cfg.velocity_warmup)
             total = total + v
             out["velocity"] = v.detach()
         if cfg.supervised_weight > 0 and "depth" in batch:
-            s = self.supervised(inv_depths, batch["depth"].to(dev))
+            with torch.profiler.record_function("packnet.loss"):
+                s = self.supervised(inv_depths, batch["depth"].to(dev))
             total = total + s
             out["supervised"] = s.detach()
         out["loss"] = total
@@ -273,11 +276,14 @@ class Trainer:
             keys = terms if terms is not None else ("loss", "photometric", "smoothness")
             return {k: float("nan") for k in keys}
         self.bad_in_a_row = 0
-        terms["loss"].backward()
+        with torch.profiler.record_function("packnet.backward"):
+            terms["loss"].backward()
         params = list(self.depth_net.parameters()) + list(self.pose_net.parameters())
-        torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad)
-        self.opt.step()
-        self.sched.step()
+        with torch.profiler.record_function("packnet.clip"):
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad)
+        with torch.profiler.record_function("packnet.optimizer"):
+            self.opt.step()
+            self.sched.step()
         self.step += 1
         return {k: float(v.detach()) for k, v in terms.items()}
 
