@@ -105,15 +105,7 @@ _FNS = {"pack3d": (packops.pack3d, packops.pack3d_reference, "pack"),
 
 
 # ------------------------------------------------------------------ routes
-@contextlib.contextmanager
-def route(name):
-    """pack_conv on one route for the block (a module global: packops has no
-    per-call switch yet)."""
-    old, packops.pack.ROUTE = packops.pack.ROUTE, name
-    try:
-        yield
-    finally:
-        packops.pack.ROUTE = old
+route = packops.pack.use_route  # pack_conv on one route for the block
 
 
 def _route_case(layer, C, H, W, k, B, dtype, mode, name):

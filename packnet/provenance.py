@@ -66,10 +66,9 @@ def _backend(requested, device):
     """The backend packops picks for a float32 loss op on `device` when
     `requested` is asked for ("auto" resolves to cpu, cuda, ...)."""
     import packops
-    from packops import _dispatch
     try:
         with packops.use_backend(requested):
-            return _dispatch.resolve("photometric_loss", torch.empty(0, device=device))
+            return packops.backend_for("photometric_loss", torch.empty(0, device=device))
     except (RuntimeError, ValueError):
         return None
 
