@@ -142,7 +142,7 @@ def _setup(preset, provider, device):
     if provider == "fused+compile":
         torch._dynamo.reset()
     trainer, batch = make_trainer(cfg)
-    backend = "reference" if cfg.ops == "reference" else "auto"  # as Trainer.fit
+    backend = trainer.backend  # as Trainer.fit
 
     def step():
         return trainer.train_step(batch)
@@ -162,11 +162,14 @@ def _setup(preset, provider, device):
         return out
 
     def close():
-        trainer.depth_ddp = trainer.pose_ddp = trainer.depth_net = trainer.pose_net = None
+        trainer.step_fn = trainer.depth_net = trainer.pose_net = trainer.opt = None
     # one untimed step after the first is warm-up enough (a PackNet01 step takes
-    # seconds on the CPU); the first created Adam's state (and compiled)
+    # seconds on the CPU); the first created Adam's state (and compiled). With a
+    # CUDA graph: the eager warm-up steps, the capture, and one replay
+    from packnet.train import GRAPH_WARMUP
+    warmup = GRAPH_WARMUP + 2 if trainer.graph else 1
     return Run(fn=step, metrics=metrics, context=lambda: packops.use_backend(backend),
-               warmup=1, close=close)
+               warmup=warmup, close=close)
 
 
 def cases(device, quick=False):

@@ -1,28 +1,20 @@
-"""The files of a run: checkpoints (written atomically, read without the
-full unpickler unless trusted), RNG states stored as tensors and lists, and
-the run directory's hygiene (no silent overwrite, no stale temporaries)."""
+"""Checkpoints: written atomically, read without the full unpickler unless
+trusted (a release's yacs config read as plain dicts), RNG states stored as
+tensors and lists. The run directory around them: packnet/rundir.py."""
 import os
 import pickle
 import random
 import re
-import shutil
 import sys
-import time
 import warnings
 from collections import OrderedDict
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock, runs are not locked
-    fcntl = None
 
 import numpy as np
 import torch
 
 __all__ = ["CheckpointError", "CheckpointNotFoundError", "UnsafeCheckpointError",
            "save_checkpoint", "load_checkpoint", "plain_config", "CONFIG_CLASSES",
-           "check_run_dir", "clear_run", "clean_stale_temporaries", "rng_state", "set_rng_state",
-           "first_line", "TRAINING_KEYS", "LOG_COLUMNS", "RunLock", "RunLockedError", "LOCK_FILE"]
+           "rng_state", "set_rng_state", "first_line", "TRAINING_KEYS"]
 
 
 # ------------------------------------------------------------ checkpoints
@@ -180,189 +172,3 @@ def set_rng_state(s):
     random.setstate((version, tuple(internal), gauss_next))
     if s.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([t.cpu() for t in s["cuda"]])
-
-
-# ---------------------------------------------------------- run directory
-LOG_COLUMNS = ["step", "loss", "photometric", "smoothness", "velocity", "lr", "images_per_s"]
-RUN_FILES = ("checkpoint.pt", "log.csv", "summary.json")
-RUN_DIRS = ("previews", "tensorboard")
-RUN_PICTURES = ("test-strip.png",)  # removed with the run, not a sign of one
-
-
-def check_run_dir(run_dir, resume=False, overwrite=False):
-    """ValueError when a new run would write over an existing one (its
-    checkpoint, log or summary): it is continued with resume, replaced with
-    overwrite, never silently."""
-    if resume and overwrite:
-        raise ValueError(f"--resume continues {run_dir}, --overwrite replaces it: give one")
-    if resume or overwrite:
-        return
-    existing = [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))
-                and (f != "log.csv" or _log_has_rows(os.path.join(run_dir, f)))]
-    if existing:
-        raise ValueError(f"run {os.path.basename(os.path.normpath(run_dir))!r} already exists in "
-                         f"{run_dir} ({', '.join(existing)}): continue it with --resume, start "
-                         f"another with --name NEW, or replace it with --overwrite")
-
-
-def _log_has_rows(path):
-    """A log.csv with only its header (a run that failed at its first step)
-    holds nothing to lose."""
-    try:
-        with open(path) as f:
-            return sum(1 for line in f if line.strip()) > 1
-    except OSError:
-        return True
-
-
-def clear_run(run_dir):
-    """Remove a run's files (checkpoint, log, summary, pictures, TensorBoard
-    events) and nothing else; returns what was removed."""
-    removed = []
-    for f in RUN_FILES + RUN_PICTURES:
-        p = os.path.join(run_dir, f)
-        if os.path.isfile(p):
-            os.remove(p)
-            removed.append(f)
-    for d in RUN_DIRS:
-        p = os.path.join(run_dir, d)
-        if os.path.isdir(p):
-            shutil.rmtree(p)
-            removed.append(d + "/")
-    return removed
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale_temporaries(run_dir):
-    """Remove checkpoint.pt.tmp.<pid> files whose process is gone (a kill
-    during a save); returns their paths."""
-    removed = []
-    if not os.path.isdir(run_dir):
-        return removed
-    for f in sorted(os.listdir(run_dir)):
-        head, _, pid = f.rpartition(".tmp.")
-        if head in ("checkpoint.pt", "log.csv") and pid.isdigit() and not _pid_alive(int(pid)):
-            path = os.path.join(run_dir, f)
-            os.remove(path)
-            removed.append(path)
-    return removed
-
-
-
-
-# ------------------------------------------------------------- run lock
-LOCK_FILE = "train.lock"
-_held = {}  # real path of a run directory -> [lock file descriptor, depth]: this process's
-
-
-class RunLockedError(ValueError):
-    """Another process is training in the run directory."""
-
-
-class RunLock:
-    """One writer per run directory: an exclusive flock on OUT_DIR/NAME/train.lock
-    while a process trains in it. The kernel drops a flock when its process
-    ends however it ends (exit, exception, SIGKILL), so a lock can never
-    outlive its holder; the file holds the holder's pid, for the message a
-    second writer gets. A file left by a killed process (its pid inside, no
-    flock on it) is taken over with a note. Re-entrant within a process
-    (packnet train holds it, Trainer.fit takes it again). Local file systems
-    only: flock over NFS depends on the server."""
-
-    def __init__(self, run_dir, log=print):
-        self.run_dir, self.log = str(run_dir), log
-        self.path = os.path.join(self.run_dir, LOCK_FILE)
-        self._active = False
-
-    def acquire(self):
-        """Take the lock (RunLockedError naming the run and the holder's pid when
-        another process has it); a no-op when this object already holds it."""
-        if self._active:
-            return self
-        key = os.path.realpath(self.run_dir)
-        if key in _held:
-            _held[key][1] += 1
-        else:
-            os.makedirs(self.run_dir, exist_ok=True)
-            _held[key] = [self._lock_file(), 1]
-        self._key, self._active = key, True
-        return self
-
-    def release(self):
-        if not self._active:
-            return
-        self._active = False
-        held = _held[self._key]
-        held[1] -= 1
-        if held[1] == 0:
-            del _held[self._key]
-            if held[0] is not None:
-                try:  # removed while still locked: an opener of the old file sees it is gone
-                    os.unlink(self.path)
-                except FileNotFoundError:
-                    pass
-                os.close(held[0])
-
-    __enter__ = acquire
-
-    def __exit__(self, *exc):
-        self.release()
-
-    def _lock_file(self):
-        if fcntl is None:
-            return None
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            if not _flock(fd):
-                holder = _read_pid(fd)
-                os.close(fd)
-                name = os.path.basename(os.path.normpath(self.run_dir))
-                who = f"process {holder}" if holder else "another process"
-                raise RunLockedError(
-                    f"run {name!r} in {self.run_dir} is in use: {who} is training it (it holds "
-                    f"{self.path}). Wait for it to finish or stop it, or start another run "
-                    f"with --name NEW")
-            try:
-                mine = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                mine = False
-            if mine:
-                break
-            os.close(fd)  # its holder removed the file as we opened it: lock the new one
-        previous = _read_pid(fd)
-        if previous and previous != os.getpid():
-            self.log(f"{self.path}: process {previous} no longer holds this run (it was killed "
-                     f"or crashed); its lock is taken over")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return fd
-
-
-def _flock(fd, tries=20):
-    """Exclusive flock without blocking, retried for half a second (a holder
-    that is finishing lets go a moment later)."""
-    for i in range(tries):
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if i + 1 < tries:
-                time.sleep(0.025)
-    return False
-
-
-def _read_pid(fd):
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None

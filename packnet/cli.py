@@ -118,45 +118,28 @@ def _config(args, base=None):
 
 
 # ------------------------------------------------------------------ commands
-def _abs_rel_line(result):
-    return (f"abs_rel: metric (no scaling) {result['metric']['abs_rel']:.4f}, median-scaled "
-            f"{result['median_scaled']['abs_rel']:.4f}, median scale factor {result['scale']:.3f}")
-
-
-def _no_ground_truth(data):
-    """Why `data` cannot be evaluated (no depth), or None."""
-    if getattr(data, "has_depth", True):
-        return None
-    from .data import FolderDataset
-    if isinstance(data, FolderDataset):
-        return (f"folder data has no ground-truth depth (give {data.root}/depth/ with one "
-                f"<frame>.npy in metres, or a 16-bit <frame>.png in 1/256 m, per frame)")
-    return f"{type(data).__name__} has no ground-truth depth (depth_gt is off)"
-
-
 def cmd_train(args):
-    from .checkpoint import TRAINING_KEYS, RunLock, check_run_dir, load_checkpoint
+    from .checkpoint import TRAINING_KEYS, load_checkpoint
     from .config import (ADJUSTABLE_ON_RESUME, TrainConfig, format_changes, resume_changes,
                          settings_help)
+    from .rundir import RunDir
     if args.list_settings:
         print(settings_help())
         return 0
     explicit = _explicit_settings(args)
     defaults = TrainConfig()
-    run_dir = os.path.join(str(explicit.get("out_dir", defaults.out_dir)),
-                           str(explicit.get("name", defaults.name)))
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    run = RunDir(explicit.get("out_dir", defaults.out_dir), explicit.get("name", defaults.name))
     # one writer per run directory (rank 0 writes it): locked before an existing
     # run is read, so nobody trains it between our reading and our writing
-    lock = RunLock(run_dir, log=print) if int(os.environ.get("RANK", "0")) == 0 else None
+    lock = run.lock(log=print) if int(os.environ.get("RANK", "0")) == 0 else None
     try:
-        if lock is not None and os.path.isdir(run_dir):
+        if lock is not None and os.path.isdir(run.path):
             lock.acquire()
-        check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
+        run.check(resume=args.resume, overwrite=args.overwrite)
         base, saved, state = None, None, None
-        if args.resume and os.path.isfile(ckpt_path):
+        if args.resume and os.path.isfile(run.checkpoint):
             # the run's own settings, overridden by what this command line changes
-            state = load_checkpoint(ckpt_path, trust=args.trust_checkpoint,
+            state = load_checkpoint(run.checkpoint, trust=args.trust_checkpoint,
                                     require=TRAINING_KEYS)
             saved = state["config"]
             base = {k: v for k, v in saved.items() if k in _field_types()}
@@ -169,11 +152,17 @@ def cmd_train(args):
         if saved is not None:
             fixed, _ = resume_changes(saved, cfg)
             if fixed:
-                raise UsageError(f"cannot resume {run_dir} with changed settings: "
+                raise UsageError(f"cannot resume {run.path} with changed settings: "
                                  f"{format_changes(fixed)}. These are fixed for a run: drop them "
                                  f"to continue it, or start a new run with --name NEW (--resume "
                                  f"may change: {', '.join(ADJUSTABLE_ON_RESUME)})")
-            if _nothing_to_do(args, cfg, run_dir, int(state["step"])):
+            at = int(state["step"])
+            if cfg.steps < at:
+                raise UsageError(f"--steps {cfg.steps}: run {run.name!r} is already at step {at} "
+                                 f"and does not go back; give --steps {at} or more, or leave "
+                                 f"--steps out (nothing was changed)")
+            from .run import nothing_to_do
+            if nothing_to_do(cfg, evaluate=not args.no_eval, state=state):
                 return 0
         init = None
         if cfg.init and saved is None:  # checked before the networks and data are built
@@ -190,86 +179,19 @@ def cmd_train(args):
             lock.release()
 
 
-def _nothing_to_do(args, cfg, run_dir, at):
-    """A resume that would train nothing and, with --no-eval or a summary.json
-    already written, evaluate nothing: say so and change nothing (True). A
-    --steps below the run's step is refused: a run does not go back."""
-    name = os.path.basename(os.path.normpath(run_dir))
-    if cfg.steps < at:
-        raise UsageError(f"--steps {cfg.steps}: run {name!r} is already at step {at} and does "
-                         f"not go back; give --steps {at} or more, or leave --steps out "
-                         f"(nothing was changed)")
-    summary = os.path.join(run_dir, "summary.json")
-    if cfg.steps > at or not (args.no_eval or os.path.isfile(summary)):
-        return False
-    print(f"resume: run {name!r} is at step {at} of {cfg.steps}: nothing to train"
-          + ("" if args.no_eval else f", and {summary} is written")
-          + f"; nothing was changed. Raise --steps to train further; packnet eval --checkpoint "
-            f"{os.path.join(run_dir, 'checkpoint.pt')} evaluates it again")
-    return True
-
-
 def _train(args, cfg, loaded):
-    """cmd_train's work, under the run's lock: train, evaluate, write the summary."""
-    from .train import Trainer, make_dataset
+    """cmd_train's work, under the run's lock: train_and_evaluate."""
+    from .run import train_and_evaluate
     print("config:\n" + json.dumps(dataclasses.asdict(cfg), indent=1, default=list), flush=True)
-    trainer = Trainer(cfg)
-    trainer.fit(resume=args.resume, overwrite=args.overwrite, trust=args.trust_checkpoint,
-                state=loaded.pop(0), init_state=loaded.pop(0))
-    if trainer.rank != 0:
-        return 0
-    from .provenance import provenance
-    summary = {"step": trainer.step, "skipped_steps": trainer.skipped_steps,
-               "train_seconds": round(trainer.run_seconds, 1),   # the run's, over resumes
-               "images_per_s": round(trainer.run_images_per_s, 2),
-               "eval": None, "pose_eval": None,
-               "checkpoint": trainer.ckpt_path}
-    strip = None
-    test = None
-    if not args.no_eval:
-        test = make_dataset(cfg, split="test")
-        why = _no_ground_truth(test) or (None if len(test) else "the test split has no samples")
-        if why:
-            print(f"evaluation skipped: {why}")
-            summary["eval_skipped"] = why
-        else:
-            from .evaluate import evaluate, format_metrics
-            loader = torch.utils.data.DataLoader(test, batch_size=cfg.batch_size)
-            result = evaluate(trainer.depth_net, loader, trainer.device, progress=cfg.progress)
-            summary["eval"] = result
-            print(format_metrics(result))
-            print(_abs_rel_line(result))
-            strip = trainer.write_test_strip(test)   # None, with a warning, if it cannot draw
-        summary["pose_eval"] = _pose_eval(trainer.pose_net, test, trainer.device)
-    summary["provenance"] = provenance(cfg, trainer.dataset, trainer.device)
-    if trainer.init_info is not None:   # the file the weights started from (--init)
-        summary["provenance"]["init"] = trainer.init_info
-    if test is not None:
-        from .provenance import describe_data
-        summary["provenance"]["test_data"] = describe_data(test)
-    _write_json(os.path.join(trainer.run_dir, "summary.json"), summary)
-    print(f"trained {trainer.step} steps in {trainer.train_seconds / 60:.1f} min "
-          f"({trainer.images_per_s:.1f} images/s); {trainer.skipped_steps} skipped")
-    print(f"wrote {trainer.run_dir}/ ({', '.join(_run_files(trainer.run_dir, strip))})")
+    train_and_evaluate(cfg, evaluate=not args.no_eval, resume=args.resume,
+                       overwrite=args.overwrite, trust=args.trust_checkpoint,
+                       state=loaded.pop(0), init_state=loaded.pop(0))
     return 0
 
 
-def _run_files(run_dir, strip):
-    """What the run directory holds, for the last line: previews/ only when it
-    has a picture, test-strip.png only when this command drew it."""
-    names = [n for n in ("checkpoint.pt", "log.csv") if os.path.isfile(os.path.join(run_dir, n))]
-    previews = os.path.join(run_dir, "previews")
-    if os.path.isdir(previews) and any(f.endswith(".png") for f in os.listdir(previews)):
-        names.append("previews/")
-    return names + (["test-strip.png"] if strip else []) + ["summary.json"]
-
-
 def _write_json(path, obj):
-    """Strict JSON (evaluate.write_json), saying which values were not finite."""
-    from .evaluate import write_json
-    found = write_json(path, obj)
-    if found:
-        print(f"{path}: {', '.join(found)} not finite, written as null (see its note)")
+    from .run import write_summary_json
+    write_summary_json(path, obj)
 
 
 def _device(name):
@@ -282,24 +204,9 @@ def _device(name):
     return dev
 
 
-def _pose_eval(pose_net, data, device):
-    """evaluate_pose's result (printed), or None with a note when the data
-    set has no ground-truth poses."""
-    from .evaluate import evaluate_pose, format_pose
-    if data is None or not (hasattr(data, "sequence") and hasattr(data, "frame")):
-        if data is not None:
-            print(f"pose evaluation skipped: {type(data).__name__} has no ground-truth poses")
-        return None
-    if tuple(getattr(data, "context", ())) != (-1, 1) or data.frames_per_sequence < 5:
-        print("pose evaluation skipped: needs context (-1, 1) and sequences of at least 5 frames")
-        return None
-    result = evaluate_pose(pose_net.to(device), data, device)
-    print(format_pose(result))
-    return result
-
-
 def cmd_eval(args):
     from .evaluate import evaluate, format_metrics
+    from .run import abs_rel_line, no_ground_truth, pose_eval
     from .infer import depth_net_from_checkpoint, pose_net_from_checkpoint
     from .checkpoint import load_checkpoint
     from .config import TrainConfig, packops_backend
@@ -341,7 +248,7 @@ def cmd_eval(args):
         raise UsageError(f"--data {cfg.data} needs --data-root")
     cfg = dataclasses.replace(cfg, data_kwargs=kwargs)
     data = make_dataset(cfg, split=args.split)
-    why = _no_ground_truth(data) or (None if len(data) else
+    why = no_ground_truth(data) or (None if len(data) else
                                      f"the {args.split} split of {cfg.data} has no samples")
     crop = "garg" if cfg.data == "kitti" else None
     if why:
@@ -352,9 +259,9 @@ def cmd_eval(args):
         loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size)
         result = evaluate(net.to(device), loader, device, crop=crop)
         print(format_metrics(result))
-        print(_abs_rel_line(result) + (" (Garg crop)" if crop else ""))
+        print(abs_rel_line(result) + (" (Garg crop)" if crop else ""))
     pose_net = pose_net_from_checkpoint(ck, args.checkpoint)
-    pose = _pose_eval(pose_net, data, device) if pose_net is not None else None
+    pose = pose_eval(pose_net, data, device) if pose_net is not None else None
     if args.json:
         from .provenance import provenance
         out = {"checkpoint": args.checkpoint, "data": cfg.data, "split": args.split,

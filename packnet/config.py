@@ -30,10 +30,11 @@ DATASETS = ("synthetic", "kitti", "folder")
 # Settings that may change when a run is resumed (applied and printed); every
 # other setting (except name and out_dir, which locate the run) is fixed.
 ADJUSTABLE_ON_RESUME = ("steps", "lr", "lr_step_fraction", "lr_gamma", "clip_grad", "ops", "amp",
-                        "compile", "checkpoint_activations",
+                        "compile", "checkpoint_activations", "cuda_graph", "cudnn_benchmark",
                         "device", "num_workers", "max_bad_steps", "log_every", "ckpt_every",
                         "preview_every", "progress")
 CHECKPOINT_PARTS = ("none", "decoder", "encoder", "all")
+CUDA_GRAPH = ("auto", "on", "off")
 
 
 @dataclasses.dataclass
@@ -104,6 +105,11 @@ class TrainConfig:
     checkpoint_activations: str = _setting("none", "recompute activations in backward instead "
                                            "of storing them: none, decoder, encoder or all "
                                            "(less memory, more time)")
+    cuda_graph: str = _setting("auto", "capture the whole training step once as a CUDA graph "
+                               "and replay it every step: auto (on for CUDA in a single "
+                               "process), on or off")
+    cudnn_benchmark: bool = _setting(True, "let cuDNN time its algorithms for training's fixed "
+                                     "shapes (CUDA)")
     device: str = _setting("auto", "auto (CUDA when available), cpu, cuda or cuda:N")
     seed: int = _setting(0, "seed of the initialisation, the batch order and augmentation")
     num_workers: int = _setting(0, "reserved: batches are loaded in the training process")
@@ -211,6 +217,11 @@ class TrainConfig:
         if self.amp and device is not None and device.type != "cuda":
             bad("amp", f"bf16 autocast needs a CUDA device (device is {str(device)!r}); "
                        f"set amp=false")
+        if self.cuda_graph not in CUDA_GRAPH:
+            bad("cuda_graph", f"choose {', '.join(CUDA_GRAPH)}")
+        elif self.cuda_graph == "on" and device is not None and device.type != "cuda":
+            bad("cuda_graph", f"a CUDA graph needs a CUDA device (device is {str(device)!r}); "
+                              f"set cuda_graph=auto or off")
         if self.ops in ("fused", "reference"):
             try:
                 packops_backend(self.ops, device)

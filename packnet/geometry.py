@@ -6,6 +6,7 @@ the network's pose vector is [tx, ty, tz, rx, ry, rz] with R = Rx @ Ry @ Rz.
 Depth is metric, inverse depth is 1 / depth, and 0 marks "no depth" both ways.
 """
 import torch
+import torch.nn.functional as F
 
 import packops
 
@@ -42,9 +43,9 @@ def pose_vec2mat(vec):
     """vec: [B,6] (translation, euler xyz) -> [B,4,4] target -> context transform."""
     if vec.dim() != 2 or vec.shape[1] != 6:
         raise ValueError(f"pose_vec2mat: vec must be [B,6], got shape {tuple(vec.shape)}")
-    B = vec.shape[0]
     top = torch.cat([euler2mat(vec[:, 3:]), vec[:, :3, None]], dim=2)
-    bottom = vec.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(B, 1, 4)
+    # [0, 0, 0, 1] made on the device (new_tensor would copy from the host every call)
+    bottom = F.pad(torch.zeros_like(vec[:, None, :3]), (0, 1), value=1.0)
     return torch.cat([top, bottom], dim=1)
 
 

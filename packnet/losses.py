@@ -255,13 +255,14 @@ class SupervisedLoss(torch.nn.Module):
             inv_depths = [inv_depths]
         gt = depth2inv(depth_gt)
         valid = depth_gt > 0
-        if not bool(valid.any()):
-            return depth_gt.new_zeros(())
+        # masked means, not diff[valid]: a boolean index has a data-dependent
+        # size, which a GPU step would stop and wait for; no valid pixel gives 0
+        count = valid.sum().clamp(min=1)
         total = 0.0
         for d in inv_depths:
-            diff = (_resize(d, depth_gt.shape[-2:]) - gt).abs()[valid]
+            diff = torch.where(valid, (_resize(d, depth_gt.shape[-2:]) - gt).abs(), 0.0)
             if self.method == "berhu":
-                c = (0.2 * diff.max()).clamp(min=1e-6).detach()
+                c = (0.2 * diff.amax()).clamp(min=1e-6).detach()
                 diff = torch.where(diff <= c, diff, (diff ** 2 + c ** 2) / (2 * c))
-            total = total + diff.mean()
+            total = total + diff.sum() / count
         return self.weight * total / len(inv_depths)

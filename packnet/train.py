@@ -2,60 +2,57 @@
 
 One TrainConfig dataclass (packnet/config.py) holds every setting (a YAML
 file or command-line flags fill it; it is printed at start and saved in
-every checkpoint); packnet/checkpoint.py reads and writes a run's files.
-Trainer runs: photometric (+ smoothness) loss, optional velocity loss (which
-makes the scale metric) and optional supervised loss; Adam for both
-networks (torch's fused Adam where available); StepLR(30 of 50 epochs, 0.5)
-scaled to the run's length; gradient clipping; bf16 autocast on CUDA (`amp`);
-`ops` picks packops' fused backends or the reference;
-DistributedDataParallel when launched by torchrun.
+every checkpoint). Trainer runs: photometric (+ smoothness) loss, optional
+velocity loss (which makes the scale metric) and optional supervised loss;
+torch's fused Adam for both networks; StepLR(60% of the run, 0.5) over the
+updates made; gradient clipping; bf16 autocast on CUDA (`amp`); `ops` picks
+packops' fused backends or the reference; DistributedDataParallel when
+launched by torchrun.
 
-Checkpoints are written atomically (a temporary file, then os.replace) with
-the networks, optimizer, scheduler, step and RNG states, so killing the
-process at any moment loses at most the steps since the last checkpoint and
-never leaves a broken file; `resume` continues exactly (same batches, same
-random draws). A non-finite loss skips its step and is counted; `max_bad_steps`
-in a row stop the run with a message naming the step and the term.
+The layers of a run:
+  packnet/step.py       the step: device tensors in, device tensors out, no
+                        host sync (a non-finite step is skipped on the device)
+  Trainer.train_step    a host batch -> the step (eager, or a captured CUDA
+                        graph replayed: cuda_graph)
+  Trainer.fit           the loop: steps, a host read every log_every steps
+                        (sync: counts and reports skipped steps, stops after
+                        max_bad_steps in a row) and the callbacks
+  packnet/callbacks.py  log.csv, TensorBoard, progress bar, previews, checkpoints
+  packnet/run.py        train_and_evaluate: fit, evaluation, test strip,
+                        pose evaluation and summary.json (what `packnet train` runs)
+  packnet/rundir.py     every file name of the run directory and its rules
+
+Checkpoints are written atomically with the networks, optimizer, learning-rate
+schedule, step counters and RNG states, so killing the process at any moment
+loses at most the steps since the last checkpoint and never leaves a broken
+file; `resume` continues exactly (same batches, same random draws).
 """
-import contextlib
-import csv
+import collections
 import dataclasses
 import os
-import sys
-import time
 
 import torch
 
 import packops
 
 from . import geometry, models
-from .checkpoint import (LOG_COLUMNS, TRAINING_KEYS, CheckpointError, RunLock,
-                         UnsafeCheckpointError, check_run_dir, clean_stale_temporaries, clear_run,
-                         first_line, load_checkpoint, rng_state, save_checkpoint, set_rng_state)
+from .callbacks import default_callbacks
+from .checkpoint import (TRAINING_KEYS, CheckpointError, UnsafeCheckpointError, first_line,
+                         load_checkpoint, rng_state, save_checkpoint, set_rng_state)
 from .config import (ADJUSTABLE_ON_RESUME, ConfigError, TrainConfig, format_changes,
                      resume_changes, settings_help, show)
 from .losses import MultiViewPhotometricLoss, SupervisedLoss, VelocityLoss
+from .rundir import RunDir
+from .step import DeviceInputs, StepSchedule, TrainStep, describe_bits, make_adam
 
 __all__ = ["TrainConfig", "ConfigError", "Trainer", "save_checkpoint", "load_checkpoint",
-           "CheckpointError", "UnsafeCheckpointError", "check_run_dir", "resume_changes",
-           "settings_help"]
+           "CheckpointError", "UnsafeCheckpointError", "resume_changes", "settings_help",
+           "make_adam"]
 
-
-# ------------------------------------------------------------ optimizer
-def make_adam(params, lr):
-    """(Adam, its implementation flags): torch's fused Adam where this torch
-    has it for the parameters' device (CPU since torch 2.4, CUDA), else the
-    multi-tensor (foreach) one, else the per-parameter loop. Same update to
-    float tolerance (tests/test_train.py); measured on the 2-core CPU for
-    PackNet01 + PoseNet (130M parameters): 124 ms a step fused, 533 ms
-    foreach, 834 ms the loop."""
-    for flags in ({"fused": True, "foreach": False}, {"foreach": True, "fused": False}):
-        try:
-            return torch.optim.Adam(params, lr=lr, **flags), flags
-        except (RuntimeError, ValueError):  # not supported for this device or dtype
-            continue
-    return torch.optim.Adam(params, lr=lr, foreach=False, fused=False), {"foreach": False,
-                                                                          "fused": False}
+# eager steps before a CUDA graph is captured (on a side stream, as capture
+# wants): Triton compiles its kernels, cudnn.benchmark picks its algorithms
+# and Adam makes its state there, none of which may happen inside a capture
+GRAPH_WARMUP = 3
 
 
 # ------------------------------------------------------------------ data
@@ -97,8 +94,18 @@ def _batches(dataset, cfg, rank, world, epoch):
         yield torch.utils.data.default_collate(items)
 
 
+def lr_step_size(cfg):
+    """StepLR's period in optimizer updates: round(steps * lr_step_fraction), >= 1."""
+    return max(1, round(cfg.steps * cfg.lr_step_fraction))
+
+
 class Trainer:
-    def __init__(self, cfg, dataset=None, log=print):
+    """Builds the networks, losses, optimizer and the step for a TrainConfig;
+    fit() trains (module docstring). callbacks: what runs around the steps
+    (default: packnet.callbacks.default_callbacks(cfg), the log, progress
+    bar, previews and checkpoints of `packnet train`)."""
+
+    def __init__(self, cfg, dataset=None, log=print, callbacks=None):
         self.cfg = cfg.validate()
         self.log = log
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -111,43 +118,71 @@ class Trainer:
         self.backend = cfg.requested_backend()  # ops=reference, else PACKOPS_BACKEND's
         self.dataset = dataset if dataset is not None else make_dataset(cfg)
         self._check_dataset_size(custom=dataset is not None)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
         torch.manual_seed(cfg.seed)
         self.depth_net = getattr(models, cfg.model)(**cfg.model_kwargs).to(self.device)
         self.pose_net = models.PoseNet(nb_ref_imgs=2, **cfg.pose_kwargs).to(self.device)
+        self.depth_net.checkpoint_activations = cfg.checkpoint_activations
         params = list(self.depth_net.parameters()) + list(self.pose_net.parameters())
-        self.opt, self.adam_flags = make_adam(params, cfg.lr)
-        self.sched = torch.optim.lr_scheduler.StepLR(
-            self.opt, step_size=max(1, round(cfg.steps * cfg.lr_step_fraction)), gamma=cfg.lr_gamma)
-        self.photo = MultiViewPhotometricLoss(num_scales=cfg.num_scales,
-                                              smooth_weight=cfg.smooth_weight,
-                                              upsample_mode=cfg.upsample_mode,
-                                              fused=cfg.ops == "fused")
-        self.velocity = VelocityLoss(cfg.velocity_weight)
-        self.supervised = SupervisedLoss("l1", cfg.supervised_weight)
-        self.step = 0
-        self.init_info = None   # where the weights came from, after init_from (cfg.init)
-        self.bad_in_a_row = 0
-        self.skipped_steps = 0
+        self.schedule = StepSchedule(cfg.lr, lr_step_size(cfg), cfg.lr_gamma, self.device)
+        # the LR as a device tensor: float64 on the CPU, whose fused Adam then
+        # computes as with a Python float; float32 on CUDA, whose kernel reads
+        # a float (and rounds a Python float's LR to float the same way)
+        lr_dtype = torch.float64 if self.device.type == "cpu" else torch.float32
+        self.opt = make_adam(params, torch.tensor(cfg.lr, dtype=lr_dtype, device=self.device))
+        # the trainer checks finiteness on the device (step.py), not by raising
+        photo = MultiViewPhotometricLoss(num_scales=cfg.num_scales,
+                                         smooth_weight=cfg.smooth_weight,
+                                         upsample_mode=cfg.upsample_mode,
+                                         fused=cfg.ops == "fused", check_finite=False)
+        losses = (photo, VelocityLoss(cfg.velocity_weight),
+                  SupervisedLoss("l1", cfg.supervised_weight))
+        depth_fwd, pose_fwd = self.depth_net, self.pose_net
+        if self.distributed:
+            ddp = torch.nn.parallel.DistributedDataParallel
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            depth_fwd, pose_fwd = ddp(self.depth_net, ids), ddp(self.pose_net, ids)
+        if cfg.compile:
+            # one graph per net (fullgraph: a graph break would be a silent
+            # slowdown); compiled at the first step
+            depth_fwd = torch.compile(depth_fwd, fullgraph=True)
+            pose_fwd = torch.compile(pose_fwd, fullgraph=True)
+        self.graph = self._graph_mode()
+        self.step_fn = TrainStep(cfg, self.device, (depth_fwd, pose_fwd), params, losses,
+                                 self.opt, self.schedule, ring=cfg.log_every,
+                                 distributed=self.distributed, autocast_cache=not self.graph)
+        self.inputs = DeviceInputs(cfg, self.device, static=self.graph)
+        self._captured = None       # (CUDAGraph, its output tensors) once captured
+        self._eager_steps = 0
+        self.step = 0               # steps taken (host count; skipped ones included)
+        self.skipped_steps = 0      # as of the last sync()
+        self._synced, self._run_at_sync = 0, 0
+        self._recent = collections.deque(maxlen=self.step_fn.ring)  # (step, filenames)
+        self.init_info = None       # where the weights came from, after init_from (cfg.init)
         # training time and images of the whole run (earlier processes' from the
         # checkpoint) and of this process's fit(); see run_seconds
         self.seconds_before, self.images_before = 0.0, 0
         self.train_seconds, self.images_per_s, self._images = 0.0, 0.0, 0
         self._t0 = None
-        self.run_dir = os.path.join(cfg.out_dir, cfg.name)
-        self.ckpt_path = os.path.join(self.run_dir, "checkpoint.pt")
+        self.run = RunDir.of(cfg)
+        self.run_dir, self.ckpt_path = self.run.path, self.run.checkpoint
         self._lock = None  # the run directory's RunLock while fit() runs (rank 0)
+        self.callbacks = (default_callbacks(cfg, self.rank) if callbacks is None
+                          else list(callbacks))
+        self.target = cfg.steps
+
+    def _graph_mode(self):
+        """Whether steps run as a captured CUDA graph (cuda_graph: auto = on
+        for CUDA in a single process)."""
+        want = self.cfg.cuda_graph
+        if want == "off" or (want == "auto" and self.device.type != "cuda"):
+            return False
         if self.distributed:
-            ddp = torch.nn.parallel.DistributedDataParallel
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.depth_ddp, self.pose_ddp = ddp(self.depth_net, ids), ddp(self.pose_net, ids)
-        else:
-            self.depth_ddp, self.pose_ddp = self.depth_net, self.pose_net
-        self.depth_net.checkpoint_activations = cfg.checkpoint_activations
-        if cfg.compile:
-            # one graph per net (fullgraph: a graph break would be a silent
-            # slowdown); compiled at the first step
-            self.depth_ddp = torch.compile(self.depth_ddp, fullgraph=True)
-            self.pose_ddp = torch.compile(self.pose_ddp, fullgraph=True)
+            self.log("cuda_graph: off under DistributedDataParallel (not yet measured on "
+                     "several GPUs); the steps run eagerly")
+            return False
+        return True
 
     def _check_dataset_size(self, custom):
         """No batch can be formed from fewer samples than batch_size: say so
@@ -173,9 +208,11 @@ class Trainer:
 
     # --------------------------------------------------------- state
     def state(self):
+        c = self.step_fn.counters()
         return {"model": {"depth_net": self.depth_net.state_dict(),
                           "pose_net": self.pose_net.state_dict()},
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.schedule.state_dict(c["updates"]),
                 "step": self.step, "skipped_steps": self.skipped_steps,
                 "rng": rng_state(), "config": dataclasses.asdict(self.cfg),
                 "train_seconds": self.run_seconds, "images": self.images_before + self._images}
@@ -183,6 +220,7 @@ class Trainer:
     @property
     def run_seconds(self):
         """Seconds spent training this run, over every process that trained it."""
+        import time
         now = time.perf_counter() - self._t0 if self._t0 is not None else self.train_seconds
         return self.seconds_before + now
 
@@ -195,97 +233,126 @@ class Trainer:
         self.depth_net.load_state_dict(s["model"]["depth_net"])
         self.pose_net.load_state_dict(s["model"]["pose_net"])
         self.opt.load_state_dict(s["optimizer"])
-        for group in self.opt.param_groups:  # a checkpoint of another torch or version
-            group.update(self.adam_flags)      # keeps this run's implementation
-        self.sched.load_state_dict(s["scheduler"])
+        for group in self.opt.param_groups:  # a checkpoint of another torch or version:
+            group.update(fused=True, foreach=False, capturable=True)  # this run's Adam,
+            group["lr"] = self.step_fn.lr                             # the device LR
+        sched = s["scheduler"]  # this schedule's or StepLR's state_dict
+        self.schedule.set(sched["base_lrs"][0], sched["step_size"], sched["gamma"])
         self.step, self.skipped_steps = s["step"], s.get("skipped_steps", 0)
+        self.step_fn.load_counters(self.step, sched["last_epoch"], self.skipped_steps)
+        self._synced, self._run_at_sync = self.step, 0
         self.seconds_before = float(s.get("train_seconds", 0.0))  # absent before issue 24
         self.images_before = int(s.get("images", 0))
         set_rng_state(s["rng"])
 
     def save(self):
+        """checkpoint.pt (rank 0), after sync(): a run that has to stop stops
+        before it writes a checkpoint."""
+        self.sync()
         if self.rank == 0:
             os.makedirs(self.run_dir, exist_ok=True)
             save_checkpoint(self.ckpt_path, self.state())
 
     # ---------------------------------------------------------- step
-    def losses(self, batch):
-        cfg, dev = self.cfg, self.device
-        rgb = batch["rgb"].to(dev)
-        ctx = [c.to(dev) for c in batch["rgb_context"]]
-        K = batch["intrinsics"].to(dev).float()
-        amp = contextlib.nullcontext() if not self.cfg.amp else torch.autocast(
-            dev.type, dtype=torch.bfloat16)
-        with amp, torch.profiler.record_function("packnet.forward"):
-            inv_depths = self.depth_ddp(rgb)
-            vec = self.pose_ddp(rgb, ctx)
-        inv_depths = [d.float() for d in inv_depths]
-        poses = [geometry.pose_vec2mat(vec[:, j].float()) for j in range(vec.shape[1])]
-        with torch.profiler.record_function("packnet.loss"):
-            terms = self.photo(rgb, ctx, inv_depths, K, poses)
-        total = terms["loss"]
-        out = {"photometric": terms["photometric"].detach(), "smoothness": terms["smoothness"].detach()}
-        if cfg.velocity_weight > 0:
-            if "speed" not in batch:
-                raise ValueError("packnet.train: the velocity loss needs each sample's speed "
-                                 "(KITTI oxts, a folder's speed.txt); give it, or turn the "
-                                 "loss off with --no-velocity (velocity_weight=0)")
-            ts = batch["timestamps_context"]
-            ts = torch.stack(list(ts), 1) if isinstance(ts, (list, tuple)) else ts  # [B, n]
-            dt = ts.to(dev).float() - batch["timestamp"].to(dev).float()[:, None]
-            gt = (batch["speed"].to(dev).float()[:, None] * dt.abs())
-            with torch.profiler.record_function("packnet.loss"):
-                v = self.velocity(poses, gt)
-            if cfg.velocity_warmup > 0:
-                v = v * min(1.0, self.step / cfg.velocity_warmup)
-            total = total + v
-            out["velocity"] = v.detach()
-        if cfg.supervised_weight > 0 and "depth" in batch:
-            with torch.profiler.record_function("packnet.loss"):
-                s = self.supervised(inv_depths, batch["depth"].to(dev))
-            total = total + s
-            out["supervised"] = s.detach()
-        out["loss"] = total
-        return out
+    def loss_terms(self, batch):
+        """The loss terms of a host batch at the current step, without a
+        backward or an update (device tensors; for inspection and tests)."""
+        with torch.no_grad(), packops.use_backend(self.backend):
+            return self.step_fn.terms(self.inputs(batch))[0]
 
     def train_step(self, batch):
-        self.opt.zero_grad(set_to_none=True)
-        try:
-            terms = self.losses(batch)
-            bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
-            problem = f"non-finite {', '.join(bad)}"
-        except FloatingPointError as e:  # the loss's own finiteness check (inverse depth)
-            terms, bad, problem = None, ["loss"], str(e)
-        if self.distributed:  # every process skips the step, or none (no hang in all-reduce)
-            flag = torch.tensor([1.0 if bad else 0.0], device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            if flag.item() and not bad:
-                bad, problem = ["loss"], "non-finite loss in another process"
-        if bad:
-            self.bad_in_a_row += 1
-            self.skipped_steps += 1
-            files = batch.get("filename") if isinstance(batch, dict) else None
-            where = f"; batch: {', '.join(map(str, files))}" if isinstance(files, list) else ""
-            self.log(f"step {self.step}: {problem}; step skipped ({self.bad_in_a_row} in a row"
-                     f"{where})")
-            if self.bad_in_a_row >= self.cfg.max_bad_steps:
-                raise FloatingPointError(
-                    f"stopping at step {self.step}: {self.bad_in_a_row} steps in a row had a "
-                    f"non-finite loss (last: {problem})")
-            self.step += 1
-            keys = terms if terms is not None else ("loss", "photometric", "smoothness")
-            return {k: float("nan") for k in keys}
-        self.bad_in_a_row = 0
-        with torch.profiler.record_function("packnet.backward"):
-            terms["loss"].backward()
-        params = list(self.depth_net.parameters()) + list(self.pose_net.parameters())
-        with torch.profiler.record_function("packnet.clip"):
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad)
-        with torch.profiler.record_function("packnet.optimizer"):
-            self.opt.step()
-            self.sched.step()
+        """One step on a host batch -> its device tensors {loss terms..., bad}
+        (bad = 0: the update was made). Nothing here waits for the device: a
+        skipped step is reported, counted and acted on by sync(). With
+        cuda_graph, the first GRAPH_WARMUP steps run eagerly, the next one is
+        captured, and from then on each step replays the graph (`out` then
+        holds the same tensors every step: read them before the next one)."""
+        inputs = self.inputs(batch)
+        if self._captured is not None:
+            self._captured[0].replay()
+            out = self._captured[1]
+        elif self.graph and self._eager_steps >= GRAPH_WARMUP:
+            out = self._capture(inputs)
+        else:
+            out = self._eager(inputs)
+        files = batch.get("filename") if isinstance(batch, dict) else None
+        self._recent.append((self.step, files))
         self.step += 1
-        return {k: float(v.detach()) for k, v in terms.items()}
+        return out
+
+    def _eager(self, inputs):
+        self.opt.zero_grad(set_to_none=True)
+        self._eager_steps += 1
+        if not self.graph:
+            return self.step_fn(inputs)
+        side = torch.cuda.Stream()  # warm-up before a capture runs on a side stream
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = self.step_fn(inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+    def _capture(self, inputs):
+        """Capture the whole step once (forward, losses, backward, clipping,
+        the Adam update, the counters) and replay it for this step; if the
+        capture fails, say why in one line and go on eagerly."""
+        self.opt.zero_grad(set_to_none=True)  # the captured backward makes the gradients
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                out = self.step_fn(inputs)
+        except Exception as e:  # noqa: BLE001 - any capture failure falls back to eager
+            self.log(f"cuda_graph: the step could not be captured ({type(e).__name__}: "
+                     f"{first_line(str(e))}); training goes on eagerly")
+            self.graph, self.inputs.static = False, False
+            torch.cuda.synchronize()
+            return self._eager(inputs)
+        self._captured = (graph, out)
+        graph.replay()
+        return out
+
+    def sync(self):
+        """Read the device's counters (one host sync): log each step skipped
+        since the last read ("step N: non-finite loss, photometric; step
+        skipped (K in a row; batch: ...)"), count them (skipped_steps), and
+        raise FloatingPointError naming the step when max_bad_steps steps in
+        a row were not finite (the device has made no update since)."""
+        if self._synced >= self.step:
+            return
+        c = self.step_fn.counters()
+        files = dict(self._recent)
+        bits_of = dict(self.step_fn.bad_bits(self._synced, self.step))
+        run, last = self._run_at_sync, ""
+        stop = c["stop_at"]
+        for s in range(self._synced, self.step if stop < 0 else stop + 1):
+            bits = bits_of.get(s, 0)
+            if not bits:
+                run = 0
+                continue
+            run += 1
+            last = describe_bits(bits)
+            names = files.get(s)
+            where = f"; batch: {', '.join(map(str, names))}" if isinstance(names, list) else ""
+            self.log(f"step {s}: {last}; step skipped ({run} in a row{where})")
+        if stop >= 0:  # every step after it was skipped too, without being counted
+            self.skipped_steps = c["skipped"] - (c["steps"] - 1 - stop)
+            self.step, self._synced = stop, stop
+            raise FloatingPointError(f"stopping at step {stop}: {self.cfg.max_bad_steps} steps "
+                                     f"in a row had a non-finite loss (last: {last})")
+        self.skipped_steps = c["skipped"]
+        self._synced, self._run_at_sync = self.step, c["bad_run"]
+
+    def read(self, out):
+        """The host values of a step's `out` (after sync(), which may stop the
+        run): the loss terms (NaN for a skipped step, whose update was not
+        made) and the learning rate."""
+        self.sync()
+        keys = [k for k in out if k != "bad"]
+        values = torch.stack([out[k].double() for k in keys] + [out["bad"].double()] + [
+            self.schedule.lr(self.step_fn.updates)]).tolist()
+        lr, bad = values.pop(), values.pop()
+        terms = {k: (float("nan") if bad else v) for k, v in zip(keys, values)}
+        return {**terms, "lr": lr}
 
     # ----------------------------------------------------------- run
     def fit(self, resume=False, stop_after=None, overwrite=False, trust=False, state=None,
@@ -314,6 +381,7 @@ class Trainer:
                 self._lock = None
 
     def _fit(self, resume, stop_after, overwrite, trust, state, init_state):
+        import time
         cfg = self.cfg
         if cfg.init and not (resume and os.path.isfile(self.ckpt_path)):
             # first: a file that does not fit leaves the run directory as it is
@@ -325,74 +393,54 @@ class Trainer:
             state = None  # not kept alive during training
         elif resume:
             self.log(f"resume: no checkpoint in {self.run_dir}; starting at step 0")
-        target = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
-        if self.step >= target:  # nothing to train: a run's files are not touched
+        self.target = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
+        if self.step >= self.target:  # nothing to train: a run's files are not touched
             if not os.path.isfile(self.ckpt_path):
                 self.save()  # a new run's starting point (an init file's weights)
             return self
         per_epoch = max(1, len(self.dataset) // self.world // cfg.batch_size)
-        bar = _progress(target, self.step, cfg.progress and self.rank == 0)
-        log_file = None
         if self.rank == 0:
             os.makedirs(self.run_dir, exist_ok=True)
-            log_path = os.path.join(self.run_dir, "log.csv")
-            self._trim_log(log_path)
-            new = not os.path.exists(log_path) or os.path.getsize(log_path) == 0
-            log_file = open(log_path, "a", newline="")
-            writer = csv.writer(log_file)
-            if new:
-                writer.writerow(LOG_COLUMNS)
-        tb = _tensorboard(self.run_dir, self.step) if self.rank == 0 else None
+        started = []
         t0, seen = time.perf_counter(), 0
         self._t0 = t0
         try:
+            for cb in self.callbacks:
+                cb.on_fit_start(self)
+                started.append(cb)
             with packops.use_backend(self.backend):
-                while self.step < target:
+                while self.step < self.target:
                     epoch, skip = divmod(self.step, per_epoch)
                     at_start = self.step
-                    for i, batch in enumerate(_batches(self.dataset, cfg, self.rank, self.world, epoch)):
+                    for i, batch in enumerate(_batches(self.dataset, cfg, self.rank, self.world,
+                                                       epoch)):
                         if i < skip:
                             continue  # resumed mid-epoch: replay the epoch's order
-                        terms = self.train_step(batch)
+                        out = self.train_step(batch)
                         seen += cfg.batch_size * self.world
                         self._images = seen
-                        ips = seen / (time.perf_counter() - t0)
-                        if bar is not None:
-                            bar.update(1)
-                            bar.set_postfix(loss=f"{terms['loss']:.4f}", img_s=f"{ips:.1f}")
-                        if self.rank == 0 and self.step % cfg.log_every == 0:
-                            writer.writerow([self.step, terms["loss"], terms["photometric"],
-                                             terms["smoothness"], terms.get("velocity", ""),
-                                             self.sched.get_last_lr()[0], f"{ips:.2f}"])
-                            log_file.flush()
-                            if tb is not None:
-                                for k, v in terms.items():
-                                    tb.add_scalar(f"train/{k}", v, self.step)
-                                tb.add_scalar("train/images_per_s", ips, self.step)
-                        if self.rank == 0 and cfg.preview_every and self.step % cfg.preview_every == 0:
-                            self.write_preview(batch)
-                        if self.step % cfg.ckpt_every == 0:
-                            self.save()
-                        if self.step >= target:
+                        values = None
+                        if self.step % cfg.log_every == 0:  # the only host reads of a step
+                            values = self.read(out)
+                            values["images_per_s"] = seen / (time.perf_counter() - t0)
+                        for cb in self.callbacks:
+                            cb.on_step_end(self, batch, out, values)
+                        if self.step >= self.target:
                             break
                     if self.step == at_start:  # never spin: an epoch must make progress
                         raise RuntimeError(f"packnet.train: epoch {epoch} gave no batch to train "
                                            f"on at step {self.step} ({len(self.dataset)} samples, "
                                            f"batch_size {cfg.batch_size}, {self.world} "
                                            f"process(es))")
+            self.sync()
         finally:
             self.train_seconds = time.perf_counter() - t0
             self.images_per_s = seen / max(self.train_seconds, 1e-9)
             self._t0 = None
-            if bar is not None:
-                bar.close()
-            if log_file is not None:
-                log_file.close()
-            if tb is not None:
-                tb.close()
+            for cb in started:
+                cb.on_fit_end(self)
         self.save()
         return self
-
 
     # ------------------------------------------------- run directory
     def _prepare_run_dir(self, resume, overwrite):
@@ -402,13 +450,13 @@ class Trainer:
         error = None
         if self.rank == 0:
             try:
-                self._lock = RunLock(self.run_dir, log=self.log).acquire()
-                check_run_dir(self.run_dir, resume, overwrite)
+                self._lock = self.run.lock(log=self.log).acquire()
+                self.run.check(resume, overwrite)
                 if overwrite:
-                    removed = clear_run(self.run_dir)
+                    removed = self.run.clear()
                     if removed:
                         self.log(f"overwrite: removed {', '.join(removed)} of {self.run_dir}")
-                for path in clean_stale_temporaries(self.run_dir):
+                for path in self.run.clean_stale_temporaries():
                     self.log(f"removed {path}: a temporary checkpoint left by a killed run")
             except (ValueError, OSError) as e:
                 error = e
@@ -460,130 +508,22 @@ class Trainer:
         for name, old, new in adjustable:
             self.log(f"resume: {name} {show(old)} -> {show(new)}")
         if {"steps", "lr", "lr_step_fraction", "lr_gamma"} & {c[0] for c in adjustable}:
-            self._apply_schedule()
+            self.apply_schedule()
         self.log(f"resumed from {path} at step {self.step}")
         if self.step >= self.cfg.steps:
             self.log(f"resume: the run is at step {self.step}, steps is {self.cfg.steps}: "
                      f"nothing to train (no file is rewritten)")
 
-    def _apply_schedule(self):
+    def apply_schedule(self):
         """The learning-rate schedule of the current settings, as if the run had
         used them from the start: StepLR(round(steps * lr_step_fraction),
-        lr_gamma) from lr, at the number of optimizer steps taken so far."""
-        cfg, sched = self.cfg, self.sched
-        sched.step_size = max(1, round(cfg.steps * cfg.lr_step_fraction))
-        sched.gamma = cfg.lr_gamma
-        sched.base_lrs = [cfg.lr for _ in self.opt.param_groups]
-        decays = sched.last_epoch // sched.step_size
-        for g in self.opt.param_groups:
-            g["initial_lr"] = cfg.lr
-            g["lr"] = cfg.lr * cfg.lr_gamma ** decays
-        sched._last_lr = [g["lr"] for g in self.opt.param_groups]
-        self.log(f"resume: learning rate {show(sched._last_lr[0])} (lr {show(cfg.lr)}, StepLR "
-                 f"every {sched.step_size} steps x {show(cfg.lr_gamma)}, {decays} decay(s) "
-                 f"after {sched.last_epoch} optimizer steps)")
-
-    def _trim_log(self, path):
-        """Drop log.csv rows after the step this run continues from (a kill
-        after logging them and before the next checkpoint: they are replayed)."""
-        if not os.path.exists(path):
-            return
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-        if not rows:
-            return
-        if rows[0] != LOG_COLUMNS:  # rows under another header would be misread
-            raise ValueError(f"{path}: its header is {','.join(rows[0])!r}, not packnet's "
-                             f"{','.join(LOG_COLUMNS)!r} (edited, or written by another program "
-                             f"or version): move the file aside (the run then starts a new "
-                             f"log.csv) or restore its first line; nothing was changed")
-        keep = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= self.step]
-        if len(keep) == len(rows) - 1:
-            return
-        tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([rows[0]] + keep)
-        os.replace(tmp, path)
-        self.log(f"log.csv: dropped {len(rows) - 1 - len(keep)} row(s) after step {self.step} "
-                 f"(logged after the last checkpoint; those steps run again)")
-
-    def _drawing_failed(self, path, error):
-        """A picture that could not be made is a warning: the run's results
-        (checkpoint, log, summary) never depend on it. PACKNET_DEBUG=1 raises."""
-        if os.environ.get("PACKNET_DEBUG"):
-            raise error
-        self.log(f"warning: could not write {path} ({type(error).__name__}: "
-                 f"{first_line(str(error))}); training and its results are not affected")
-
-    @torch.no_grad()
-    def write_preview(self, batch):
-        """previews/step_<N>.png: the input, the colourised predicted depth and,
-        when the batch has it, the ground truth. Returns the path, or None when
-        the picture could not be made (a warning; training goes on)."""
-        from . import visualize
-        path = os.path.join(self.run_dir, "previews", f"step_{self.step:07d}.png")
-        was_training = self.depth_net.training
-        self.depth_net.eval()
-        try:
-            rgb = batch["rgb"][:1].to(self.device)
-            depth = geometry.inv2depth(self.depth_net(rgb).float())[0].cpu()
-            gt = batch["depth"][0] if "depth" in batch else None
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            visualize.save_png(path, visualize.labelled_preview(rgb[0].cpu(), depth, gt))
-        except Exception as e:  # noqa: BLE001 - any failure to draw only costs the picture
-            self._drawing_failed(path, e)
-            return None
-        finally:
-            self.depth_net.train(was_training)
-        return path
-
-    @torch.no_grad()
-    def write_test_strip(self, dataset, frames=4):
-        """test-strip.png in the run directory: `frames` test frames spread
-        over `dataset` (input, predicted depth, ground truth, error), on one
-        colour scale. Returns the path, or None when the data has no depth or
-        the picture could not be made (a warning naming the error)."""
-        from . import visualize
-        n = len(dataset)
-        if n == 0:
-            return None
-        path = os.path.join(self.run_dir, "test-strip.png")
-        picks = sorted({round(i * (n - 1) / max(frames - 1, 1)) for i in range(frames)})
-        was_training = self.depth_net.training
-        self.depth_net.eval()
-        items = []
-        try:
-            for i in picks:
-                sample = dataset[i]
-                if "depth" not in sample:
-                    return None
-                rgb = sample["rgb"][None].to(self.device)
-                depth = geometry.inv2depth(self.depth_net(rgb).float())[0].cpu()
-                items.append((sample["rgb"], depth, sample["depth"]))
-            visualize.save_png(path, visualize.test_strip(items))
-        except Exception as e:  # noqa: BLE001 - any failure to draw only costs the picture
-            self._drawing_failed(path, e)
-            return None
-        finally:
-            self.depth_net.train(was_training)
-        return path
-
-
-def _tensorboard(run_dir, step=0):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # optional: the CSV log has the same numbers
-        return None
-    # resuming: events after the checkpoint's step are replayed, drop the old ones
-    return SummaryWriter(os.path.join(run_dir, "tensorboard"),
-                         purge_step=step + 1 if step else None)
-
-
-def _progress(total, initial, enabled):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, desc="train", unit="step", file=sys.stderr)
+        lr_gamma) from lr, at the number of optimizer updates made so far."""
+        cfg = self.cfg
+        self.schedule.set(cfg.lr, lr_step_size(cfg), cfg.lr_gamma)
+        updates = self.step_fn.counters()["updates"]
+        size = lr_step_size(cfg)
+        lr = float(self.schedule.lr(self.step_fn.updates))
+        self.step_fn.lr.copy_(self.schedule.lr(self.step_fn.updates))
+        self.log(f"resume: learning rate {show(lr)} (lr {show(cfg.lr)}, StepLR every {size} "
+                 f"steps x {show(cfg.lr_gamma)}, {updates // size} decay(s) after {updates} "
+                 f"optimizer steps)")

@@ -73,22 +73,53 @@ def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path, augment):
         assert torch.equal(a, b)
 
 
-def test_non_finite_loss_is_skipped_then_stops(tmp_path):
-    tr = Trainer(_cfg(tmp_path, max_bad_steps=3), dataset=_Pairs(), log=lambda m: None)
-    real = tr.losses
+def _flaky(tr, bad_calls):
+    """Make the loss terms of the calls in bad_calls (1-based) NaN."""
+    real = tr.step_fn.terms
     calls = {"n": 0}
 
-    def flaky(batch):
+    def flaky(inputs):
         calls["n"] += 1
-        out = real(batch)
-        if calls["n"] == 2 or calls["n"] >= 4:
+        out, inv = real(inputs)
+        if bad_calls(calls["n"]):
             out["photometric"] = out["photometric"] * float("nan")
             out["loss"] = out["loss"] * float("nan")
-        return out
-    tr.losses = flaky
+        return out, inv
+    tr.step_fn.terms = flaky
+
+
+def test_non_finite_loss_is_skipped_then_stops(tmp_path):
+    logged = []
+    tr = Trainer(_cfg(tmp_path, max_bad_steps=3), dataset=_Pairs(), log=logged.append)
+    _flaky(tr, lambda n: n == 2 or n >= 4)
     with pytest.raises(FloatingPointError, match=r"stopping at step 5: 3 steps in a row.*photometric"):
         tr.fit()
     assert tr.skipped_steps == 4
+    assert [m.split(";")[0] for m in logged if "skipped" in m] == [
+        f"step {s}: non-finite loss, photometric" for s in (1, 3, 4, 5)]
+    assert [m for m in logged if m.startswith("step 5:")][0].endswith("(3 in a row)")
+
+
+def test_a_stop_between_reads_freezes_the_networks(tmp_path):
+    """log_every=4: the host reads the flags every 4 steps, so it learns of the
+    stop (3 non-finite steps in a row, at step 4) only at step 8; the steps in
+    between change nothing, and the error names step 4."""
+    tr = Trainer(_cfg(tmp_path / "a", max_bad_steps=3, log_every=4, steps=12, ckpt_every=100),
+                 dataset=_Pairs(), log=lambda m: None)
+    _flaky(tr, lambda n: 3 <= n <= 5)
+    seen = {}
+    real_step = tr.train_step
+
+    def step(batch):
+        out = real_step(batch)
+        seen[tr.step] = _params(tr)
+        return out
+    tr.train_step = step
+    with pytest.raises(FloatingPointError, match=r"stopping at step 4: 3 steps in a row"):
+        tr.fit()
+    assert tr.step == 4 and tr.skipped_steps == 3
+    for s in range(3, 9):  # nothing changed after step 2's update
+        assert all(torch.equal(a, b) for a, b in zip(seen[s], seen[2])), s
 
 
 def test_velocity_warmup_ramps_the_weight(tmp_path):
@@ -99,11 +130,11 @@ def test_velocity_warmup_ramps_the_weight(tmp_path):
     ramp = Trainer(_cfg(tmp_path, velocity_weight=0.3, velocity_warmup=4), dataset=_Pairs(),
                    log=lambda m: None)
     ramp.load_state(plain.state())
-    full = plain.losses(batch)["velocity"]
+    full = plain.loss_terms(batch)["velocity"]
     assert full > 0
     for step, frac in ((0, 0.0), (1, 0.25), (3, 0.75), (4, 1.0), (9, 1.0)):
-        ramp.step = step
-        assert torch.allclose(ramp.losses(batch)["velocity"], frac * full), step
+        ramp.step_fn.load_counters(step, 0, 0)
+        assert torch.allclose(ramp.loss_terms(batch)["velocity"], frac * full), step
 
 
 def test_augment_jitters_and_flips_deterministically(tmp_path):
@@ -197,18 +228,24 @@ def test_too_few_samples_for_a_batch_raise_at_start(tmp_path):
         Trainer(_cfg(tmp_path, batch_size=1), dataset=_Pairs(n=0), log=lambda m: None)
 
 
-def test_loss_finiteness_error_is_a_skipped_step(tmp_path):
-    """MultiViewPhotometricLoss raises FloatingPointError on a non-finite depth:
-    the trainer skips and counts that step like a non-finite loss."""
-    tr = Trainer(_cfg(tmp_path, max_bad_steps=2, steps=4), dataset=_Pairs(), log=lambda m: None)
+def test_non_finite_inverse_depth_is_a_skipped_step(tmp_path):
+    """A non-finite inverse depth (at any scale) skips and counts the step like
+    a non-finite loss, naming the scale."""
+    logged = []
+    tr = Trainer(_cfg(tmp_path, max_bad_steps=2, steps=4), dataset=_Pairs(), log=logged.append)
+    net = tr.step_fn.depth_fwd
 
-    def boom(batch):
-        raise FloatingPointError("MultiViewPhotometricLoss: the depth network's inverse depth "
-                                 "is not finite (NaN/inf) at scale(s) [0]")
-    tr.losses = boom
-    with pytest.raises(FloatingPointError, match=r"stopping at step 1: 2 steps in a row"):
+    def nan_scale_1(rgb):
+        out = list(net(rgb))
+        out[1] = out[1] * float("nan")
+        return out
+    tr.step_fn.depth_fwd = nan_scale_1
+    with pytest.raises(FloatingPointError, match=r"stopping at step 1: 2 steps in a row.*"
+                                                 r"inverse depth \(scale 1\)"):
         tr.fit()
     assert tr.skipped_steps == 2
+    assert any("step 0: non-finite loss, smoothness, inverse depth (scale 1)" in m
+               for m in logged)
 
 
 class _Payload:
@@ -244,7 +281,7 @@ def test_checkpoints_load_without_the_full_unpickler(tmp_path):
 
 
 def test_fast_adam_matches_the_reference_loop():
-    """make_adam's implementation (fused or foreach) gives the per-parameter
+    """make_adam's Adam (fused, a device-tensor LR) gives the per-parameter
     loop's update to float tolerance, over a few steps with changing grads."""
     from packnet.train import make_adam
     g = torch.Generator().manual_seed(0)
@@ -253,8 +290,8 @@ def test_fast_adam_matches_the_reference_loop():
     grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(4)]
     fast = [p.clone().requires_grad_() for p in start]
     slow = [p.clone().requires_grad_() for p in start]
-    opt, flags = make_adam(fast, 1e-2)
-    assert flags["fused"] or flags["foreach"]
+    opt = make_adam(fast, torch.tensor(1e-2))
+    assert all(g["fused"] and g["capturable"] for g in opt.param_groups)
     ref = torch.optim.Adam(slow, lr=1e-2, foreach=False, fused=False)
     for step_grads in grads:
         for p, q, gr in zip(fast, slow, step_grads):
@@ -386,3 +423,174 @@ def test_fit_with_nothing_to_train_touches_no_file(tmp_path):
     with pytest.raises(ValueError, match="at step 2 and does not go back"):
         Trainer(_cfg(tmp_path, steps=1), dataset=_Pairs(), log=lambda m: None).fit(resume=True)
     assert load_checkpoint(run_dir / "checkpoint.pt")["config"]["steps"] == 2
+
+
+# --------------------------------------------------- the step without host syncs
+class _SyncCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """The ops that make the host wait for the device: a read of a value
+    (item, bool, float, tolist of a device tensor), a data-dependent shape
+    (nonzero, a boolean index), a copy between devices."""
+
+    SYNCING = ("aten._local_scalar_dense", "aten.is_nonzero", "aten.nonzero",
+               "aten.masked_select", "aten.unique")
+
+    def __init__(self):
+        super().__init__()
+        self.found = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = str(func.overloadpacket).replace("aten::", "aten.")
+        if name.startswith(self.SYNCING) or func is torch.ops.aten.index.Tensor and any(
+                t is not None and t.dtype == torch.bool for t in args[1]):
+            self.found.append(name)
+        if name in ("aten._to_copy", "aten.copy_"):
+            src = args[1] if name == "aten.copy_" else args[0]
+            dst = args[0].device if name == "aten.copy_" else kwargs.get("device", src.device)
+            if src.device != torch.device(dst):
+                self.found.append(f"{name} {src.device} -> {dst}")
+        return func(*args, **kwargs)
+
+
+def test_a_training_step_never_waits_for_the_device(tmp_path):
+    """Between two log steps, train_step reads nothing back from the device:
+    no value, no data-dependent shape, no copy between devices (on the GPU
+    each would be a host sync; here the dispatcher shows them)."""
+    tr = Trainer(_cfg(tmp_path, log_every=100, velocity_weight=0.1, supervised_weight=0.1,
+                      amp=False), dataset=_Pairs(), log=lambda m: None)
+    batches = [torch.utils.data.default_collate([tr.dataset[i] for i in range(j, j + 2)])
+               for j in (0, 2, 4)]
+    tr.train_step(batches[0])  # the first step makes Adam's state and the cached constants
+    with _SyncCounter() as counter:
+        for b in batches:
+            tr.train_step(b)
+    assert counter.found == []
+    tr.sync()  # and the host reads them when it asks
+    assert tr.skipped_steps == 0
+
+
+def _old_style_run(tmp_path, batches, bad):
+    """The step as it was before the device flags (the reference): the host
+    checks each term, skips a non-finite step before backward, and steps a
+    StepLR with a float learning rate."""
+    tr = Trainer(_cfg(tmp_path / "old", velocity_weight=0.1), dataset=_Pairs(),
+                 log=lambda m: None)
+    params = list(tr.depth_net.parameters()) + list(tr.pose_net.parameters())
+    opt = torch.optim.Adam(params, lr=tr.cfg.lr, fused=True)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    losses = []
+    for i, batch in enumerate(batches):
+        opt.zero_grad(set_to_none=True)
+        tr.step_fn.steps.fill_(i)  # the warm-up's step
+        terms, _ = tr.step_fn.terms(tr.inputs(batch))
+        if i in bad:
+            terms = {k: v * float("nan") for k, v in terms.items()}
+        losses.append(float(terms["loss"].detach()))
+        if not all(torch.isfinite(v).all() for v in terms.values()):
+            continue
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, tr.cfg.clip_grad)
+        opt.step()
+        sched.step()
+    return params, opt, losses
+
+
+def test_the_device_step_equals_the_host_checked_step(tmp_path):
+    """Five steps, the third one non-finite: the same losses, parameters and
+    Adam state as the step that checked each term on the host and skipped
+    before backward (the learning rate halving every 2 updates, the
+    velocity weight ramping up)."""
+    batches = [torch.utils.data.default_collate([_Pairs()[i] for i in (j % 8, (j + 3) % 8)])
+               for j in range(5)]
+    ref_params, ref_opt, ref_losses = _old_style_run(tmp_path, batches, bad={2})
+    tr = Trainer(_cfg(tmp_path / "new", velocity_weight=0.1, steps=5, lr_step_fraction=0.4),
+                 dataset=_Pairs(), log=lambda m: None)
+    _flaky(tr, lambda n: n == 3)
+    losses = [float(tr.train_step(b)["loss"]) for b in batches]
+    tr.sync()
+    assert tr.skipped_steps == 1 and tr.step_fn.counters()["updates"] == 4
+    assert losses[2] != losses[2] and ref_losses[2] != ref_losses[2]  # NaN both
+    assert [x for i, x in enumerate(losses) if i != 2] == \
+        [x for i, x in enumerate(ref_losses) if i != 2]
+    params = list(tr.depth_net.parameters()) + list(tr.pose_net.parameters())
+    for p, q in zip(params, ref_params):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+        for k in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(tr.opt.state[p][k], ref_opt.state[q][k], rtol=0, atol=0)
+
+
+def test_a_callback_sees_every_step_and_the_log_steps_values(tmp_path):
+    """Python users add callbacks: on_step_end gets every step's device
+    tensors, and on log steps the host values the CSV log writes."""
+    from packnet.callbacks import Callback, default_callbacks
+
+    class Record(Callback):
+        def __init__(self):
+            self.events = []
+
+        def on_fit_start(self, trainer):
+            self.events.append(("start", trainer.step))
+
+        def on_step_end(self, trainer, batch, out, values):
+            self.events.append((trainer.step, sorted(values) if values else None,
+                                out["loss"].device.type))
+
+        def on_fit_end(self, trainer):
+            self.events.append(("end", trainer.step))
+
+    rec = Record()
+    cfg = _cfg(tmp_path, steps=4, log_every=2)
+    Trainer(cfg, dataset=_Pairs(), log=lambda m: None,
+            callbacks=[*default_callbacks(cfg), rec]).fit()
+    keys = ["images_per_s", "loss", "lr", "photometric", "smoothness", "velocity"]
+    assert rec.events == [("start", 0), (1, None, "cpu"), (2, keys, "cpu"), (3, None, "cpu"),
+                          (4, keys, "cpu"), ("end", 4)]
+    rows = open(os.path.join(tmp_path, "t", "log.csv")).read().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["step", "2", "4"]
+
+
+def test_train_and_evaluate_is_the_cli_in_one_call(tmp_path):
+    """packnet.train_and_evaluate(cfg): training, evaluation and summary.json,
+    as `packnet train` writes them; a resume with nothing to do returns None
+    and rewrites nothing."""
+    import json
+
+    import packnet
+    cfg = TrainConfig(name="py", out_dir=str(tmp_path), size=(32, 64), batch_size=2, steps=2,
+                      progress=False, preview_every=0, num_scales=1,
+                      data_kwargs={"num_sequences": 2, "frames_per_sequence": 6})
+    summary = packnet.train_and_evaluate(cfg, log=lambda m: None)
+    on_disk = json.load(open(tmp_path / "py" / "summary.json"))
+    assert summary["step"] == on_disk["step"] == 2
+    assert summary["eval"]["metric"]["abs_rel"] == on_disk["eval"]["metric"]["abs_rel"] > 0
+    stamp = os.stat(tmp_path / "py" / "summary.json").st_mtime_ns
+    assert packnet.train_and_evaluate(cfg, resume=True, log=lambda m: None) is None
+    assert os.stat(tmp_path / "py" / "summary.json").st_mtime_ns == stamp
+
+
+def test_cuda_graph_setting():
+    with pytest.raises(ValueError, match=r"cuda_graph = 'on': a CUDA graph needs a CUDA device"):
+        TrainConfig(cuda_graph="on", device="cpu").validate()
+    with pytest.raises(ValueError, match=r"cuda_graph = 'sometimes': choose auto, on, off"):
+        TrainConfig(cuda_graph="sometimes").validate()
+    assert not Trainer(TrainConfig(device="cpu", size=(32, 64), progress=False),
+                       dataset=_Pairs(), log=lambda m: None).graph  # auto: off on the CPU
+
+
+def test_device_inputs_keep_their_buffers():
+    """static=True (a captured graph's inputs): every batch lands in the same
+    device tensors, with the values the eager inputs have."""
+    from packnet.step import DeviceInputs
+    cfg = TrainConfig(velocity_weight=0.1, supervised_weight=0.1)
+    batches = [torch.utils.data.default_collate([_Pairs()[i], _Pairs()[i + 1]]) for i in (0, 2)]
+    static = DeviceInputs(cfg, torch.device("cpu"), static=True)
+    eager = DeviceInputs(cfg, torch.device("cpu"))
+    first = static(batches[0])
+    ptrs = {k: v.data_ptr() for k, v in first.items() if torch.is_tensor(v)}
+    second = static(batches[1])
+    assert {k: v.data_ptr() for k, v in second.items() if torch.is_tensor(v)} == ptrs
+    want = eager(batches[1])
+    assert set(want) == {"rgb", "rgb_context", "intrinsics", "translation_norms", "depth"}
+    for k in ("rgb", "intrinsics", "translation_norms", "depth"):
+        assert torch.equal(second[k], want[k])
+    assert all(torch.equal(a, b) for a, b in zip(second["rgb_context"], want["rgb_context"]))

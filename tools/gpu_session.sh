@@ -16,8 +16,10 @@
 #            bf16 autocast (TRAIN_K overrides the -k expression)
 #   overhead the op-overhead suite: every op's call at tiny sizes against its
 #            native baseline
-#   graph    the CUDA-graph training step (provider fused+graph) beside fused,
-#            PackNet01 float32 and bf16 (skipped until TrainConfig has cuda_graph)
+#   graph    the training step, providers reference, fused and fused+graph (the
+#            step captured as a CUDA graph), PackNet01 at 4x192x640 and the main
+#            preset, float32 and bf16 autocast, with the GPU accounting
+#            (--bench-profile-steps 3: launches, syncs, busy %, TFLOP/s)
 #   bench    the op suites (copy, ops, pack, pack-layer) for the ops named on
 #            the rest of the line (all when none), providers reference triton
 #            cuda (BENCH_PROVIDERS), merged into the committed results
@@ -114,11 +116,11 @@ stage_overhead() {
   grep -E "^\| " "$OUT/$slug/overhead.md" 2>/dev/null | cut -d'|' -f2,4,6,7,9
 }
 
-# placeholder for the CUDA-graph step: its GPU check is filled in with the graph work
 stage_graph() {
-  bench "$1" graph.log --bench-merge -k "train-step/packnet01 and (fused] or fused+graph])"; rc=$?
+  bench "$1" graph.log --bench-merge --bench-profile-steps "${PROFILE_STEPS:-3}" \
+    -k "${GRAPH_K:-train-step/ and (reference] or fused] or fused+graph])}"; rc=$?
   summary+=("graph rc=$rc ($(elapsed)s)")
-  grep -E "^\| packnet01" "$OUT/$slug/train-step.md" 2>/dev/null | cut -c1-160
+  grep -E "^\| (packnet01|main)" "$OUT/$slug/train-step.md" 2>/dev/null | cut -c1-200
 }
 
 stage_bench() {

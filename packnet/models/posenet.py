@@ -79,8 +79,20 @@ class PoseNet(nn.Module):
             x = getattr(self, f"conv{i}")(x)
         pose = self.pose_pred(x).mean(3).mean(2)  # [B, 6*nb_ref_imgs]
         pose = pose.view(pose.size(0), self.nb_ref_imgs, 2, 3)
-        scale = pose.new_tensor([self.translation_scale, self.rotation_scale]).view(2, 1)
-        return (pose * scale).view(pose.size(0), self.nb_ref_imgs, 6)
+        return (pose * self._scale(pose)).view(pose.size(0), self.nb_ref_imgs, 6)
+
+    def _scale(self, like):
+        """[2, 1]: (translation_scale, rotation_scale) in like's dtype and device,
+        made once per dtype and device (a tensor from Python values is a copy
+        from the host, which a training step on the GPU should not wait for)."""
+        values = [[self.translation_scale], [self.rotation_scale]]
+        if torch.compiler.is_compiling():  # a constant of the compiled graph
+            return like.new_tensor(values)
+        key = (like.dtype, like.device)
+        cache = self.__dict__.setdefault("_scales", {})  # not a buffer: not in the state_dict
+        if key not in cache:
+            cache[key] = torch.tensor(values, dtype=like.dtype).to(like.device)
+        return cache[key]
 
     def example_inputs(self, batch=1, height=192, width=640, device="cpu"):
         """Positional arguments of forward for [batch, 3, height, width] images."""
