@@ -515,6 +515,7 @@ class Trainer:
         when the batch has it, the ground truth. Returns the path, or None when
         the picture could not be made (a warning; training goes on)."""
         from . import visualize
+        from .image import write_image
         path = os.path.join(self.run_dir, "previews", f"step_{self.step:07d}.png")
         was_training = self.depth_net.training
         self.depth_net.eval()
@@ -522,8 +523,7 @@ class Trainer:
             rgb = batch["rgb"][:1].to(self.device)
             depth = geometry.inv2depth(self.depth_net(rgb).float())[0].cpu()
             gt = batch["depth"][0] if "depth" in batch else None
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            visualize.save_png(path, visualize.labelled_preview(rgb[0].cpu(), depth, gt))
+            write_image(path, visualize.labelled_preview(rgb[0].cpu(), depth, gt))
         except Exception as e:  # noqa: BLE001 - any failure to draw only costs the picture
             self._drawing_failed(path, e)
             return None
@@ -538,6 +538,7 @@ class Trainer:
         colour scale. Returns the path, or None when the data has no depth or
         the picture could not be made (a warning naming the error)."""
         from . import visualize
+        from .image import write_image
         n = len(dataset)
         if n == 0:
             return None
@@ -554,7 +555,7 @@ class Trainer:
                 rgb = sample["rgb"][None].to(self.device)
                 depth = geometry.inv2depth(self.depth_net(rgb).float())[0].cpu()
                 items.append((sample["rgb"], depth, sample["depth"]))
-            visualize.save_png(path, visualize.test_strip(items))
+            write_image(path, visualize.test_strip(items))
         except Exception as e:  # noqa: BLE001 - any failure to draw only costs the picture
             self._drawing_failed(path, e)
             return None
