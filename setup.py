@@ -56,6 +56,6 @@ setup(
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension},
     python_requires=">=3.10",
-    install_requires=["numpy", "pyyaml", "tqdm", "pillow"],
+    install_requires=["numpy", "pyyaml", "tqdm", "pillow>=10.1"],
     entry_points={"console_scripts": ["packnet = packnet.cli:main"]},
 )

@@ -164,12 +164,13 @@ def write_preview(trainer, batch):
     when the batch has it, the ground truth. Returns the path, or None when
     the picture could not be made (a warning; training goes on)."""
     from . import visualize
+    from .image import write_image
     path = trainer.run.preview(trainer.step)
     try:
         depth = predicted_depth(trainer, batch["rgb"][:1])[0]
         gt = batch["depth"][0] if "depth" in batch else None
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        visualize.save_png(path, visualize.labelled_preview(batch["rgb"][0], depth, gt))
+        write_image(path, visualize.labelled_preview(batch["rgb"][0], depth, gt))
     except Exception as e:  # noqa: BLE001 - any failure to draw only costs the picture
         drawing_failed(trainer, path, e)
         return None

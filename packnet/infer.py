@@ -18,13 +18,13 @@ from torch import nn
 
 from . import models
 from .geometry import inv2depth
-from .data.io import IMAGE_EXTS, _decode_rgb
-from .visualize import _have_pillow, colorize_depth, save_png
+from .image import IMAGE_EXTS, read_rgb8, write_image
+from .visualize import colorize_depth
 
 __all__ = ["IMAGE_EXTENSIONS", "InferenceError", "load_depth_net", "depth_net_from_checkpoint",
            "pose_net_from_checkpoint", "load_image", "list_images", "output_stems", "infer"]
 
-IMAGE_EXTENSIONS = IMAGE_EXTS   # the data loaders' list: .png .jpg .jpeg .bmp .ppm
+IMAGE_EXTENSIONS = IMAGE_EXTS   # packnet.image's (the data loaders'): .png .jpg .jpeg .bmp .ppm
 DIVISOR = 32  # PackNet packs five times by 2
 
 
@@ -206,15 +206,15 @@ def output_stems(files, out_dir):
 
 
 def load_image(path):
-    """Image file -> float32 [3,H,W] in [0,1] (grey is repeated, alpha dropped,
-    16-bit grey scaled to 8 bits as the data loaders do). Pillow reads every
-    IMAGE_EXTENSIONS format; without it only PNG (built-in reader)."""
+    """Image file (any IMAGE_EXTENSIONS format) -> float32 [3,H,W] in [0,1],
+    decoded as the data loaders do (packnet.image.read_rgb8: grey is repeated,
+    alpha dropped, 16-bit grey scaled to 8 bits)."""
     path = os.fspath(path)
     try:
-        img = _decode_rgb(path, use_pil=_have_pillow())     # the data loaders' decoder
+        img = read_rgb8(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"infer: image not found: {path}") from None
-    except Exception as e:  # noqa: BLE001 - PIL / the PNG reader raise various types
+    except Exception as e:  # noqa: BLE001 - Pillow raises various types
         raise ValueError(f"infer: cannot read image {path}: {e}") from None
     return torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1) / 255.0
 
@@ -317,7 +317,7 @@ def _write_depth(net, rgb, prefix, size, device):
     picture, depth = colorize_depth(inv), inv2depth(inv).numpy().astype(np.float32)
     png, npy = prefix + OUTPUT_SUFFIX, prefix + "_depth.npy"
     try:
-        save_png(png, picture)
+        write_image(png, picture)
         np.save(npy, depth)
     except BaseException:  # a write failed: neither file is this run's result
         for p in (png, npy):

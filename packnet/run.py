@@ -114,6 +114,7 @@ def write_test_strip(trainer, dataset, frames=4):
     scale. Returns the path, or None when the data has no depth or the
     picture could not be made (a warning naming the error)."""
     from . import visualize
+    from .image import write_image
     n = len(dataset)
     if n == 0:
         return None
@@ -127,7 +128,7 @@ def write_test_strip(trainer, dataset, frames=4):
                 return None
             depth = predicted_depth(trainer, sample["rgb"][None])[0]
             items.append((sample["rgb"], depth, sample["depth"]))
-        visualize.save_png(path, visualize.test_strip(items))
+        write_image(path, visualize.test_strip(items))
     except Exception as e:  # noqa: BLE001 - any failure to draw only costs the picture
         drawing_failed(trainer, path, e)
         return None

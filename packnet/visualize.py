@@ -1,6 +1,6 @@
-"""Depth pictures without matplotlib: colour maps, PNG files, previews.
+"""Depth pictures without matplotlib: colour maps, previews, test strips.
 
-colorize_depth(x [H,W]) -> uint8 [H,W,3]; save_png(path, img); load_png(path);
+colorize_depth(x [H,W]) -> uint8 [H,W,3];
 preview(rgb [3,H,W], pred_depth [1,H,W], gt_depth=None) -> uint8 [kH,W,3];
 labelled_preview(...) -> the panels enlarged, labelled, with an error map
 and a colour bar in metres (the trainer's previews); test_strip(frames) ->
@@ -11,21 +11,19 @@ through 17 points sampled from matplotlib's magma (black -> purple -> orange
 -> pale yellow, lightness increasing monotonically, so nearer = brighter
 reads correctly in grey too); "gray" is the identity ramp.
 
-PNG: Pillow writes and reads when installed; otherwise (or with
-`backend="own"`) the built-in codec packnet.png does it.
+Pictures are uint8 [H,W,3] arrays; packnet.image writes them
+(write_image) and draws their labels in Pillow's default font.
 """
 import math
-import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import png
-from .font import GLYPH_H, draw_text, text_size
+from .image import draw_text, text_size
 
-__all__ = ["COLORMAPS", "colorize_depth", "save_png", "load_png", "to_uint8_image", "preview",
-           "labelled_preview", "test_strip", "ERROR_RANGE"]
+__all__ = ["COLORMAPS", "colorize_depth", "to_uint8_image", "preview", "labelled_preview",
+           "test_strip", "ERROR_RANGE"]
 
 # magma at t = 0, 1/16, ..., 1 (RGB in [0, 1]).
 _MAGMA_POINTS = np.array([
@@ -176,6 +174,9 @@ def preview(rgb, pred_depth, gt_depth=None, cmap="magma"):
 # ------------------------------------------------------- labelled pictures
 ERROR_RANGE = 0.3          # the error panel's colour scale: abs rel 0 .. 0.3
 _HEADER, _GAP, _BAR = 22, 8, 14
+# text sizes in pixels: the labels', and a smaller one where they do not fit (a
+# narrow panel); both fit a _HEADER-row band with their descenders
+_TEXT, _SMALL_TEXT = 16, 10
 _BG = np.array([24, 24, 24], dtype=np.uint8)
 
 
@@ -221,19 +222,20 @@ def _panels(rgb, pred, gt, k, vmin, vmax, cmap):
     return [(label, _enlarge(img, k)) for label, img in out]
 
 
-def _text_scale(text, room):
-    """2 (the labels' size) when `text` fits in `room` pixels, else 1, else None."""
-    for scale in (2, 1):
-        if text_size(text, scale)[1] <= room:
-            return scale
+def _text_fit(text, room):
+    """_TEXT (the labels' size) when `text` fits in `room` pixels, else
+    _SMALL_TEXT, else None."""
+    for size in (_TEXT, _SMALL_TEXT):
+        if text_size(text, size)[1] <= room:
+            return size
     return None
 
 
 def _labelled(label, img):
     head = np.empty((_HEADER, img.shape[1], 3), dtype=np.uint8)
     head[:] = _BG
-    scale = _text_scale(label, img.shape[1] - 6) or 1   # too long even at 1: clipped
-    draw_text(head, label, 6, (_HEADER - GLYPH_H * scale) // 2, scale=scale)
+    size = _text_fit(label, img.shape[1] - 6) or _SMALL_TEXT   # too long even then: clipped
+    draw_text(head, label, 6, _HEADER // 2, size, anchor="lm")
     return np.concatenate([head, img], 0)
 
 
@@ -242,21 +244,21 @@ def _tick_label(inv):
 
 
 def _ticks(x0, bar_w, width, vmin, vmax, most):
-    """[(x, label, left)] and the text scale: as many ticks (at most `most`,
+    """[(x, label, left)] and the text size: as many ticks (at most `most`,
     at least the two ends) as fit without their labels touching, in the
     larger text when it fits."""
-    for scale in (2, 1):
+    for size in (_TEXT, _SMALL_TEXT):
         for n in range(most, 1, -1):
             out = []
             for i in range(n):
                 t = i / (n - 1)
                 label = _tick_label(vmin + t * (vmax - vmin))
                 x = x0 + round(t * (bar_w - 1))
-                _, lw = text_size(label, scale)
+                _, lw = text_size(label, size)
                 out.append((x, label, min(max(x - lw // 2, 0), width - lw), lw))
-            if all(b[2] - (a[2] + a[3]) >= 4 * scale for a, b in zip(out, out[1:])):
-                return out, scale
-    return out, 1   # narrower than two labels: the ends, clipped
+            if all(b[2] - (a[2] + a[3]) >= size // 2 for a, b in zip(out, out[1:])):
+                return out, size
+    return out, _SMALL_TEXT   # narrower than two labels: the ends, clipped
 
 
 def _colour_bar(width, vmin, vmax, cmap, ticks=5):
@@ -266,7 +268,7 @@ def _colour_bar(width, vmin, vmax, cmap, ticks=5):
     of one 32x32 frame is 64 pixels wide), in smaller text and with fewer
     ticks where the labels would not fit. Any width >= 1 draws."""
     pad, title = 6, "depth (m)"
-    _, tw = text_size(title)
+    _, tw = text_size(title, _TEXT)
     beside = width - (pad + tw + 12) - (pad + 24) >= 64   # room for a 64-pixel bar
     if beside:
         top, x0, x1 = 0, pad + tw + 12, width - pad - 24
@@ -280,19 +282,19 @@ def _colour_bar(width, vmin, vmax, cmap, ticks=5):
     ramp = COLORMAPS[cmap][np.round(np.linspace(0, 255, bar_w)).astype(int)]
     out[y_bar:y_bar + _BAR, x0:x1] = ramp[None]
     if beside:
-        draw_text(out, title, pad, y_bar + (_BAR - GLYPH_H * 2) // 2, scale=2)
+        draw_text(out, title, pad, y_bar + _BAR // 2, _TEXT, anchor="lm")
     else:
-        scale = _text_scale(title, width - x0) or 1
-        draw_text(out, title, x0, (_HEADER - GLYPH_H * scale) // 2, scale=scale)
-    marks, scale = _ticks(x0, bar_w, width, vmin, vmax, ticks)
+        size = _text_fit(title, width - x0) or _SMALL_TEXT
+        draw_text(out, title, x0, _HEADER // 2, size, anchor="lm")
+    marks, size = _ticks(x0, bar_w, width, vmin, vmax, ticks)
     for x, label, left, _ in marks:
         out[y_bar - 4:y_bar, x] = 255
-        draw_text(out, label, left, y_bar + _BAR + 4, scale=scale)
-    for scale in (2, 1):  # "far" and "near" over the ends, when they fit
-        (_, fw), (_, nw) = text_size("far", scale), text_size("near", scale)
-        if fw + nw + 6 * scale <= bar_w:
-            draw_text(out, "far", x0, top + 4, scale=scale)
-            draw_text(out, "near", x1 - nw, top + 4, scale=scale)
+        draw_text(out, label, left, y_bar + _BAR + 2, size)
+    for size in (_TEXT, _SMALL_TEXT):  # "far" and "near" over the ends, when they fit
+        (_, fw), (_, nw) = text_size("far", size), text_size("near", size)
+        if fw + nw + size <= bar_w:
+            draw_text(out, "far", x0, top + 2, size)
+            draw_text(out, "near", x1 - nw, top + 2, size)
             break
     return out
 
@@ -347,63 +349,3 @@ def test_strip(frames, scale=2, cmap="magma"):
         parts += ([gap] if i else []) + [c]
     body = np.concatenate(parts, 1)
     return np.concatenate([body, _colour_bar(body.shape[1], vmin, vmax, cmap)], 0)
-
-
-# ------------------------------------------------------------------ PNG
-def _have_pillow():
-    try:
-        import PIL.Image  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
-def _check_image_array(img):
-    img = np.asarray(img)
-    if img.dtype != np.uint8:
-        raise ValueError(f"save_png: image must be uint8, got {img.dtype}")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4))):
-        raise ValueError(f"save_png: image must be [H,W], [H,W,3] or [H,W,4], got shape "
-                         f"{img.shape}")
-    if img.shape[0] < 1 or img.shape[1] < 1:
-        raise ValueError(f"save_png: image must be non-empty, got shape {img.shape}")
-    return np.ascontiguousarray(img)
-
-
-def encode_png(img):
-    """uint8 [H,W] / [H,W,3] / [H,W,4] -> PNG bytes (packnet.png, filter 0 on every row)."""
-    return png.encode(_check_image_array(img))
-
-
-def decode_png(data, name="<bytes>"):
-    """PNG bytes -> uint8 [H,W] (grey) or [H,W,C] (C = 2, 3, 4); see packnet.png."""
-    img = png.decode(data, name=name)
-    if img.dtype != np.uint8:
-        raise ValueError(f"{name}: a 16-bit PNG is not an 8-bit picture")
-    return img
-
-
-def save_png(path, img, backend="auto"):
-    """Write uint8 [H,W] / [H,W,3] / [H,W,4] to `path` as PNG; returns path.
-    backend: "auto" (Pillow if installed), "pil" or "own"."""
-    img = _check_image_array(img)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if backend == "pil" or (backend == "auto" and _have_pillow()):
-        from PIL import Image
-        Image.fromarray(img).save(path, format="PNG")
-    else:
-        with open(path, "wb") as f:
-            f.write(encode_png(img))
-    return path
-
-
-def load_png(path, backend="auto"):
-    """Read a PNG as uint8 [H,W] or [H,W,C]. backend: "auto", "pil" or "own"."""
-    if backend == "pil" or (backend == "auto" and _have_pillow()):
-        from PIL import Image
-        with Image.open(path) as im:
-            return np.asarray(im)
-    with open(path, "rb") as f:
-        return decode_png(f.read(), name=str(path))

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from packnet import cli, visualize
+from packnet import cli
+from packnet.image import read_image, write_image
 from packnet.train import Trainer, TrainConfig
 
 from test_train import _Pairs
@@ -19,7 +20,7 @@ def checkpoint(tmp_path_factory):
     tr = Trainer(cfg, dataset=_Pairs(), log=lambda m: None).fit()
     previews = os.listdir(os.path.join(tmp, "t", "previews"))
     assert previews == ["step_0000002.png"]
-    img = visualize.load_png(os.path.join(tmp, "t", "previews", previews[0]))
+    img = read_image(os.path.join(tmp, "t", "previews", previews[0]))
     # input, prediction, ground truth, error: enlarged 9x to 576 wide, labelled
     assert img.shape[1] == 576 and img.shape[0] > 4 * 32 * 9
     return tr.ckpt_path
@@ -29,8 +30,8 @@ def test_infer_writes_png_and_npy(checkpoint, tmp_path):
     src = tmp_path / "frames"
     src.mkdir()
     for i in range(2):
-        visualize.save_png(str(src / f"f{i}.png"),
-                           (np.random.default_rng(i).random((64, 96, 3)) * 255).astype(np.uint8))
+        write_image(str(src / f"f{i}.png"),
+                    (np.random.default_rng(i).random((64, 96, 3)) * 255).astype(np.uint8))
     out = tmp_path / "out"
     assert cli.main(["infer", str(src), "--checkpoint", checkpoint, "--out", str(out),
                      "--device", "cpu"]) == 0

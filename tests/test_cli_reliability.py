@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from packnet import cli, png
+from packnet import cli
+from packnet.image import write_image
 
 # a tiny run: 32x32, batch 1, one scale, a log row per step;
 # TINY: on 1 synthetic sequence of 4 frames (2 samples)
@@ -61,7 +62,7 @@ def make_frames(root, n, size=(32, 32), speed=True):
     H, W = size
     base = rng.integers(0, 256, (H, W + n, 3), dtype=np.uint8)
     for i in range(n):
-        (root / f"f{i:03d}.png").write_bytes(png.encode(np.ascontiguousarray(base[:, i:i + W])))
+        write_image(str(root / f"f{i:03d}.png"), base[:, i:i + W])
     (root / "intrinsics.txt").write_text(f"{0.6 * W} {0.6 * W} {W / 2 - 0.5} {H / 2 - 0.5}\n")
     if speed:
         (root / "speed.txt").write_text("1.0\n" * n)
@@ -472,7 +473,7 @@ def test_a_picture_that_cannot_be_drawn_is_a_warning(tmp_path, capsys, monkeypat
 # ------------------ issue 24, 5, 10, 11. infer: every image, every output kept
 def _png(path, h=32, w=32, value=0):
     rng = np.random.default_rng(value)
-    path.write_bytes(png.encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)))
+    write_image(str(path), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
     return path
 
 
@@ -552,7 +553,7 @@ def test_infer_in_place_leaves_its_own_outputs_out(trained, tmp_path, capsys):
 # ------------------------- issue 24, low. a folder of two frame sizes
 def test_a_folder_of_two_frame_sizes_is_refused_at_start(tmp_path, capsys):
     root = make_frames(tmp_path / "video", 4)
-    (root / "f004.png").write_bytes(png.encode(np.zeros((32, 64, 3), np.uint8)))
+    write_image(str(root / "f004.png"), np.zeros((32, 64, 3), np.uint8))
     (root / "speed.txt").write_text("1.0\n" * 5)
     code, _, err = run(capsys, "train", *SMALL, "--data", "folder", "--data-root", root,
                        "--out-dir", tmp_path / "runs", "--steps", "8")

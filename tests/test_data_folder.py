@@ -139,19 +139,39 @@ def test_a_directory_named_like_an_image_is_not_a_frame(frames, tmp_path):
     assert len(ds.files) == 5 and len(ds) == 3
 
 
-@pytest.mark.parametrize("pillow", [True, False])
-def test_frames_of_two_sizes_are_refused_at_construction(frames, tmp_path, pillow, monkeypatch):
+def test_frames_of_two_sizes_are_refused_at_construction(frames, tmp_path):
     """Not at the step that first pairs them: the error names one frame of each size."""
-    import packnet.data.io as io
-    if not pillow:
-        monkeypatch.setattr(io, "Image", None)   # the built-in PNG header reader
-    elif io.Image is None:
-        pytest.skip("Pillow is not installed")
     root, syn = frames
     d = tmp_path / "frames"
     for i in range(4):
-        write_rgb(str(d / f"frame_{i:03d}.png"), syn.frame(0, i)[0], use_pil=False)
-    write_rgb(str(d / "frame_004.png"), syn.frame(0, 4)[0][:, :32], use_pil=False)
+        write_rgb(str(d / f"frame_{i:03d}.png"), syn.frame(0, i)[0])
+    write_rgb(str(d / "frame_004.png"), syn.frame(0, 4)[0][:, :32])
     with pytest.raises(DataError, match=r"frame_004.png: frame size 32x192 differs from "
                                         r".*frame_000.png's 64x192"):
         FolderDataset(str(d), str(root / "K4.txt"))
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_jpeg_and_png_frames_with_16bit_depth_pngs(frames, tmp_path, ext):
+    """Frames read as Pillow decodes them (PNG: the bytes written; JPEG: its
+    decoding), ground truth from 16-bit PNGs exactly (value / 256 m)."""
+    import numpy as np
+    from PIL import Image
+    root, syn = frames
+    d, depth = tmp_path / "frames", tmp_path / "depth"
+    depth.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_rgb(str(d / f"f{i}{ext}"), syn.frame(0, i)[0])
+        raw = rng.integers(0, 65536, (64, 192)).astype(np.uint16)
+        Image.fromarray(raw).save(depth / f"f{i}.png")
+    ds = FolderDataset(str(d), str(root / "K4.txt"), depth_dir=str(depth))
+    item = ds[0]                                   # target f1, context f0 and f2
+    for name, img in (("f1", item["rgb"]), ("f0", item["rgb_context"][0])):
+        with Image.open(d / f"{name}{ext}") as im:
+            want = torch.tensor(np.asarray(im.convert("RGB"))).permute(2, 0, 1).float() / 255
+        assert torch.equal(img, want)
+    with Image.open(depth / "f1.png") as im:
+        assert torch.equal(item["depth"][0], torch.tensor(np.asarray(im).astype(np.float32) / 256))
+    if ext == ".png":
+        assert torch.equal(item["rgb"], (syn.frame(0, 1)[0] * 255 + 0.5).floor() / 255)

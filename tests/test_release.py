@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from packnet import cli, models, png
+from packnet import cli, models
+from packnet.image import write_image
 from packnet.checkpoint import UnsafeCheckpointError, load_checkpoint
 from packnet.models import strip_prefix
 
@@ -155,7 +156,7 @@ def make_images(root, n=2, size=(40, 70)):
     rng = np.random.default_rng(1)
     for i in range(n):
         img = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
-        (root / f"f{i}.png").write_bytes(png.encode(img))
+        write_image(str(root / f"f{i}.png"), img)
     return root
 
 

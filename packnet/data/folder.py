@@ -20,10 +20,9 @@ import os
 import numpy as np
 import torch
 
-from .. import png
+from ..image import IMAGE_EXTS, image_size, read_image
 from .augment import resize_sample
-from .io import (IMAGE_EXTS, DataError, SkipBadMixin, image_files, image_size, parse_floats,
-                 read_rgb)
+from .io import DataError, SkipBadMixin, image_files, parse_floats, read_rgb
 
 __all__ = ["FolderDataset", "read_intrinsics", "read_speeds", "read_depth"]
 
@@ -67,13 +66,13 @@ def read_depth(path):
         if path.endswith(".npy"):
             d = np.load(path, allow_pickle=False).astype(np.float32)
         else:
-            with open(path, "rb") as f:
-                raw = png.decode(f.read(), name=path)
+            raw = read_image(path)
             if raw.dtype != np.uint16:
-                raise ValueError("a depth PNG must be 16-bit grey (depth * 256)")
+                raise ValueError(f"a depth PNG must be 16-bit grey (depth * 256), got "
+                                 f"{raw.dtype} {raw.shape}")
             d = raw.astype(np.float32) / 256.0
-    except (OSError, ValueError) as e:
-        raise DataError(path, f"cannot read depth ({e})") from e
+    except Exception as e:  # noqa: BLE001 - Pillow and numpy raise several types
+        raise DataError(path, f"cannot read depth ({type(e).__name__}: {e})") from e
     if d.ndim == 3 and d.shape[0] == 1:
         d = d[0]
     if d.ndim != 2:

@@ -1,4 +1,5 @@
-"""Image I/O and the corrupt/missing-file policy shared by the loaders.
+"""Files for the loaders (images decoded by packnet.image, as tensors) and the
+corrupt/missing-file policy they share.
 
 Every failure to read a file raises DataError naming the file. Loaders built
 with skip_bad=True catch it instead, skip the sample (the next good one is
@@ -6,23 +7,15 @@ returned in its place), count it in `dataset.skipped` and list the file in
 `dataset.bad_files`. With DataLoader workers each worker counts its own.
 """
 import os
-import struct
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import png
-
-try:  # Pillow is optional: without it PNG files go through our own codec (packnet.png)
-    from PIL import Image
-except ImportError:  # pragma: no cover - depends on the environment
-    Image = None
+from ..image import IMAGE_EXTS, read_rgb8, write_image
 
 __all__ = ["DataError", "read_rgb", "write_rgb", "read_text", "resize_image", "SkipBadMixin",
-           "IMAGE_EXTS", "image_files", "image_size"]
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
+           "image_files"]
 
 
 class DataError(RuntimeError):
@@ -38,48 +31,10 @@ def read_rgb(path):
     if not os.path.isfile(path):
         raise DataError(path, "image file not found")
     try:
-        arr = _decode_rgb(path)
+        arr = read_rgb8(path)
     except Exception as e:  # PIL raises several types (OSError, SyntaxError, ValueError ...)
         raise DataError(path, f"cannot decode image ({type(e).__name__}: {e})") from e
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
-def _decode_rgb(path, use_pil=None):
-    """[H,W,3] uint8 from an image file (Pillow, else packnet.png for PNG files).
-    16-bit grey becomes value >> 8 on both paths (Pillow's convert("RGB")
-    alone would clip it to white)."""
-    if Image is not None and use_pil is not False:
-        with Image.open(path) as im:
-            im.load()  # decode now: truncated / corrupt data fails here, not later
-            if im.mode.startswith("I;16") or im.mode == "I":   # 16-bit grey (I: 32-bit int)
-                grey = np.asarray(im).astype(np.int64).clip(0, 65535) >> 8
-                return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    if not str(path).lower().endswith(".png"):
-        raise ValueError("only PNG can be read without Pillow (pip install pillow)")
-    with open(path, "rb") as f:
-        arr = png.decode(f.read(), name=str(path))
-    if arr.ndim == 2:
-        arr = (arr >> 8 if arr.dtype == np.uint16 else arr).astype(np.uint8)[..., None]
-    return arr[..., :3] if arr.shape[2] >= 3 else np.repeat(arr[..., :1], 3, axis=2)
-
-
-def image_size(path):
-    """(H, W) of an image file from its header, without decoding the pixels
-    (Pillow, else a PNG's IHDR chunk); None when the header cannot be read
-    (reading the frame then fails, or skips it, as the loader's policy says)."""
-    try:
-        if Image is not None:
-            with Image.open(path) as im:
-                return im.height, im.width
-        with open(path, "rb") as f:
-            head = f.read(24)
-    except Exception:  # noqa: BLE001 - PIL raises several types for a bad header
-        return None
-    if head[:8] == png.SIGNATURE and head[12:16] == b"IHDR":
-        W, H = struct.unpack(">II", head[16:24])
-        return H, W
-    return None
 
 
 def resize_image(img, H, W):
@@ -89,15 +44,10 @@ def resize_image(img, H, W):
                          antialias=True)[0].clamp(0, 1)
 
 
-def write_rgb(path, rgb, use_pil=None):
-    """rgb: [3,H,W] float in [0,1] -> 8-bit PNG (with Pillow: any format by extension)."""
+def write_rgb(path, rgb):
+    """rgb: [3,H,W] float in [0,1] -> an 8-bit image file (the format from the extension)."""
     arr = (rgb.detach().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if Image is not None and use_pil is not False:
-        Image.fromarray(arr).save(path)
-        return
-    with open(path, "wb") as f:
-        f.write(png.encode(arr))
+    write_image(path, arr)
 
 
 def read_text(path):
