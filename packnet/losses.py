@@ -55,6 +55,12 @@ class MultiViewPhotometricLoss(torch.nn.Module):
     or "bilinear"; False downscales images and intrinsics to each depth map's
     size instead (bilinear).
 
+    mask_out_of_view=True: a warped context frame is a candidate at a pixel
+    only where its warp lands inside that frame (reproject's mask); a pixel
+    with no candidate (none inside, and no automask candidates) leaves the
+    mean. Without it, a warp that lands outside reads zeros and competes in
+    the minimum like any other candidate.
+
     fused=True computes the whole term for a batch with one reproject call
     and one photometric_loss call for all scales and context frames (plus one
     for the automask candidates, shared by all scales when upsampling);
@@ -64,8 +70,9 @@ class MultiViewPhotometricLoss(torch.nn.Module):
 
     def __init__(self, num_scales=4, ssim_weight=0.85, C1=1e-4, C2=9e-4, automask=True,
                  clip_loss=0.0, smooth_weight=0.001, upsample_depth_maps=True, fused=True,
-                 check_finite=True, upsample_mode="nearest"):
+                 check_finite=True, upsample_mode="nearest", mask_out_of_view=False):
         super().__init__()
+        self.mask_out_of_view = bool(mask_out_of_view)
         self.num_scales = num_scales
         self.alpha, self.C1, self.C2 = ssim_weight, C1, C2
         self.automask, self.clip_loss = automask, clip_loss
@@ -81,7 +88,8 @@ class MultiViewPhotometricLoss(torch.nn.Module):
         return (f"num_scales={self.num_scales}, ssim_weight={self.alpha}, automask={self.automask}, "
                 f"clip_loss={self.clip_loss}, smooth_weight={self.smooth_weight}, "
                 f"upsample_depth_maps={self.upsample_depth_maps}, "
-                f"upsample_mode={self.upsample_mode!r}, fused={self.fused}")
+                f"upsample_mode={self.upsample_mode!r}, fused={self.fused}, "
+                f"mask_out_of_view={self.mask_out_of_view}")
 
     # ------------------------------------------------------------ checks
     def _check(self, image, contexts, inv_depths, K, poses):
@@ -136,15 +144,44 @@ class MultiViewPhotometricLoss(torch.nn.Module):
         Ks = scale_intrinsics(K, w / W, h / H)
         return (_resize(image, (h, w)), [_resize(c, (h, w)) for c in contexts], inv2depth(inv_depth), Ks)
 
+    def _warp(self, image, depth, K, T):
+        """(the warped image, a [B,1,H,W] mask of the pixels whose warp lands
+        inside it, or None without mask_out_of_view)."""
+        if not self.mask_out_of_view:
+            return packops.reproject(image, depth, K, T), None
+        return packops.reproject(image, depth, K, T, return_mask=True)
+
+    @staticmethod
+    def _out_of_view(photo, inside):
+        """photo where the warp landed inside, +inf (never the minimum) elsewhere."""
+        return photo if inside is None else torch.where(inside > 0, photo, float("inf"))
+
+    @staticmethod
+    def _mean(best, valid, dims=None):
+        """Mean of the per-pixel minimum `best` over the pixels with a candidate
+        (valid, or all when None); NaN in a valid pixel still propagates."""
+        if valid is None:
+            return best.mean() if dims is None else best.mean(dim=dims)
+        total = torch.where(valid, best, 0.0)
+        if dims is None:
+            return total.sum() / valid.sum().clamp(min=1)
+        return total.sum(dim=dims) / valid.sum(dim=dims).clamp(min=1)
+
     def _photometric_per_call(self, image, contexts, inv_depths, K, poses):
         per_scale = []
         for inv in inv_depths:
             tgt, ctxs, depth, Ks = self._scale_inputs(image, contexts, inv, K)
-            cands = [self._clip(self._photo(packops.reproject(c, depth, Ks, T), tgt))
-                     for c, T in zip(ctxs, poses)]
+            cands, inside = [], []
+            for c, T in zip(ctxs, poses):
+                warped, mask = self._warp(c, depth, Ks, T)
+                cands.append(self._out_of_view(self._clip(self._photo(warped, tgt)), mask))
+                inside.append(mask)
+            valid = None
             if self.automask:
                 cands += [self._clip(self._photo(c, tgt)) for c in ctxs]
-            per_scale.append(torch.cat(cands, 1).min(1)[0].mean())
+            elif self.mask_out_of_view:
+                valid = torch.cat(inside, 1).amax(1) > 0
+            per_scale.append(self._mean(torch.cat(cands, 1).min(1)[0], valid))
         return sum(per_scale) / len(per_scale)
 
     def _photometric_fused(self, image, contexts, inv_depths, K, poses):
@@ -169,12 +206,18 @@ class MultiViewPhotometricLoss(torch.nn.Module):
         depth = torch.cat(depths).repeat(N, 1, 1, 1)
         Ts = torch.cat([T.expand(B, *T.shape[1:]).repeat(S, 1, 1) for T in poses])
         Kb = K.expand(B, 3, 3).repeat(S * N, 1, 1)
-        warped = packops.reproject(images, depth, Kb, Ts)
+        warped, inside = self._warp(images, depth, Kb, Ts)
         target = tgt.unsqueeze(0).expand(S * N, *tgt.shape).reshape(S * N * B, *tgt.shape[1:])
         photo = self._photo(warped, target).view(N, S, B, 1, *tgt.shape[-2:])
         if self.clip_loss > 0:
             photo = torch.stack([torch.stack([self._clip(photo[j, s]) for s in range(S)])
                                  for j in range(N)])
+        valid = None
+        if inside is not None:
+            inside = inside.view(N, S, B, 1, *tgt.shape[-2:])
+            photo = self._out_of_view(photo, inside)
+            if not self.automask:  # [S, B, 1, H, W]: a warp of some frame lands inside
+                valid = inside.amax(0) > 0
         cands = photo.transpose(0, 1).reshape(S, N * B, *photo.shape[3:])  # (s, j*b)
         if self.automask:  # the unwarped frames are the same candidates at every scale
             un = self._photo(torch.cat(list(ctxs)), tgt.repeat(N, 1, 1, 1)).view(N, B, 1, *tgt.shape[-2:])
@@ -185,7 +228,7 @@ class MultiViewPhotometricLoss(torch.nn.Module):
         else:
             cands = cands.view(S, N, B, *cands.shape[2:])
         # min over the candidate axis (frames and unwarped frames), mean per scale
-        return cands.min(1)[0].mean(dim=(1, 2, 3, 4)).mean()
+        return self._mean(cands.min(1)[0], valid, dims=(1, 2, 3, 4)).mean()
 
     def forward(self, image, contexts, inv_depths, K, poses):
         """image: [B,3,H,W] target; contexts: list of [B,3,H,W]; inv_depths:

@@ -135,6 +135,7 @@ class Trainer:
         photo = MultiViewPhotometricLoss(num_scales=cfg.num_scales,
                                          smooth_weight=cfg.smooth_weight,
                                          upsample_mode=cfg.upsample_mode,
+                                         mask_out_of_view=cfg.mask_out_of_view,
                                          fused=cfg.ops == "fused", check_finite=False)
         losses = (photo, VelocityLoss(cfg.velocity_weight),
                   SupervisedLoss("l1", cfg.supervised_weight))

@@ -204,3 +204,87 @@ def test_gradients_flow_to_depth_and_pose_networks(backend):
         grads = [p.grad for p in net.parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads), name
         assert sum(int(g.abs().sum() > 0) for g in grads) > 0.9 * len(grads), name
+
+
+# ------------------------------------------------------- out-of-view masking
+def _brute_force(image, contexts, inv_depths, K, poses, automask):
+    """mask_out_of_view by hand, per scale and pixel, with the reference ops:
+    the minimum over the warps that land inside (and the unwarped frames),
+    averaged over the pixels that have a candidate."""
+    from packnet.geometry import inv2depth
+    from packnet.losses import _resize
+    H, W = image.shape[-2:]
+    per_scale = []
+    for inv in inv_depths:
+        depth = inv2depth(_resize(inv, (H, W), "nearest"))
+        cands, inside = [], []
+        for c, T in zip(contexts, poses):
+            warped, mask = packops.reproject_reference(c, depth, K, T, return_mask=True)
+            cands.append(packops.photometric_loss_reference(warped, image))
+            inside.append(mask > 0)
+        if automask:
+            cands += [packops.photometric_loss_reference(c, image) for c in contexts]
+            inside += [torch.ones_like(inside[0]) for _ in contexts]
+        cand, ok = torch.cat(cands, 1), torch.cat(inside, 1)
+        best = torch.where(ok, cand, float("inf")).min(1)[0]
+        valid = ok.any(1)
+        per_scale.append(best[valid].mean())
+    return sum(per_scale) / len(per_scale)
+
+
+@pytest.mark.parametrize("automask", [True, False])
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "per-call"])
+def test_out_of_view_warps_are_no_candidates(automask, fused):
+    """A translation large enough that the warps leave the frame at one side:
+    the masked loss is the brute-force minimum over the warps that land
+    inside, on both paths. Without automask it differs from the unmasked
+    loss (pixels that no warp reaches leave the mean; with automask, the
+    zeros read outside rarely win the minimum on this textured image)."""
+    image, contexts, _, K, poses = _scene(tz=-0.3)
+    poses = [geometry.pose_vec2mat(torch.tensor([[1.5 * s, 0.0, -0.3 * s, 0, 0, 0]] * 2))
+             for s in (1, -1)]
+    inv = [torch.full((2, 1, 24, 40), 0.2), torch.full((2, 1, 12, 20), 0.25)]
+    masked = MultiViewPhotometricLoss(num_scales=2, automask=automask, fused=fused,
+                                      mask_out_of_view=True, smooth_weight=0.0)
+    plain = MultiViewPhotometricLoss(num_scales=2, automask=automask, fused=fused,
+                                     smooth_weight=0.0)
+    with packops.use_backend("reference"):
+        got = masked(image, contexts, inv, K, poses)["photometric"]
+        unmasked = plain(image, contexts, inv, K, poses)["photometric"]
+    want = _brute_force(image, contexts, inv, K, poses, automask)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    if not automask:
+        assert abs(float(got) - float(unmasked)) > 1e-3
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "per-call"])
+def test_masking_changes_nothing_when_every_warp_lands_inside(fused):
+    """Small motion, every pixel's warp inside both frames: the masked loss
+    and its gradient equal the unmasked ones."""
+    image, contexts, _, K, poses = _scene(tz=-0.05)
+    # both context cameras behind the target one: every point projects closer
+    # to the centre, inside the frame
+    poses = [geometry.pose_vec2mat(torch.tensor([[0.0, 0.0, 0.5 * s, 0, 0, 0]] * 2))
+             for s in (1, 2)]
+    inv = torch.full((2, 1, 24, 40), 0.05, requires_grad=True)
+    out = {}
+    for mask in (False, True):
+        loss = MultiViewPhotometricLoss(num_scales=1, fused=fused, mask_out_of_view=mask)
+        for c, T in zip(contexts, poses):  # the premise: every warp lands inside
+            _, inside = packops.reproject(c, 1 / inv.detach(), K, T, return_mask=True)
+            assert bool(inside.min() > 0)
+        value = loss(image, contexts, [inv], K, poses)["loss"]
+        out[mask] = (value, torch.autograd.grad(value, inv)[0])
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=0, atol=0)
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=0, atol=0)
+
+
+def test_masking_keeps_a_nan_visible():
+    """A NaN in a pixel that has candidates still reaches the loss (the
+    trainer's finiteness check must see it), masked or not."""
+    image, contexts, _, K, poses = _scene()
+    image = image.clone()
+    image[0, :, 5, 5] = float("nan")
+    inv = torch.full((2, 1, 24, 40), 0.1)
+    loss = MultiViewPhotometricLoss(num_scales=1, mask_out_of_view=True)
+    assert torch.isnan(loss(image, contexts, [inv], K, poses)["photometric"])
