@@ -24,7 +24,7 @@ from . import geometry
 from .checkpoint import first_line
 
 __all__ = ["Callback", "CSVLog", "TensorBoardLog", "ProgressBar", "Previews", "Checkpoints",
-           "default_callbacks", "write_preview", "predicted_depth"]
+           "EvalCurve", "default_callbacks", "write_preview", "predicted_depth"]
 
 
 class Callback:
@@ -187,6 +187,59 @@ class Checkpoints(Callback):
     def on_step_end(self, trainer, batch, out, values):
         if trainer.step % self.every == 0:
             trainer.save()
+
+
+class EvalCurve(Callback):
+    """Depth accuracy against training time: every `minutes` of training wall
+    time (the evaluations themselves not counted), evaluate the depth net on
+    `dataset` and append a row to curve.csv in the run directory (minutes,
+    step, abs_rel metric and median-scaled, median scale). The rows of a
+    resumed run continue the file. tools/plot_curve.py draws the curves of
+    several runs in one picture."""
+
+    COLUMNS = ["minutes", "step", "abs_rel", "abs_rel_median_scaled", "median_scale"]
+
+    def __init__(self, dataset, minutes=1.0, batch_size=4):
+        self.dataset, self.every, self.batch_size = dataset, 60.0 * minutes, batch_size
+
+    def on_fit_start(self, trainer):
+        import time
+        self.path = trainer.run.file(trainer.run.CURVE)
+        self.paused = 0.0
+        self.t0 = time.perf_counter() - trainer.seconds_before  # a resume continues the clock
+        self.next = (int((trainer.seconds_before) // self.every) + 1) * self.every
+        if trainer.step == 0:
+            self._evaluate(trainer, 0.0)
+
+    def _clock(self):
+        import time
+        return time.perf_counter() - self.t0 - self.paused
+
+    def on_step_end(self, trainer, batch, out, values):
+        if self._clock() >= self.next:
+            self._evaluate(trainer, self._clock())
+            self.next += self.every * max(1, int((self._clock() - self.next) // self.every) + 1)
+
+    def on_fit_end(self, trainer):
+        if trainer.step >= trainer.target:
+            self._evaluate(trainer, self._clock())
+
+    def _evaluate(self, trainer, seconds):
+        import time
+
+        from .evaluate import evaluate
+        start = time.perf_counter()
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.batch_size)
+        r = evaluate(trainer.depth_net, loader, trainer.device, progress=False)
+        trainer.depth_net.train()
+        new = not os.path.exists(self.path)
+        with open(self.path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(self.COLUMNS)
+            w.writerow([f"{seconds / 60:.3f}", trainer.step, f"{r['metric']['abs_rel']:.5f}",
+                        f"{r['median_scaled']['abs_rel']:.5f}", f"{r['scale']:.4f}"])
+        self.paused += time.perf_counter() - start
 
 
 def default_callbacks(cfg, rank=0):

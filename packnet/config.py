@@ -32,6 +32,7 @@ DATASETS = ("synthetic", "kitti", "folder")
 ADJUSTABLE_ON_RESUME = ("steps", "lr", "lr_step_fraction", "lr_gamma", "clip_grad", "ops", "amp",
                         "compile", "checkpoint_activations", "cuda_graph", "cudnn_benchmark",
                         "device", "num_workers", "max_bad_steps", "log_every", "ckpt_every",
+                        "eval_every_minutes",
                         "preview_every", "progress")
 CHECKPOINT_PARTS = ("none", "decoder", "encoder", "all")
 CUDA_GRAPH = ("auto", "on", "off")
@@ -118,6 +119,9 @@ class TrainConfig:
     max_bad_steps: int = _setting(10, "stop after this many non-finite steps in a row")
     log_every: int = _setting(10, "steps between log.csv / TensorBoard rows")
     ckpt_every: int = _setting(100, "steps between checkpoints (a kill loses at most these)")
+    eval_every_minutes: float = _setting(0.0, "evaluate on the test split every this many "
+                                         "minutes of training and add a row to curve.csv "
+                                         "(abs_rel against training time); 0 = off")
     preview_every: int = _setting(250, "steps between depth previews; 0 = none")
     progress: bool = _setting(True, "tqdm progress bar")
 
@@ -201,7 +205,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 bad(name, "must be a finite number > 0")
-        for name in ("velocity_weight", "supervised_weight", "smooth_weight"):
+        for name in ("velocity_weight", "supervised_weight", "smooth_weight", "eval_every_minutes"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 bad(name, "must be a finite number >= 0")

@@ -37,6 +37,12 @@ def train_and_evaluate(cfg, evaluate=True, resume=False, overwrite=False, trust=
     run = RunDir.of(cfg)
     if resume and nothing_to_do(cfg, evaluate, state, log):
         return None
+    if evaluate and cfg.eval_every_minutes > 0:  # curve.csv: accuracy against training time
+        from .callbacks import EvalCurve, default_callbacks
+        from .train import make_dataset
+        callbacks = list(default_callbacks(cfg) if callbacks is None else callbacks)
+        callbacks.append(EvalCurve(make_dataset(cfg, split="test"), cfg.eval_every_minutes,
+                                   cfg.batch_size))
     trainer = Trainer(cfg, dataset=dataset, log=log, callbacks=callbacks)
     trainer.fit(resume=resume, overwrite=overwrite, trust=trust, state=state,
                 init_state=init_state)

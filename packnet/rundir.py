@@ -22,10 +22,10 @@ LOG_COLUMNS = ["step", "loss", "photometric", "smoothness", "velocity", "lr", "i
 
 class RunDir:
     """OUT_DIR/NAME/ and its files: checkpoint.pt, log.csv, summary.json,
-    test-strip.png, previews/step_<N>.png, tensorboard/, train.lock."""
+    test-strip.png, curve.csv, previews/step_<N>.png, tensorboard/, train.lock."""
 
     CHECKPOINT, LOG, SUMMARY = "checkpoint.pt", "log.csv", "summary.json"
-    TEST_STRIP, LOCK = "test-strip.png", "train.lock"
+    TEST_STRIP, LOCK, CURVE = "test-strip.png", "train.lock", "curve.csv"
     PREVIEWS, TENSORBOARD = "previews", "tensorboard"
     # the files that make a run (check refuses to write over them); pictures
     # and TensorBoard events go with the run (clear) but are not a sign of one
@@ -90,7 +90,7 @@ class RunDir:
         """Remove the run's files (checkpoint, log, summary, pictures,
         TensorBoard events) and nothing else; returns what was removed."""
         removed = []
-        for f in self.RUN_FILES + (self.TEST_STRIP,):
+        for f in self.RUN_FILES + (self.TEST_STRIP, self.CURVE):
             if os.path.isfile(self.file(f)):
                 os.remove(self.file(f))
                 removed.append(f)

@@ -594,3 +594,27 @@ def test_device_inputs_keep_their_buffers():
     for k in ("rgb", "intrinsics", "translation_norms", "depth"):
         assert torch.equal(second[k], want[k])
     assert all(torch.equal(a, b) for a, b in zip(second["rgb_context"], want["rgb_context"]))
+
+
+def test_eval_curve_and_its_picture(tmp_path):
+    """eval_every_minutes: curve.csv gets a row at the start, about every
+    interval of training time, and at the end; tools.plot_curve draws it."""
+    import csv
+
+    import packnet
+    from tools import plot_curve
+    cfg = TrainConfig(name="curve", out_dir=str(tmp_path), size=(32, 64), batch_size=2,
+                      steps=3, progress=False, preview_every=0, num_scales=1,
+                      eval_every_minutes=1e-6,  # every step
+                      data_kwargs={"num_sequences": 2, "frames_per_sequence": 6})
+    packnet.train_and_evaluate(cfg, log=lambda m: None)
+    rows = list(csv.DictReader(open(tmp_path / "curve" / "curve.csv")))
+    steps = [int(r["step"]) for r in rows]
+    assert steps[0] == 0 and steps[-1] == 3 and set(steps) == {0, 1, 2, 3}
+    minutes = [float(r["minutes"]) for r in rows]
+    assert minutes == sorted(minutes) and minutes[0] == 0.0
+    assert all(float(r["abs_rel"]) > 0 for r in rows)
+    out = tmp_path / "curve.png"
+    assert plot_curve.main([str(tmp_path / "curve"), "--out", str(out)]) == 0
+    from packnet.image import read_image
+    assert read_image(out).shape == (plot_curve.H, plot_curve.W, 3)
