@@ -142,7 +142,7 @@ def _setup(preset, provider, device):
     if provider == "fused+compile":
         torch._dynamo.reset()
     trainer, batch = make_trainer(cfg)
-    backend = trainer.backend  # as Trainer.fit
+    backend = getattr(trainer, "backend", "reference" if cfg.ops == "reference" else "auto")
 
     def step():
         return trainer.train_step(batch)
@@ -166,8 +166,9 @@ def _setup(preset, provider, device):
     # one untimed step after the first is warm-up enough (a PackNet01 step takes
     # seconds on the CPU); the first created Adam's state (and compiled). With a
     # CUDA graph: the eager warm-up steps, the capture, and one replay
-    from packnet.train import GRAPH_WARMUP
-    warmup = GRAPH_WARMUP + 2 if trainer.graph else 1
+    import packnet.train
+    graph = getattr(trainer, "graph", False)  # an earlier packnet (benchmarks.compare) has none
+    warmup = getattr(packnet.train, "GRAPH_WARMUP", 0) + 2 if graph else 1
     return Run(fn=step, metrics=metrics, context=lambda: packops.use_backend(backend),
                warmup=warmup, close=close)
 
