@@ -95,6 +95,9 @@ class TrainConfig:
     supervised_weight: float = _setting(0.0, "supervised L1 weight on inverse depth (data with "
                                         "depth); 0 = off")
     smooth_weight: float = _setting(0.001, "edge-aware smoothness weight")
+    automask: bool = _setting(True, "the unwarped context frames are min-reprojection "
+                              "candidates too (monodepth2's auto-masking of pixels that do not "
+                              "move between frames)")
     mask_out_of_view: bool = _setting(False, "a warped context frame is a candidate of the "
                                       "min-reprojection only where its warp lands inside it")
     upsample_mode: str = _setting("nearest", "how each inverse-depth scale is upsampled to full "

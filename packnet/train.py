@@ -136,6 +136,7 @@ class Trainer:
                                          smooth_weight=cfg.smooth_weight,
                                          upsample_mode=cfg.upsample_mode,
                                          mask_out_of_view=cfg.mask_out_of_view,
+                                         automask=cfg.automask,
                                          fused=cfg.ops == "fused", check_finite=False)
         losses = (photo, VelocityLoss(cfg.velocity_weight),
                   SupervisedLoss("l1", cfg.supervised_weight))
