@@ -15,6 +15,8 @@ run for every backend present (tests/conftest.py):
   edge cases   empty batch, NaN in -> NaN out where the reference has it
   bad input    a clear error naming the argument, on every backend, and the
                compiled kernel refuses the same input (the checks agree)
+  dtypes       the C++ kernel ops serve exactly the dtypes _dispatch.DTYPES
+               gives their backend (the policies in csrc/ and in Python agree)
 
 The reference is checked against float64 or known answers in the op's own
 file, never against itself. tests/conftest.py parametrizes the fixtures
@@ -30,6 +32,20 @@ from _assert import assert_as_accurate, assert_close, rounding_floor
 from conftest import BACKEND_DEVICE, FUSED, INTERPRETED
 
 LOW = (torch.float16, torch.bfloat16)
+FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+CPP = [p for p in FUSED if p.values[0] in ("cpu", "cuda")]  # packops._C's kernels
+
+
+def _serves(backend, call):
+    """Whether call() runs; False when the C++ device policy refuses its dtype
+    (CpuDevice / CudaDevice::dtype's message); any other error is raised."""
+    try:
+        call()
+    except RuntimeError as e:
+        if f"the {backend} backend supports" not in str(e):
+            raise
+        return False
+    return True
 
 
 class OpContract:
@@ -286,6 +302,39 @@ class OpContract:
         _, args, kwargs, exc, match = bad
         with packops.use_backend(backend), pytest.raises(exc, match=match):
             type(self).fn(*args, **{**self.KWARGS, **kwargs})
+
+    @pytest.mark.parametrize("backend,device", CPP)
+    def test_kernels_serve_the_dispatch_dtypes(self, backend, device):
+        """The C++ forward and backward kernel ops serve exactly the dtypes
+        that _dispatch.DTYPES gives their backend: the Python table and the
+        C++ device policies (CpuDevice in csrc/glue.h, CudaDevice in
+        csrc/cuda/device.h) cannot drift apart. (Source-level for CUDA without
+        a GPU: tests/test_cuda_sources.py.)"""
+        if self.kernel_args(self.make(self.OPCHECK_SHAPE, 13), dict(self.KWARGS)) is None:
+            pytest.skip("composed of other ops: no kernel op of its own")
+        served = []
+        for dtype in FLOATS:
+            args = self.cast(self.make(self.OPCHECK_SHAPE, 13), dtype, device)
+            name, kargs = self.kernel_args(args, dict(self.KWARGS))
+            spec = packops._library.SPECS[name]
+            outs = []
+            fwd_ok = _serves(backend, lambda: outs.append(getattr(torch.ops.packops, name)(*kargs)))
+            if not fwd_ok:  # the backward's inputs as the forward would have made them
+                meta = getattr(torch.ops.packops, name + "_triton")(
+                    *[a.to("meta") if torch.is_tensor(a) else a for a in kargs])
+                outs.append(tuple(torch.ones(o.shape, dtype=o.dtype, device=device)
+                                  for o in (meta if isinstance(meta, tuple) else (meta,))))
+            out = outs[0] if isinstance(outs[0], tuple) else (outs[0],)
+            named = dict(zip(packops._library._arg_names(spec.fwd), kargs))
+            bwd_args = [torch.ones_like(out[0]), *[named[a] for a in spec.saved],
+                        *[out[i] for i in spec.saved_outputs], *[named[a] for a in spec.params],
+                        *[True for _ in spec.grads]]
+            bwd_ok = _serves(backend, lambda: getattr(torch.ops.packops, spec.bwd_name)(*bwd_args))
+            assert fwd_ok == bwd_ok, f"{spec.fwd_name} and {spec.bwd_name} disagree on {dtype}"
+            if fwd_ok:
+                served.append(dtype)
+        assert set(served) == set(packops._dispatch.DTYPES[backend]), \
+            f"{backend} kernels serve {served}, _dispatch.DTYPES says {packops._dispatch.DTYPES[backend]}"
 
     def test_kernel_refuses_what_the_op_refuses(self, bad):
         """The Python checks and the compiled kernel's agree: every input the
