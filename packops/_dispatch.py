@@ -235,7 +235,8 @@ def _caller_stacklevel():
 
 # Autocast: float32, float16 and bfloat16 tensors are what torch.autocast
 # casts (float64 never is); the layer ops run in the autocast dtype, like
-# the convolutions they stand for.
+# the convolutions they stand for, and the loss ops in their inputs' dtype.
+# Every op declares which (tests/contract.py, AUTOCAST).
 _AUTOCAST_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -261,4 +262,21 @@ def autocast_to_lower_precision(fn):
         with torch.autocast(dev, enabled=False):
             return fn(cast(x, dtype), *(cast(a, dtype) for a in args),
                       **{k: cast(v, dtype) for k, v in kwargs.items()})
+    return wrapper
+
+
+def autocast_off(fn):
+    """fn with autocast off inside when it is on for x's device type (x: fn's
+    first argument): the loss ops (ssim, photometric_loss, reproject) run in
+    their inputs' dtype on every backend. Without it the reference's and the
+    Triton route's matrix products (reproject's geometry) would run in the
+    autocast dtype, and the other backends' would not."""
+    @functools.wraps(fn)
+    def wrapper(x, *args, **kwargs):
+        if isinstance(x, torch.Tensor):
+            dev = device_type(x)
+            if torch.is_autocast_enabled(dev):
+                with torch.autocast(dev, enabled=False):
+                    return fn(x, *args, **kwargs)
+        return fn(x, *args, **kwargs)
     return wrapper

@@ -17,6 +17,9 @@ run for every backend present (tests/conftest.py):
                compiled kernel refuses the same input (the checks agree)
   dtypes       the C++ kernel ops serve exactly the dtypes _dispatch.DTYPES
                gives their backend (the policies in csrc/ and in Python agree)
+  autocast     under torch.autocast a layer op runs in the autocast dtype
+               (AUTOCAST = True); a loss op declares AUTOCAST = False and runs
+               in its inputs' dtype
 
 The reference is checked against float64 or known answers in the op's own
 file, never against itself. tests/conftest.py parametrizes the fixtures
@@ -66,6 +69,10 @@ class OpContract:
 
     BAD = []                  # [(id, args, kwargs, exception, regex)]: inputs the op must refuse
     KWARGS = {}               # keyword arguments of every call (a mode, e.g. padding_mode)
+    AUTOCAST = True           # under torch.autocast the op runs in the autocast dtype, like
+                              # the convolution it stands for (a layer op, decorated with
+                              # _dispatch.autocast_to_lower_precision); False: it runs in its
+                              # inputs' dtype, autocast or not (a loss, _dispatch.autocast_off)
     MULTILINEAR = False       # every output and gradient element is a sum of products of
                               # input elements (a convolution): floors() derives the
                               # rounding floor of each from the reference
@@ -296,6 +303,60 @@ class OpContract:
         assert_close(out, want, 1e-10, f"{backend} with NaN")
         grads = torch.autograd.grad(out.nansum(), [args[i] for i in pos])  # must not crash
         assert all(g.shape == args[i].shape for i, g in zip(pos, grads))
+
+    @pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
+    def test_autocast(self, backend, device):
+        """Under bf16 torch.autocast. AUTOCAST ops: a bf16 first argument beside
+        float32 parameters (what autocast hands a layer) gives the op's result
+        on every argument cast to bf16 by hand, and each argument's gradient in
+        its own dtype. Other ops: the result and gradients outside autocast."""
+        low = torch.bfloat16
+        if self.AUTOCAST and low not in packops._dispatch.DTYPES[backend]:
+            pytest.skip(f"{backend} does not serve {low}")
+        args = self.cast(self.make(self.LOW_SHAPE, seed=11), torch.float32, device)
+        if self.AUTOCAST:
+            args[0] = args[0].to(low)
+        pos = self.diff_positions(args)
+        ins = self._with_grad(args, pos)
+        with packops.use_backend(backend):
+            with torch.autocast(device, dtype=low):
+                out = self.op(*ins)
+            if self.AUTOCAST:
+                want = self.op(*[a.detach().to(low) if torch.is_tensor(a) else a for a in ins])
+            else:
+                want = self.op(*ins)
+        assert out.dtype == want.dtype == (low if self.AUTOCAST else args[0].dtype)
+        torch.testing.assert_close(out, want, rtol=0, atol=0, equal_nan=True)
+        got = torch.autograd.grad(out.float().square().mean(), [ins[i] for i in pos])
+        for i, g in zip(pos, got):
+            assert g.dtype == ins[i].dtype and torch.isfinite(g).all(), self.NAMES[i]
+        if not self.AUTOCAST:
+            wanted = torch.autograd.grad(want.float().square().mean(), [ins[i] for i in pos])
+            for i, g, w in zip(pos, got, wanted):
+                torch.testing.assert_close(g, w, rtol=0, atol=0, msg=self.NAMES[i])
+
+    def test_autocast_casts_only_inside_and_never_float64(self):
+        """autocast never casts float64 (the op runs in float64, and the dtype
+        check still refuses float64 beside float32); outside autocast nothing
+        is cast (bf16 beside float32 is refused); compiled, the op follows the
+        autocast state it runs under."""
+        if not self.AUTOCAST:
+            pytest.skip("runs in its inputs' dtype (AUTOCAST = False)")
+        args = self.make(self.OPCHECK_SHAPE, seed=12)
+        if not any(torch.is_tensor(a) for a in args[1:]):
+            pytest.skip("one tensor argument: no dtypes to mix")
+        floats = self.cast(args, torch.float32, "cpu")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert self.op(*args).dtype == torch.float64
+            with pytest.raises(ValueError, match="same dtype"):
+                self.op(args[0], *floats[1:])
+        with pytest.raises(ValueError, match="same dtype"):
+            self.op(floats[0].to(torch.bfloat16), *floats[1:])
+        torch._dynamo.reset()
+        compiled = torch.compile(self.op, fullgraph=True, backend="eager")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert compiled(floats[0].to(torch.bfloat16), *floats[1:]).dtype == torch.bfloat16
+        assert compiled(*floats).dtype == torch.float32
 
     @pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
     def test_bad_input(self, backend, bad):

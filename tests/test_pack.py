@@ -9,7 +9,7 @@ import packops
 from packops.pack import pack3d_reference, pack_conv_reference, unpack3d_reference
 
 from _assert import assert_as_accurate, assert_close
-from conftest import BACKEND_DEVICE, FUSED
+from conftest import BACKEND_DEVICE, FUSED, INTERPRETED
 from contract import OpContract
 
 
@@ -412,6 +412,29 @@ def test_module_matches_original(backend, device, name, make, make_ref, shape):
     names = ["x"] + [n for n, _ in ours.named_parameters()]
     for n, a, e in zip(names, got, wanted):
         assert_close(a, e, 1e-9 * max(1.0, e.abs().max().item()), f"{backend} {name} grad {n}")
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
+def test_packing_layers_train_under_autocast(backend, device):
+    """The modules under bf16 autocast, as TrainConfig(amp=True) runs them:
+    close to the float32 result, gradients for every parameter."""
+    if torch.bfloat16 not in packops._dispatch.DTYPES[backend]:
+        pytest.skip(f"{backend} has no bfloat16")
+    torch.manual_seed(0)
+    size = 8 if INTERPRETED else 32
+    net = torch.nn.Sequential(packops.nn.PackLayerConv3d(16, 3),
+                              packops.nn.UnpackLayerConv3d(16, 32, 3)).to(device)
+    x = torch.randn(2, 16, size, size, device=device)
+    with packops.use_backend(backend):
+        ref = net(x)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out = net(x)
+        assert out.dtype == torch.bfloat16
+        out.float().sum().backward()
+    rel = (out.float() - ref).norm() / ref.norm()
+    assert rel < 3e-2, rel
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.dtype == torch.float32, name
 
 
 def test_module_repr_and_defaults():
