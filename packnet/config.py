@@ -11,7 +11,7 @@ import re
 import torch
 
 from . import specs
-from .specs import _FALSE, _TRUE
+from .specs import _FALSE, _TRUE, DATASETS, DEPTH_MODELS
 
 __all__ = ["TrainConfig", "ConfigError", "settings_help", "resume_changes", "format_changes",
            "ADJUSTABLE_ON_RESUME", "show", "packops_backend", "yaml_loader"]
@@ -25,8 +25,6 @@ def _setting(default, help):
     return dataclasses.field(default=default, metadata={"help": help})
 
 
-DEPTH_MODELS = ("PackNet01", "PackNetSlim01", "PackNetTiny")
-DATASETS = ("synthetic", "kitti", "folder")
 # Settings that may change when a run is resumed (applied and printed); every
 # other setting (except name and out_dir, which locate the run) is fixed.
 ADJUSTABLE_ON_RESUME = ("steps", "lr", "lr_step_fraction", "lr_gamma", "clip_grad", "ops", "amp",
@@ -60,8 +58,9 @@ class TrainConfig:
     name: str = _setting("synthetic-tiny", "run name: the run's files go to OUT_DIR/NAME/")
     out_dir: str = _setting("runs", "directory that holds the runs")
     # data
-    data: str = _setting("synthetic", "data set: synthetic (built in), kitti (KITTI raw) or "
-                         "folder (frames + intrinsics.txt); see packnet.data.make_dataset")
+    data: str = _setting("synthetic", "data set: " + ", ".join(DATASETS) + " (the built-in "
+                         "synthetic driving data, KITTI raw, frames + intrinsics.txt; "
+                         "packnet.data.make_dataset)")
     data_kwargs: dict = _setting({}, "the data set's keyword arguments, e.g. {root: DIR} "
                                  "(--data-root), {num_sequences: 4}, {skip_bad: true}")
     size: tuple = _setting((64, 192), "(H, W) of the training images, multiples of 32; "

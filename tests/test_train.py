@@ -352,7 +352,7 @@ def test_every_data_set_and_model_argument_has_a_table_entry():
     each class's defaults pass its own table."""
     import inspect
 
-    from packnet import config, data, models, specs
+    from packnet import data, models, specs
 
     def params(cls, drop):
         return {p.name: p for p in inspect.signature(cls).parameters.values()
@@ -362,9 +362,7 @@ def test_every_data_set_and_model_argument_has_a_table_entry():
              (specs.KITTI, data.KITTIRaw, {"size", "transform"}),
              (specs.FOLDER, data.FolderDataset, {"size", "transform"}),
              (specs.POSE_KWARGS, models.PoseNet, {"nb_ref_imgs"})]
-    pairs += [(specs.MODEL_KWARGS[m], getattr(models, m), set()) for m in config.DEPTH_MODELS]
-    assert set(specs.MODEL_KWARGS) == set(config.DEPTH_MODELS)
-    assert set(specs.DATA_KWARGS) == set(config.DATASETS)
+    pairs += [(specs.MODEL_KWARGS[m], getattr(models, m), set()) for m in specs.DEPTH_MODELS]
     for table, cls, drop in pairs:
         ps = params(cls, drop)
         extra = {"split_files"} if cls is data.KITTIRaw else set()
@@ -372,6 +370,34 @@ def test_every_data_set_and_model_argument_has_a_table_entry():
         for name, p in ps.items():
             if p.default is not p.empty:
                 table[name].convert(p.default)   # raises if a default is out of its range
+
+
+def test_the_registries_name_every_data_set_and_depth_network():
+    """specs.DATASETS and specs.DEPTH_MODELS, the one list of each (read by
+    TrainConfig, the CLI and packnet.release), name what make_dataset builds
+    and the depth networks packnet.models has, and the docs list them."""
+    import inspect
+    import re
+
+    from packnet import cli, config, data, models, specs
+    from packnet.models import packnet01
+
+    assert config.DATASETS is specs.DATASETS and config.DEPTH_MODELS is specs.DEPTH_MODELS
+    assert re.findall(r'name == "(\w+)"', inspect.getsource(data.make_dataset)) == \
+        list(specs.DATASETS)
+    with pytest.raises(ValueError, match=", ".join(specs.DATASETS)):
+        data.make_dataset("imagenet")
+    assert tuple(packnet01.__all__) == specs.DEPTH_MODELS
+    assert all(issubclass(getattr(models, m), torch.nn.Module) for m in specs.DEPTH_MODELS)
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    for command in ("train", "eval"):
+        assert tuple(commands[command]._option_string_actions["--data"].choices) == \
+            specs.DATASETS, command
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "packnet.md")) as f:
+        doc = f.read()
+    missing = [n for n in specs.DATASETS + specs.DEPTH_MODELS if f"`{n}" not in doc]
+    assert not missing, f"docs/packnet.md does not list {missing}"
 
 
 def test_fit_with_nothing_to_train_touches_no_file(tmp_path):

@@ -15,7 +15,8 @@ __all__ = ["SyntheticDriving", "PRESETS", "write_kitti", "KITTIRaw", "FolderData
 
 
 def make_dataset(name, split="train", size=(192, 640), **kwargs):
-    """The dataset the trainer and `packnet eval` use, by name.
+    """The dataset the trainer and `packnet eval` use, by name (one of
+    packnet.specs.DATASETS, which the tests keep in step with this function).
 
     synthetic: SyntheticDriving(split, size, **kwargs)
     kitti:     KITTIRaw(root, split_file=kwargs['split_files'][split] or kwargs['split_file'], size)
@@ -40,7 +41,8 @@ def make_dataset(name, split="train", size=(192, 640), **kwargs):
         if "depth_dir" not in kw and os.path.isdir(os.path.join(root, "depth")):
             kw["depth_dir"] = os.path.join(root, "depth")
         return FolderDataset(root, intrinsics, size=size, **kw)
-    raise ValueError(f"make_dataset: unknown dataset {name!r}; choose synthetic, kitti or folder")
+    from ..specs import DATASETS
+    raise ValueError(f"make_dataset: unknown dataset {name!r}; choose {', '.join(DATASETS)}")
 
 
 __all__ += ["make_dataset"]
