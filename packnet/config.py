@@ -14,23 +14,24 @@ from . import specs
 from .specs import _FALSE, _TRUE, DATASETS, DEPTH_MODELS
 
 __all__ = ["TrainConfig", "ConfigError", "settings_help", "resume_changes", "format_changes",
-           "ADJUSTABLE_ON_RESUME", "show", "packops_backend", "yaml_loader"]
+           "ADJUSTABLE_ON_RESUME", "RETIRED", "show", "packops_backend", "yaml_loader"]
 
 
-def _setting(default, help):
-    """A TrainConfig field with its one-line help (packnet train --list-settings)."""
+def _setting(default, help, adjustable=False):
+    """A TrainConfig field with its one-line help (packnet train --list-settings);
+    adjustable: it may change when a run is resumed (ADJUSTABLE_ON_RESUME)."""
+    metadata = {"help": help, "adjustable": adjustable}
     if isinstance(default, dict):
         return dataclasses.field(default_factory=lambda d=default: copy.deepcopy(d),
-                                 metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+                                 metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
-# Settings that may change when a run is resumed (applied and printed); every
-# other setting (except name and out_dir, which locate the run) is fixed.
-ADJUSTABLE_ON_RESUME = ("steps", "lr", "lr_step_fraction", "lr_gamma", "clip_grad", "ops", "amp",
-                        "compile", "checkpoint_activations",
-                        "device", "num_workers", "max_bad_steps", "log_every", "ckpt_every",
-                        "preview_every", "progress")
+# Settings that earlier versions had and this one ignores where it reads
+# settings (a checkpoint's config, YAML, --set), so old runs still resume and
+# evaluate: the name and why it went.
+RETIRED = {"num_workers": "was reserved and never used: batches are loaded in the training "
+                          "process"}
 CHECKPOINT_PARTS = ("none", "decoder", "encoder", "all")
 
 
@@ -78,13 +79,14 @@ class TrainConfig:
                          "'' = random initialisation")
     # optimisation
     batch_size: int = _setting(4, "samples per step (per process under torchrun)")
-    steps: int = _setting(1900, "training steps (optimizer updates, skipped ones included)")
+    steps: int = _setting(1900, "training steps (optimizer updates, skipped ones included)",
+                          adjustable=True)
     lr: float = _setting(5e-4, "Adam learning rate (the paper's 2e-4 is for PackNet01 over "
-                         "50 epochs)")
+                         "50 epochs)", adjustable=True)
     lr_step_fraction: float = _setting(0.6, "StepLR period as a fraction of steps (the paper's "
-                                       "30 of 50 epochs)")
-    lr_gamma: float = _setting(0.5, "StepLR factor")
-    clip_grad: float = _setting(10.0, "gradient norm clipping threshold")
+                                       "30 of 50 epochs)", adjustable=True)
+    lr_gamma: float = _setting(0.5, "StepLR factor", adjustable=True)
+    clip_grad: float = _setting(10.0, "gradient norm clipping threshold", adjustable=True)
     # losses
     num_scales: int = _setting(4, "depth scales in the photometric loss, 1 to 4")
     velocity_weight: float = _setting(0.05, "velocity loss weight (metric scale); 0 turns it off")
@@ -96,30 +98,36 @@ class TrainConfig:
                                   "resolution before warping: nearest (the original) or "
                                   "bilinear")
     # execution
-    ops: str = _setting("fused", "fused (packops' kernels) or reference (plain PyTorch)")
-    amp: bool = _setting(False, "bf16 autocast (CUDA only)")
+    ops: str = _setting("fused", "fused (packops' kernels) or reference (plain PyTorch)",
+                        adjustable=True)
+    amp: bool = _setting(False, "bf16 autocast (CUDA only)", adjustable=True)
     compile: bool = _setting(False, "torch.compile the depth and pose nets (packops' ops "
-                             "inside the graph); costs a compile at the first step")
+                             "inside the graph); costs a compile at the first step",
+                             adjustable=True)
     checkpoint_activations: str = _setting("none", "recompute activations in backward instead "
                                            "of storing them: none, decoder, encoder or all "
-                                           "(less memory, more time)")
-    device: str = _setting("auto", "auto (CUDA when available), cpu, cuda or cuda:N")
+                                           "(less memory, more time)", adjustable=True)
+    device: str = _setting("auto", "auto (CUDA when available), cpu, cuda or cuda:N",
+                           adjustable=True)
     seed: int = _setting(0, "seed of the initialisation, the batch order and augmentation")
-    num_workers: int = _setting(0, "reserved: batches are loaded in the training process")
-    max_bad_steps: int = _setting(10, "stop after this many non-finite steps in a row")
-    log_every: int = _setting(10, "steps between log.csv / TensorBoard rows")
-    ckpt_every: int = _setting(100, "steps between checkpoints (a kill loses at most these)")
-    preview_every: int = _setting(250, "steps between depth previews; 0 = none")
-    progress: bool = _setting(True, "tqdm progress bar")
+    max_bad_steps: int = _setting(10, "stop after this many non-finite steps in a row",
+                                  adjustable=True)
+    log_every: int = _setting(10, "steps between log.csv / TensorBoard rows", adjustable=True)
+    ckpt_every: int = _setting(100, "steps between checkpoints (a kill loses at most these)",
+                               adjustable=True)
+    preview_every: int = _setting(250, "steps between depth previews; 0 = none", adjustable=True)
+    progress: bool = _setting(True, "tqdm progress bar", adjustable=True)
 
     @classmethod
     def from_dict(cls, d, validate=False):
         """A TrainConfig from a mapping (YAML, a checkpoint's config); values
         are converted to each field's type (ValueError naming the setting).
-        validate=True also checks the ranges, reporting every bad setting at once."""
+        validate=True also checks the ranges, reporting every bad setting at once.
+        RETIRED settings (an earlier version's checkpoint or YAML) are ignored."""
         if not isinstance(d, dict):
             raise ValueError(f"TrainConfig: settings must be a mapping of name: value, got "
                              f"{type(d).__name__}")
+        d = {k: v for k, v in d.items() if k not in RETIRED}
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(fields))
         if unknown:
@@ -181,7 +189,7 @@ class TrainConfig:
         for name in ("batch_size", "steps", "max_bad_steps", "log_every", "ckpt_every"):
             if getattr(self, name) < 1:
                 bad(name, "must be an integer >= 1")
-        for name in ("velocity_warmup", "preview_every", "num_workers"):
+        for name in ("velocity_warmup", "preview_every"):
             if getattr(self, name) < 0:
                 bad(name, "must be an integer >= 0")
         if not 0 <= self.seed < 2 ** 64:  # what torch.manual_seed takes
@@ -238,6 +246,13 @@ class TrainConfig:
         if dev.type not in ("cpu", "cuda"):
             raise ValueError("use auto, cpu, cuda or cuda:N")
         return dev
+
+
+# Settings that may change when a run is resumed (applied and printed): the
+# fields marked adjustable; every other setting (except name and out_dir,
+# which locate the run) is fixed.
+ADJUSTABLE_ON_RESUME = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                             if f.metadata["adjustable"])
 
 
 def packops_backend(ops="fused", device=None):

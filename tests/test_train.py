@@ -400,6 +400,37 @@ def test_the_registries_name_every_data_set_and_depth_network():
     assert not missing, f"docs/packnet.md does not list {missing}"
 
 
+def test_adjustable_on_resume_is_read_from_the_fields():
+    """Each setting says itself whether a resume may change it (its field's
+    metadata); ADJUSTABLE_ON_RESUME is derived from them, in field order."""
+    import dataclasses
+
+    from packnet import config
+    marked = [f.name for f in dataclasses.fields(TrainConfig) if f.metadata["adjustable"]]
+    assert config.ADJUSTABLE_ON_RESUME == tuple(marked)
+    assert {"steps", "lr", "device", "progress"} <= set(marked)
+    assert not {"name", "out_dir", "model", "data", "size", "seed"} & set(marked)
+
+
+def test_a_retired_setting_of_an_old_run_is_ignored(tmp_path):
+    """num_workers (reserved, never used) is gone: the config of an earlier
+    version's checkpoint or YAML that has it still loads, resumes and is
+    evaluated (packnet eval reads it with from_dict)."""
+    from packnet import config
+    assert "num_workers" in config.RETIRED and not hasattr(TrainConfig(), "num_workers")
+    assert TrainConfig.from_dict({"num_workers": 2, "lr": 1e-3}, validate=True).lr == 1e-3
+    Trainer(_cfg(tmp_path, steps=1), dataset=_Pairs(), log=lambda m: None).fit()
+    path = tmp_path / "t" / "checkpoint.pt"
+    ck = load_checkpoint(path)
+    ck["config"]["num_workers"] = 2
+    torch.save(ck, path)
+    assert config.resume_changes(ck["config"], _cfg(tmp_path, steps=2)) == \
+        ([], [("steps", 1, 2)])
+    TrainConfig.from_dict(ck["config"])
+    tr = Trainer(_cfg(tmp_path, steps=2), dataset=_Pairs(), log=lambda m: None).fit(resume=True)
+    assert tr.step == 2
+
+
 def test_fit_with_nothing_to_train_touches_no_file(tmp_path):
     """Trainer API: a resume at its last step rewrites nothing; steps below the
     run's step is refused (the checkpoint would record the smaller value)."""
