@@ -24,7 +24,7 @@ H, W = 64, 64  # the smallest size that five packings by 2 allow twice over
 
 # ------------------------------------------------------ expected layouts
 def _conv2d_block(p, cin, cout, k):
-    # packops.nn.Conv2D / release Conv2D: conv_base + GroupNorm (pad, ELU have no state)
+    # layers.Conv2D / release Conv2D: conv_base + GroupNorm (pad, ELU have no state)
     return {f"{p}.conv_base.weight": (cout, cin, k, k), f"{p}.conv_base.bias": (cout,),
             f"{p}.normalize.weight": (cout,), f"{p}.normalize.bias": (cout,)}
 
