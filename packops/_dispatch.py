@@ -117,12 +117,6 @@ def set_backend(name):
     _default[0] = _check_name(str(name).lower(), "set_backend()")
 
 
-def check_environment():
-    """The PACKOPS_BACKEND value, or ValueError naming it when it is not a
-    backend (for programs that want to refuse it at start, before any op)."""
-    return _check_name(_default[0], _ENV)
-
-
 @contextlib.contextmanager
 def use_backend(name):
     """`with packops.use_backend("triton"): ...` requests a backend inside the

@@ -2,16 +2,15 @@
 folder loaders, and augmentation. Items are dicts; see each module."""
 import os
 
-from .augment import Augmentation, color_jitter, hflip, resize_sample
-from .folder import FolderDataset, read_intrinsics
+from .augment import Augmentation
+from .folder import FolderDataset
 from .io import DataError
 from .kitti import KITTIRaw
 from .kitti_write import write_kitti
-from .synthetic import PRESETS, SyntheticDriving
+from .synthetic import SyntheticDriving
 
-__all__ = ["SyntheticDriving", "PRESETS", "write_kitti", "KITTIRaw", "FolderDataset",
-           "read_intrinsics", "DataError", "Augmentation", "color_jitter", "hflip",
-           "resize_sample"]
+__all__ = ["SyntheticDriving", "write_kitti", "KITTIRaw", "FolderDataset", "DataError",
+           "Augmentation"]
 
 
 def make_dataset(name, split="train", size=(192, 640), **kwargs):
