@@ -309,7 +309,9 @@ class OpContract:
         """Under bf16 torch.autocast. AUTOCAST ops: a bf16 first argument beside
         float32 parameters (what autocast hands a layer) gives the op's result
         on every argument cast to bf16 by hand, and each argument's gradient in
-        its own dtype. Other ops: the result and gradients outside autocast."""
+        its own dtype. Other ops: the result and gradients outside autocast.
+        (The call under autocast passes the arguments by name: the autocast
+        wrappers find the tensors either way.)"""
         low = torch.bfloat16
         if self.AUTOCAST and low not in packops._dispatch.DTYPES[backend]:
             pytest.skip(f"{backend} does not serve {low}")
@@ -320,7 +322,7 @@ class OpContract:
         ins = self._with_grad(args, pos)
         with packops.use_backend(backend):
             with torch.autocast(device, dtype=low):
-                out = self.op(*ins)
+                out = type(self).fn(**dict(zip(self.NAMES, ins)), **self.KWARGS)
             if self.AUTOCAST:
                 want = self.op(*[a.detach().to(low) if torch.is_tensor(a) else a for a in ins])
             else:
