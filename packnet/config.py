@@ -4,6 +4,7 @@ that names the setting, the value and what is allowed, and what may change
 when a run is resumed."""
 import copy
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -18,8 +19,7 @@ __all__ = ["TrainConfig", "ConfigError", "settings_help", "resume_changes", "for
 
 
 def _setting(default, help, adjustable=False):
-    """A TrainConfig field with its one-line help (packnet train --list-settings);
-    adjustable: it may change when a run is resumed (ADJUSTABLE_ON_RESUME)."""
+    """A TrainConfig field with its help (--list-settings); adjustable: a resume may change it."""
     metadata = {"help": help, "adjustable": adjustable}
     if isinstance(default, dict):
         return dataclasses.field(default_factory=lambda d=default: copy.deepcopy(d),
@@ -27,11 +27,9 @@ def _setting(default, help, adjustable=False):
     return dataclasses.field(default=default, metadata=metadata)
 
 
-# Settings that earlier versions had and this one ignores where it reads
-# settings (a checkpoint's config, YAML, --set), so old runs still resume and
-# evaluate: the name and why it went.
-RETIRED = {"num_workers": "was reserved and never used: batches are loaded in the training "
-                          "process"}
+_adjustable = functools.partial(_setting, adjustable=True)  # ADJUSTABLE_ON_RESUME
+# Settings of earlier versions, ignored when read (old runs still resume): why each went.
+RETIRED = {"num_workers": "reserved, never used: batches are loaded in the training process"}
 CHECKPOINT_PARTS = ("none", "decoder", "encoder", "all")
 
 
@@ -59,9 +57,8 @@ class TrainConfig:
     name: str = _setting("synthetic-tiny", "run name: the run's files go to OUT_DIR/NAME/")
     out_dir: str = _setting("runs", "directory that holds the runs")
     # data
-    data: str = _setting("synthetic", "data set: " + ", ".join(DATASETS) + " (the built-in "
-                         "synthetic driving data, KITTI raw, frames + intrinsics.txt; "
-                         "packnet.data.make_dataset)")
+    data: str = _setting("synthetic", "data set: " + ", ".join(DATASETS) + " (built-in synthetic, "
+                         "KITTI raw, frames + intrinsics.txt; packnet.data.make_dataset)")
     data_kwargs: dict = _setting({}, "the data set's keyword arguments, e.g. {root: DIR} "
                                  "(--data-root), {num_sequences: 4}, {skip_bad: true}")
     size: tuple = _setting((64, 192), "(H, W) of the training images, multiples of 32; "
@@ -79,14 +76,13 @@ class TrainConfig:
                          "'' = random initialisation")
     # optimisation
     batch_size: int = _setting(4, "samples per step (per process under torchrun)")
-    steps: int = _setting(1900, "training steps (optimizer updates, skipped ones included)",
-                          adjustable=True)
-    lr: float = _setting(5e-4, "Adam learning rate (the paper's 2e-4 is for PackNet01 over "
-                         "50 epochs)", adjustable=True)
-    lr_step_fraction: float = _setting(0.6, "StepLR period as a fraction of steps (the paper's "
-                                       "30 of 50 epochs)", adjustable=True)
-    lr_gamma: float = _setting(0.5, "StepLR factor", adjustable=True)
-    clip_grad: float = _setting(10.0, "gradient norm clipping threshold", adjustable=True)
+    steps: int = _adjustable(1900, "training steps (optimizer updates, skipped ones included)")
+    lr: float = _adjustable(5e-4, "Adam learning rate (the paper's 2e-4 is for PackNet01 over "
+                            "50 epochs)")
+    lr_step_fraction: float = _adjustable(0.6, "StepLR period as a fraction of steps (the "
+                                          "paper's 30 of 50 epochs)")
+    lr_gamma: float = _adjustable(0.5, "StepLR factor")
+    clip_grad: float = _adjustable(10.0, "gradient norm clipping threshold")
     # losses
     num_scales: int = _setting(4, "depth scales in the photometric loss, 1 to 4")
     velocity_weight: float = _setting(0.05, "velocity loss weight (metric scale); 0 turns it off")
@@ -98,32 +94,25 @@ class TrainConfig:
                                   "resolution before warping: nearest (the original) or "
                                   "bilinear")
     # execution
-    ops: str = _setting("fused", "fused (packops' kernels) or reference (plain PyTorch)",
-                        adjustable=True)
-    amp: bool = _setting(False, "bf16 autocast (CUDA only)", adjustable=True)
-    compile: bool = _setting(False, "torch.compile the depth and pose nets (packops' ops "
-                             "inside the graph); costs a compile at the first step",
-                             adjustable=True)
-    checkpoint_activations: str = _setting("none", "recompute activations in backward instead "
-                                           "of storing them: none, decoder, encoder or all "
-                                           "(less memory, more time)", adjustable=True)
-    device: str = _setting("auto", "auto (CUDA when available), cpu, cuda or cuda:N",
-                           adjustable=True)
+    ops: str = _adjustable("fused", "fused (packops' kernels) or reference (plain PyTorch)")
+    amp: bool = _adjustable(False, "bf16 autocast (CUDA only)")
+    compile: bool = _adjustable(False, "torch.compile the depth and pose nets (packops' ops "
+                                "inside the graph); costs a compile at the first step")
+    checkpoint_activations: str = _adjustable("none", "recompute activations in backward: none, "
+                                              "decoder, encoder or all (less memory, more time)")
+    device: str = _adjustable("auto", "auto (CUDA when available), cpu, cuda or cuda:N")
     seed: int = _setting(0, "seed of the initialisation, the batch order and augmentation")
-    max_bad_steps: int = _setting(10, "stop after this many non-finite steps in a row",
-                                  adjustable=True)
-    log_every: int = _setting(10, "steps between log.csv / TensorBoard rows", adjustable=True)
-    ckpt_every: int = _setting(100, "steps between checkpoints (a kill loses at most these)",
-                               adjustable=True)
-    preview_every: int = _setting(250, "steps between depth previews; 0 = none", adjustable=True)
-    progress: bool = _setting(True, "tqdm progress bar", adjustable=True)
+    max_bad_steps: int = _adjustable(10, "stop after this many non-finite steps in a row")
+    log_every: int = _adjustable(10, "steps between log.csv / TensorBoard rows")
+    ckpt_every: int = _adjustable(100, "steps between checkpoints (a kill loses at most these)")
+    preview_every: int = _adjustable(250, "steps between depth previews; 0 = none")
+    progress: bool = _adjustable(True, "tqdm progress bar")
 
     @classmethod
     def from_dict(cls, d, validate=False):
-        """A TrainConfig from a mapping (YAML, a checkpoint's config); values
-        are converted to each field's type (ValueError naming the setting).
-        validate=True also checks the ranges, reporting every bad setting at once.
-        RETIRED settings (an earlier version's checkpoint or YAML) are ignored."""
+        """A TrainConfig from a mapping (YAML, a checkpoint's config; RETIRED settings
+        are ignored); values are converted to each field's type (ValueError naming the
+        setting). validate=True also checks the ranges, reporting every bad setting at once."""
         if not isinstance(d, dict):
             raise ValueError(f"TrainConfig: settings must be a mapping of name: value, got "
                              f"{type(d).__name__}")
@@ -248,9 +237,7 @@ class TrainConfig:
         return dev
 
 
-# Settings that may change when a run is resumed (applied and printed): the
-# fields marked adjustable; every other setting (except name and out_dir,
-# which locate the run) is fixed.
+# What a resume may change (applied, printed); the rest is fixed (name, out_dir locate the run).
 ADJUSTABLE_ON_RESUME = tuple(f.name for f in dataclasses.fields(TrainConfig)
                              if f.metadata["adjustable"])
 
