@@ -372,7 +372,7 @@ class OpContract:
         that _dispatch.DTYPES gives their backend: the Python table and the
         C++ device policies (CpuDevice in csrc/glue.h, CudaDevice in
         csrc/cuda/device.h) cannot drift apart. (Source-level for CUDA without
-        a GPU: tests/test_cuda_sources.py.)"""
+        a GPU: tests/test_dispatch.py.)"""
         if self.kernel_args(self.make(self.OPCHECK_SHAPE, 13), dict(self.KWARGS)) is None:
             pytest.skip("composed of other ops: no kernel op of its own")
         served = []
@@ -381,7 +381,8 @@ class OpContract:
             name, kargs = self.kernel_args(args, dict(self.KWARGS))
             spec = packops._library.SPECS[name]
             outs = []
-            fwd_ok = _serves(backend, lambda: outs.append(getattr(torch.ops.packops, name)(*kargs)))
+            fwd = getattr(torch.ops.packops, name)
+            fwd_ok = _serves(backend, lambda: outs.append(fwd(*kargs)))
             if not fwd_ok:  # the backward's inputs as the forward would have made them
                 meta = getattr(torch.ops.packops, name + "_triton")(
                     *[a.to("meta") if torch.is_tensor(a) else a for a in kargs])
@@ -396,8 +397,8 @@ class OpContract:
             assert fwd_ok == bwd_ok, f"{spec.fwd_name} and {spec.bwd_name} disagree on {dtype}"
             if fwd_ok:
                 served.append(dtype)
-        assert set(served) == set(packops._dispatch.DTYPES[backend]), \
-            f"{backend} kernels serve {served}, _dispatch.DTYPES says {packops._dispatch.DTYPES[backend]}"
+        table = packops._dispatch.DTYPES[backend]
+        assert set(served) == set(table), f"{backend} kernels serve {served}, DTYPES says {table}"
 
     def test_kernel_refuses_what_the_op_refuses(self, bad):
         """The Python checks and the compiled kernel's agree: every input the
