@@ -76,6 +76,12 @@ def test_every_fused_op_has_a_contract_test():
                                   f"not registered: {sorted(tested - set(SPECS))}")
 
 
+def test_every_public_op_with_a_backend_has_a_contract_test():
+    """_dispatch.OPS (the ops backend_for knows) are the ops the contract tests."""
+    from packops import _dispatch
+    assert {cls.fn.__name__ for cls in _contract_classes() if cls.fn} == set(_dispatch.OPS)
+
+
 def test_kernel_maps_backends():
     assert _library.kernel("ssim_fwd", "triton") is torch.ops.packops.ssim_fwd_triton.default
     if packops.has_cpu_ext():
