@@ -395,6 +395,7 @@ TRUST_HELP = ("load a checkpoint that needs Python's full unpickler, which can r
 
 
 def build_parser():
+    from .specs import DATASETS, DEPTH_MODELS
     ap = argparse.ArgumentParser(
         prog="packnet", description=__doc__.split("\n\n")[0],
         epilog="packnet COMMAND --help lists a command's options. A bad setting, file or data "
@@ -427,12 +428,12 @@ def build_parser():
     t.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help=_setting_help("size", "training image size, multiples of 32"))
     t.add_argument("--lr", type=_number, help=_setting_help("lr", "Adam learning rate"))
-    t.add_argument("--model", help=_setting_help("model", "depth network: PackNet01, "
-                                                          "PackNetSlim01 or PackNetTiny"))
+    t.add_argument("--model", help=_setting_help("model", "depth network: "
+                                                 + ", ".join(DEPTH_MODELS)))
     t.add_argument("--ops", choices=("fused", "reference"),
                    help=_setting_help("ops", "packops' fused kernels or the plain-PyTorch "
                                              "reference"))
-    t.add_argument("--data", choices=("synthetic", "kitti", "folder"),
+    t.add_argument("--data", choices=DATASETS,
                    help=_setting_help("data", "data set"))
     t.add_argument("--data-root", metavar="DIR",
                    help="data directory (data_kwargs root): KITTI raw root, or a folder of "
@@ -465,7 +466,7 @@ def build_parser():
     e.add_argument("--checkpoint", required=True, metavar="FILE",
                    help="a packnet train checkpoint (runs/NAME/checkpoint.pt) or a PackNet-SfM "
                         "release .ckpt (required, no default)")
-    e.add_argument("--data", choices=("synthetic", "kitti", "folder"),
+    e.add_argument("--data", choices=DATASETS,
                    help="data set (default: the run's own; needed for a release file)")
     e.add_argument("--data-root", metavar="DIR",
                    help="data directory for kitti or folder (default: the run's own)")

@@ -4,6 +4,7 @@ that names the setting, the value and what is allowed, and what may change
 when a run is resumed."""
 import copy
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -11,29 +12,24 @@ import re
 import torch
 
 from . import specs
-from .specs import _FALSE, _TRUE
+from .specs import _FALSE, _TRUE, DATASETS, DEPTH_MODELS
 
 __all__ = ["TrainConfig", "ConfigError", "settings_help", "resume_changes", "format_changes",
-           "ADJUSTABLE_ON_RESUME", "show", "packops_backend", "yaml_loader"]
+           "ADJUSTABLE_ON_RESUME", "RETIRED", "show", "packops_backend", "yaml_loader"]
 
 
-def _setting(default, help):
-    """A TrainConfig field with its one-line help (packnet train --list-settings)."""
+def _setting(default, help, adjustable=False):
+    """A TrainConfig field with its help (--list-settings); adjustable: a resume may change it."""
+    metadata = {"help": help, "adjustable": adjustable}
     if isinstance(default, dict):
         return dataclasses.field(default_factory=lambda d=default: copy.deepcopy(d),
-                                 metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+                                 metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
-DEPTH_MODELS = ("PackNet01", "PackNetSlim01", "PackNetTiny")
-DATASETS = ("synthetic", "kitti", "folder")
-# Settings that may change when a run is resumed (applied and printed); every
-# other setting (except name and out_dir, which locate the run) is fixed.
-ADJUSTABLE_ON_RESUME = ("steps", "lr", "lr_step_fraction", "lr_gamma", "clip_grad", "ops", "amp",
-                        "compile", "checkpoint_activations", "cuda_graph", "cudnn_benchmark",
-                        "device", "num_workers", "max_bad_steps", "log_every", "ckpt_every",
-                        "eval_every_minutes",
-                        "preview_every", "progress")
+_adjustable = functools.partial(_setting, adjustable=True)  # ADJUSTABLE_ON_RESUME
+# Settings of earlier versions, ignored when read (old runs still resume): why each went.
+RETIRED = {"num_workers": "reserved, never used: batches are loaded in the training process"}
 CHECKPOINT_PARTS = ("none", "decoder", "encoder", "all")
 CUDA_GRAPH = ("auto", "on", "off")
 
@@ -62,8 +58,8 @@ class TrainConfig:
     name: str = _setting("synthetic-tiny", "run name: the run's files go to OUT_DIR/NAME/")
     out_dir: str = _setting("runs", "directory that holds the runs")
     # data
-    data: str = _setting("synthetic", "data set: synthetic (built in), kitti (KITTI raw) or "
-                         "folder (frames + intrinsics.txt); see packnet.data.make_dataset")
+    data: str = _setting("synthetic", "data set: " + ", ".join(DATASETS) + " (built-in synthetic, "
+                         "KITTI raw, frames + intrinsics.txt; packnet.data.make_dataset)")
     data_kwargs: dict = _setting({}, "the data set's keyword arguments, e.g. {root: DIR} "
                                  "(--data-root), {num_sequences: 4}, {skip_bad: true}")
     size: tuple = _setting((64, 192), "(H, W) of the training images, multiples of 32; "
@@ -81,13 +77,13 @@ class TrainConfig:
                          "'' = random initialisation")
     # optimisation
     batch_size: int = _setting(4, "samples per step (per process under torchrun)")
-    steps: int = _setting(1900, "training steps (optimizer updates, skipped ones included)")
-    lr: float = _setting(5e-4, "Adam learning rate (the paper's 2e-4 is for PackNet01 over "
-                         "50 epochs)")
-    lr_step_fraction: float = _setting(0.6, "StepLR period as a fraction of steps (the paper's "
-                                       "30 of 50 epochs)")
-    lr_gamma: float = _setting(0.5, "StepLR factor")
-    clip_grad: float = _setting(10.0, "gradient norm clipping threshold")
+    steps: int = _adjustable(1900, "training steps (optimizer updates, skipped ones included)")
+    lr: float = _adjustable(5e-4, "Adam learning rate (the paper's 2e-4 is for PackNet01 over "
+                            "50 epochs)")
+    lr_step_fraction: float = _adjustable(0.6, "StepLR period as a fraction of steps (the "
+                                          "paper's 30 of 50 epochs)")
+    lr_gamma: float = _adjustable(0.5, "StepLR factor")
+    clip_grad: float = _adjustable(10.0, "gradient norm clipping threshold")
     # losses
     num_scales: int = _setting(4, "depth scales in the photometric loss, 1 to 4")
     velocity_weight: float = _setting(0.05, "velocity loss weight (metric scale); 0 turns it off")
@@ -104,38 +100,35 @@ class TrainConfig:
                                   "resolution before warping: nearest (the original) or "
                                   "bilinear")
     # execution
-    ops: str = _setting("fused", "fused (packops' kernels) or reference (plain PyTorch)")
-    amp: bool = _setting(False, "bf16 autocast (CUDA only)")
-    compile: bool = _setting(False, "torch.compile the depth and pose nets (packops' ops "
-                             "inside the graph); costs a compile at the first step")
-    checkpoint_activations: str = _setting("none", "recompute activations in backward instead "
-                                           "of storing them: none, decoder, encoder or all "
-                                           "(less memory, more time)")
-    cuda_graph: str = _setting("auto", "capture the whole training step once as a CUDA graph "
-                               "and replay it every step: auto (on for CUDA in a single "
-                               "process), on or off")
-    cudnn_benchmark: bool = _setting(True, "let cuDNN time its algorithms for training's fixed "
-                                     "shapes (CUDA)")
-    device: str = _setting("auto", "auto (CUDA when available), cpu, cuda or cuda:N")
+    ops: str = _adjustable("fused", "fused (packops' kernels) or reference (plain PyTorch)")
+    amp: bool = _adjustable(False, "bf16 autocast (CUDA only)")
+    compile: bool = _adjustable(False, "torch.compile the depth and pose nets (packops' ops "
+                                "inside the graph); costs a compile at the first step")
+    checkpoint_activations: str = _adjustable("none", "recompute activations in backward: none, "
+                                              "decoder, encoder or all (less memory, more time)")
+    cuda_graph: str = _adjustable("auto", "capture the whole training step once as a CUDA "
+                                  "graph and replay it: auto (on for CUDA in one process), on, off")
+    cudnn_benchmark: bool = _adjustable(True, "let cuDNN time its algorithms for training's "
+                                        "fixed shapes (CUDA)")
+    device: str = _adjustable("auto", "auto (CUDA when available), cpu, cuda or cuda:N")
     seed: int = _setting(0, "seed of the initialisation, the batch order and augmentation")
-    num_workers: int = _setting(0, "reserved: batches are loaded in the training process")
-    max_bad_steps: int = _setting(10, "stop after this many non-finite steps in a row")
-    log_every: int = _setting(10, "steps between log.csv / TensorBoard rows")
-    ckpt_every: int = _setting(100, "steps between checkpoints (a kill loses at most these)")
-    eval_every_minutes: float = _setting(0.0, "evaluate on the test split every this many "
-                                         "minutes of training and add a row to curve.csv "
-                                         "(abs_rel against training time); 0 = off")
-    preview_every: int = _setting(250, "steps between depth previews; 0 = none")
-    progress: bool = _setting(True, "tqdm progress bar")
+    max_bad_steps: int = _adjustable(10, "stop after this many non-finite steps in a row")
+    log_every: int = _adjustable(10, "steps between log.csv / TensorBoard rows")
+    ckpt_every: int = _adjustable(100, "steps between checkpoints (a kill loses at most these)")
+    eval_every_minutes: float = _adjustable(0.0, "evaluate on the test split every this many "
+                                            "minutes of training into curve.csv; 0 = off")
+    preview_every: int = _adjustable(250, "steps between depth previews; 0 = none")
+    progress: bool = _adjustable(True, "tqdm progress bar")
 
     @classmethod
     def from_dict(cls, d, validate=False):
-        """A TrainConfig from a mapping (YAML, a checkpoint's config); values
-        are converted to each field's type (ValueError naming the setting).
-        validate=True also checks the ranges, reporting every bad setting at once."""
+        """A TrainConfig from a mapping (YAML, a checkpoint's config; RETIRED settings
+        are ignored); values are converted to each field's type (ValueError naming the
+        setting). validate=True also checks the ranges, reporting every bad setting at once."""
         if not isinstance(d, dict):
             raise ValueError(f"TrainConfig: settings must be a mapping of name: value, got "
                              f"{type(d).__name__}")
+        d = {k: v for k, v in d.items() if k not in RETIRED}
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(fields))
         if unknown:
@@ -197,7 +190,7 @@ class TrainConfig:
         for name in ("batch_size", "steps", "max_bad_steps", "log_every", "ckpt_every"):
             if getattr(self, name) < 1:
                 bad(name, "must be an integer >= 1")
-        for name in ("velocity_warmup", "preview_every", "num_workers"):
+        for name in ("velocity_warmup", "preview_every"):
             if getattr(self, name) < 0:
                 bad(name, "must be an integer >= 0")
         if not 0 <= self.seed < 2 ** 64:  # what torch.manual_seed takes
@@ -259,6 +252,11 @@ class TrainConfig:
         if dev.type not in ("cpu", "cuda"):
             raise ValueError("use auto, cpu, cuda or cuda:N")
         return dev
+
+
+# What a resume may change (applied, printed); the rest is fixed (name, out_dir locate the run).
+ADJUSTABLE_ON_RESUME = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                             if f.metadata["adjustable"])
 
 
 def packops_backend(ops="fused", device=None):

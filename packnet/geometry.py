@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import packops
 
 __all__ = ["inv2depth", "depth2inv", "euler2mat", "pose_vec2mat", "invert_pose",
-           "scale_intrinsics", "intrinsics_pyramid", "reproject"]
+           "scale_intrinsics"]
 
 
 def inv2depth(inv_depth):
@@ -62,12 +62,3 @@ def scale_intrinsics(K, sx, sy=None):
     """K: [B,3,3] for an image resized by (sx, sy) (pixel centres at integers)."""
     return packops.scale_intrinsics(K, sx, sx if sy is None else sy)
 
-
-def intrinsics_pyramid(K, n):
-    """[K at scale 0, 1/2, ..., 1/2^(n-1)]: the intrinsics of each decoder scale."""
-    return [K if i == 0 else scale_intrinsics(K, 0.5 ** i) for i in range(n)]
-
-
-def reproject(image, depth, K, T, K_src=None, return_mask=False):
-    """packops.reproject: warp `image` (context) into the target view."""
-    return packops.reproject(image, depth, K, T, K_src, return_mask)

@@ -25,14 +25,13 @@ import torch
 
 from . import models
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import DEPTH_MODELS
+from .specs import DEPTH_MODELS
 from .models import strip_prefix
 
 __all__ = ["load_release", "is_release", "checkpoint_format", "checkpoint_info", "describe",
            "release_depth_net", "release_pose_net", "load_weights", "check_init", "init_networks",
-           "DEPTH_NETS", "POSE_NETS"]
+           "POSE_NETS"]
 
-DEPTH_NETS = DEPTH_MODELS          # the release's PackNet01, PackNetSlim01, and our PackNetTiny
 POSE_NETS = ("PoseNet",)
 METRIC_MODELS = ("VelSupModel", "SemiSupModel")   # trained with a metric signal
 
@@ -98,9 +97,9 @@ def checkpoint_info(ckpt, path="<checkpoint>"):
     if not isinstance(name, str) or not name:
         raise CheckpointError(path, "a PackNet-SfM release without a depth network: its config "
                                     "has no model.depth_net.name")
-    if name not in DEPTH_NETS:
+    if name not in DEPTH_MODELS:  # the release's PackNet01, PackNetSlim01, and our PackNetTiny
         raise CheckpointError(path, f"the release's depth network {name} is not one packnet "
-                                    f"has (supported: {', '.join(DEPTH_NETS)})")
+                                    f"has (supported: {', '.join(DEPTH_MODELS)})")
     version = _get(cfg, "model.depth_net.version")
     if not isinstance(version, str) or not version:
         raise CheckpointError(path, f"the release's config gives no model.depth_net.version; "

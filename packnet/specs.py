@@ -4,6 +4,12 @@ them, so a value the class cannot use (fps: 0, init_depth: ten, context:
 [a, b]) is refused at start, naming the key, instead of ending in a
 traceback at the first step or after training.
 
+The tables are also the registry of names: DATASETS (the keys of
+DATA_KWARGS) and DEPTH_MODELS (of MODEL_KWARGS) are the one list of data
+sets and depth networks, read by TrainConfig, `packnet train/eval --data`,
+make_dataset, packnet.release and the tests (tests/test_train.py checks
+each name against its class and the docs).
+
 A table lists every argument a config may give the class (the trainer sets
 the others: split, size, transform, nb_ref_imgs); tests/test_train.py keeps
 the tables in step with the signatures. A check converts the value (an
@@ -14,7 +20,8 @@ class, so that checking a config imports no data set or network code.
 """
 import math
 
-__all__ = ["DATA_KWARGS", "MODEL_KWARGS", "POSE_KWARGS", "SPLITS", "check_kwargs"]
+__all__ = ["DATA_KWARGS", "MODEL_KWARGS", "POSE_KWARGS", "DATASETS", "DEPTH_MODELS", "SPLITS",
+           "check_kwargs"]
 
 SPLITS = ("train", "val", "test")
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
@@ -175,6 +182,8 @@ DATA_KWARGS = {"synthetic": SYNTHETIC, "kitti": KITTI, "folder": FOLDER}
 _PACKNET = {"version": Choice("1A", "1B"), "dropout": Number(0, 1, optional=True),
             "init_depth": Number(0.5, lo_open=True, optional=True)}
 MODEL_KWARGS = {"PackNet01": _PACKNET, "PackNetSlim01": _PACKNET, "PackNetTiny": _PACKNET}
+DATASETS = tuple(DATA_KWARGS)       # the data sets by name: synthetic, kitti, folder
+DEPTH_MODELS = tuple(MODEL_KWARGS)  # the depth networks, classes of packnet.models
 # PoseNet (packnet/models/posenet.py); nb_ref_imgs is the trainer's (2).
 POSE_KWARGS = {"rotation_mode": Choice("euler"),
                "translation_scale": Number(0, lo_open=True),

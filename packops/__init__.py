@@ -10,7 +10,7 @@ from .photometric import photometric_loss, photometric_loss_reference, ssim, ssi
 from .pack import (pack3d, pack3d_reference, pack_conv, pack_conv_reference, unpack3d,
                    unpack3d_reference)
 from .norm import group_norm_elu, group_norm_elu_reference
-from .reproject import projection_matrix, reproject, reproject_reference, scale_intrinsics
+from .reproject import reproject, reproject_reference, scale_intrinsics
 
 __version__ = "0.1.0"
 
@@ -18,7 +18,7 @@ __all__ = [
     "BACKENDS", "backend_for", "backends", "get_backend", "set_backend", "use_backend",
     "has_cpu_ext", "has_cuda_ext",
     "ssim", "ssim_reference", "photometric_loss", "photometric_loss_reference",
-    "reproject", "reproject_reference", "projection_matrix", "scale_intrinsics",
+    "reproject", "reproject_reference", "scale_intrinsics",
     "nn",
     "pack3d", "pack3d_reference", "unpack3d", "unpack3d_reference",
     "pack_conv", "pack_conv_reference",

@@ -117,12 +117,6 @@ def set_backend(name):
     _default[0] = _check_name(str(name).lower(), "set_backend()")
 
 
-def check_environment():
-    """The PACKOPS_BACKEND value, or ValueError naming it when it is not a
-    backend (for programs that want to refuse it at start, before any op)."""
-    return _check_name(_default[0], _ENV)
-
-
 @contextlib.contextmanager
 def use_backend(name):
     """`with packops.use_backend("triton"): ...` requests a backend inside the
@@ -235,13 +229,24 @@ def _caller_stacklevel():
 
 # Autocast: float32, float16 and bfloat16 tensors are what torch.autocast
 # casts (float64 never is); the layer ops run in the autocast dtype, like
-# the convolutions they stand for.
+# the convolutions they stand for, and the loss ops in their inputs' dtype.
+# Every op declares which (tests/contract.py, AUTOCAST).
 _AUTOCAST_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def _autocast_device(args, kwargs):
+    """The device type of the first tensor argument (positional or keyword)
+    when autocast is on for it, else None."""
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            dev = device_type(a)
+            return dev if torch.is_autocast_enabled(dev) else None
+    return None
+
+
 def autocast_to_lower_precision(fn):
-    """Under torch.autocast for x's device type (x: fn's first argument),
-    call fn with every float32/float16/bfloat16 tensor argument cast to the
+    """Under torch.autocast for the device of fn's first tensor argument, call
+    fn with every float32/float16/bfloat16 tensor argument cast to the
     autocast dtype, and autocast off inside (so the reference computes in
     that dtype too, and the fused routes keep their float32 parts float32).
     Outside autocast, fn as it is. For the network-layer ops (pack3d,
@@ -251,14 +256,28 @@ def autocast_to_lower_precision(fn):
         return t.to(dtype) if isinstance(t, torch.Tensor) and t.dtype in _AUTOCAST_ELIGIBLE else t
 
     @functools.wraps(fn)
-    def wrapper(x, *args, **kwargs):
-        if not isinstance(x, torch.Tensor):
-            return fn(x, *args, **kwargs)
-        dev = device_type(x)
-        if not torch.is_autocast_enabled(dev):
-            return fn(x, *args, **kwargs)
+    def wrapper(*args, **kwargs):
+        dev = _autocast_device(args, kwargs)
+        if dev is None:
+            return fn(*args, **kwargs)
         dtype = torch.get_autocast_dtype(dev)
         with torch.autocast(dev, enabled=False):
-            return fn(cast(x, dtype), *(cast(a, dtype) for a in args),
+            return fn(*(cast(a, dtype) for a in args),
                       **{k: cast(v, dtype) for k, v in kwargs.items()})
+    return wrapper
+
+
+def autocast_off(fn):
+    """fn with autocast off inside when it is on for the device of fn's first
+    tensor argument: the loss ops (ssim, photometric_loss, reproject) run in
+    their inputs' dtype on every backend. Without it the reference's and the
+    Triton route's matrix products (reproject's geometry) would run in the
+    autocast dtype, and the other backends' would not."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        dev = _autocast_device(args, kwargs)
+        if dev is None:
+            return fn(*args, **kwargs)
+        with torch.autocast(dev, enabled=False):
+            return fn(*args, **kwargs)
     return wrapper

@@ -17,7 +17,10 @@ ops themselves are not differentiable: a second derivative through them
 raises (use the reference backend for double backward).
 
 `kernel(name, backend)` is the one place that maps a backend to its op.
-tests/test_library.py checks that the C++ schemas equal the ones here.
+SPECS is the registry of every fused op, filled by `fused_op` as the op
+modules are imported: tests/test_library.py reads it to check that the C++
+schemas equal the ones here and that no C++ op is missing from it, and the op
+contract (tests/contract.py) to call each kernel op.
 """
 import dataclasses
 import importlib
@@ -65,6 +68,7 @@ def _arg_names(schema):
 
 
 _kernels = {}
+SPECS = {}  # forward kernel op name ("ssim_fwd") -> its FusedOp; filled by fused_op
 
 
 def kernel(name, backend):
@@ -138,6 +142,7 @@ def fused_op(spec, fwd_fake, bwd_fake=None):
     tensor or one like that argument of the backward op (give one when a
     gradient's input is not an argument of the backward, like pack3d's bias).
     """
+    SPECS[spec.fwd_name] = spec
     for name, schema in ((spec.fwd_name, spec.fwd), (spec.bwd_name, spec.bwd)):
         torch.library.custom_op(f"{_NS}::{name}_triton", _triton_impl(spec.triton, name),
                                 mutates_args=(), schema="(" + schema.split("(", 1)[1])

@@ -73,6 +73,7 @@ def _check(op, a_name, a, b_name, b):
     _checks.min_spatial(op, a_name, a, 2)
 
 
+@_dispatch.autocast_off
 def ssim(x, y, C1=1e-4, C2=9e-4):
     """Per-pixel SSIM of x and y: [B,C,H,W], H,W >= 2 -> [B,C,H,W].
 
@@ -88,6 +89,7 @@ def ssim(x, y, C1=1e-4, C2=9e-4):
     return _library.kernel("ssim_fwd", backend)(x, y, C1, C2)
 
 
+@_dispatch.autocast_off
 def photometric_loss(pred, target, alpha=0.85, C1=1e-4, C2=9e-4):
     """Per-pixel photometric loss: [B,C,H,W], H,W >= 2 -> [B,1,H,W].
 

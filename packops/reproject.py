@@ -203,6 +203,7 @@ def _check_inputs(image, depth, K, T, K_src):
 PADDING_MODES = ("zeros", "border")
 
 
+@_dispatch.autocast_off
 def reproject(image, depth, K, T, K_src=None, return_mask=False, padding_mode="zeros"):
     """Warp a source image into the target view (view synthesis).
 

@@ -15,6 +15,11 @@ run for every backend present (tests/conftest.py):
   edge cases   empty batch, NaN in -> NaN out where the reference has it
   bad input    a clear error naming the argument, on every backend, and the
                compiled kernel refuses the same input (the checks agree)
+  dtypes       the C++ kernel ops serve exactly the dtypes _dispatch.DTYPES
+               gives their backend (the policies in csrc/ and in Python agree)
+  autocast     under torch.autocast a layer op runs in the autocast dtype
+               (AUTOCAST = True); a loss op declares AUTOCAST = False and runs
+               in its inputs' dtype
 
 The reference is checked against float64 or known answers in the op's own
 file, never against itself. tests/conftest.py parametrizes the fixtures
@@ -30,6 +35,20 @@ from _assert import assert_as_accurate, assert_close, rounding_floor
 from conftest import BACKEND_DEVICE, FUSED, INTERPRETED
 
 LOW = (torch.float16, torch.bfloat16)
+FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+CPP = [p for p in FUSED if p.values[0] in ("cpu", "cuda")]  # packops._C's kernels
+
+
+def _serves(backend, call):
+    """Whether call() runs; False when the C++ device policy refuses its dtype
+    (CpuDevice / CudaDevice::dtype's message); any other error is raised."""
+    try:
+        call()
+    except RuntimeError as e:
+        if f"the {backend} backend supports" not in str(e):
+            raise
+        return False
+    return True
 
 
 class OpContract:
@@ -50,6 +69,10 @@ class OpContract:
 
     BAD = []                  # [(id, args, kwargs, exception, regex)]: inputs the op must refuse
     KWARGS = {}               # keyword arguments of every call (a mode, e.g. padding_mode)
+    AUTOCAST = True           # under torch.autocast the op runs in the autocast dtype, like
+                              # the convolution it stands for (a layer op, decorated with
+                              # _dispatch.autocast_to_lower_precision); False: it runs in its
+                              # inputs' dtype, autocast or not (a loss, _dispatch.autocast_off)
     MULTILINEAR = False       # every output and gradient element is a sum of products of
                               # input elements (a convolution): floors() derives the
                               # rounding floor of each from the reference
@@ -281,11 +304,101 @@ class OpContract:
         grads = torch.autograd.grad(out.nansum(), [args[i] for i in pos])  # must not crash
         assert all(g.shape == args[i].shape for i, g in zip(pos, grads))
 
+    @pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
+    def test_autocast(self, backend, device):
+        """Under bf16 torch.autocast. AUTOCAST ops: a bf16 first argument beside
+        float32 parameters (what autocast hands a layer) gives the op's result
+        on every argument cast to bf16 by hand, and each argument's gradient in
+        its own dtype. Other ops: the result and gradients outside autocast.
+        (The call under autocast passes the arguments by name: the autocast
+        wrappers find the tensors either way.)"""
+        low = torch.bfloat16
+        if self.AUTOCAST and low not in packops._dispatch.DTYPES[backend]:
+            pytest.skip(f"{backend} does not serve {low}")
+        args = self.cast(self.make(self.LOW_SHAPE, seed=11), torch.float32, device)
+        if self.AUTOCAST:
+            args[0] = args[0].to(low)
+        pos = self.diff_positions(args)
+        ins = self._with_grad(args, pos)
+        with packops.use_backend(backend):
+            with torch.autocast(device, dtype=low):
+                out = type(self).fn(**dict(zip(self.NAMES, ins)), **self.KWARGS)
+            if self.AUTOCAST:
+                want = self.op(*[a.detach().to(low) if torch.is_tensor(a) else a for a in ins])
+            else:
+                want = self.op(*ins)
+        assert out.dtype == want.dtype == (low if self.AUTOCAST else args[0].dtype)
+        torch.testing.assert_close(out, want, rtol=0, atol=0, equal_nan=True)
+        got = torch.autograd.grad(out.float().square().mean(), [ins[i] for i in pos])
+        for i, g in zip(pos, got):
+            assert g.dtype == ins[i].dtype and torch.isfinite(g).all(), self.NAMES[i]
+        if not self.AUTOCAST:
+            wanted = torch.autograd.grad(want.float().square().mean(), [ins[i] for i in pos])
+            for i, g, w in zip(pos, got, wanted):
+                torch.testing.assert_close(g, w, rtol=0, atol=0, msg=self.NAMES[i])
+
+    def test_autocast_casts_only_inside_and_never_float64(self):
+        """autocast never casts float64 (the op runs in float64, and the dtype
+        check still refuses float64 beside float32); outside autocast nothing
+        is cast (bf16 beside float32 is refused); compiled, the op follows the
+        autocast state it runs under."""
+        if not self.AUTOCAST:
+            pytest.skip("runs in its inputs' dtype (AUTOCAST = False)")
+        args = self.make(self.OPCHECK_SHAPE, seed=12)
+        if not any(torch.is_tensor(a) for a in args[1:]):
+            pytest.skip("one tensor argument: no dtypes to mix")
+        floats = self.cast(args, torch.float32, "cpu")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert self.op(*args).dtype == torch.float64
+            with pytest.raises(ValueError, match="same dtype"):
+                self.op(args[0], *floats[1:])
+        with pytest.raises(ValueError, match="same dtype"):
+            self.op(floats[0].to(torch.bfloat16), *floats[1:])
+        torch._dynamo.reset()
+        compiled = torch.compile(self.op, fullgraph=True, backend="eager")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert compiled(floats[0].to(torch.bfloat16), *floats[1:]).dtype == torch.bfloat16
+        assert compiled(*floats).dtype == torch.float32
+
     @pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
     def test_bad_input(self, backend, bad):
         _, args, kwargs, exc, match = bad
         with packops.use_backend(backend), pytest.raises(exc, match=match):
             type(self).fn(*args, **{**self.KWARGS, **kwargs})
+
+    @pytest.mark.parametrize("backend,device", CPP)
+    def test_kernels_serve_the_dispatch_dtypes(self, backend, device):
+        """The C++ forward and backward kernel ops serve exactly the dtypes
+        that _dispatch.DTYPES gives their backend: the Python table and the
+        C++ device policies (CpuDevice in csrc/glue.h, CudaDevice in
+        csrc/cuda/device.h) cannot drift apart. (Source-level for CUDA without
+        a GPU: tests/test_dispatch.py.)"""
+        if self.kernel_args(self.make(self.OPCHECK_SHAPE, 13), dict(self.KWARGS)) is None:
+            pytest.skip("composed of other ops: no kernel op of its own")
+        served = []
+        for dtype in FLOATS:
+            args = self.cast(self.make(self.OPCHECK_SHAPE, 13), dtype, device)
+            name, kargs = self.kernel_args(args, dict(self.KWARGS))
+            spec = packops._library.SPECS[name]
+            outs = []
+            fwd = getattr(torch.ops.packops, name)
+            fwd_ok = _serves(backend, lambda: outs.append(fwd(*kargs)))
+            if not fwd_ok:  # the backward's inputs as the forward would have made them
+                meta = getattr(torch.ops.packops, name + "_triton")(
+                    *[a.to("meta") if torch.is_tensor(a) else a for a in kargs])
+                outs.append(tuple(torch.ones(o.shape, dtype=o.dtype, device=device)
+                                  for o in (meta if isinstance(meta, tuple) else (meta,))))
+            out = outs[0] if isinstance(outs[0], tuple) else (outs[0],)
+            named = dict(zip(packops._library._arg_names(spec.fwd), kargs))
+            bwd_args = [torch.ones_like(out[0]), *[named[a] for a in spec.saved],
+                        *[out[i] for i in spec.saved_outputs], *[named[a] for a in spec.params],
+                        *[True for _ in spec.grads]]
+            bwd_ok = _serves(backend, lambda: getattr(torch.ops.packops, spec.bwd_name)(*bwd_args))
+            assert fwd_ok == bwd_ok, f"{spec.fwd_name} and {spec.bwd_name} disagree on {dtype}"
+            if fwd_ok:
+                served.append(dtype)
+        table = packops._dispatch.DTYPES[backend]
+        assert set(served) == set(table), f"{backend} kernels serve {served}, DTYPES says {table}"
 
     def test_kernel_refuses_what_the_op_refuses(self, bad):
         """The Python checks and the compiled kernel's agree: every input the

@@ -1,5 +1,6 @@
 """Backend selection: explicit requests, automatic fallback, environment."""
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -210,3 +211,55 @@ def test_import_without_compiled_library():
     assert r.returncode == 0, r.stderr
     assert "pip install --no-build-isolation -e ." in r.stdout
     assert "falling back to the reference backend" in r.stderr
+
+
+# ----------------------------------------- the dtype table and csrc's policies
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DTYPE_NAMES = {"Float32": torch.float32, "Float64": torch.float64, "Float16": torch.float16,
+                "BFloat16": torch.bfloat16}
+_WORDS = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+          "bfloat16": torch.bfloat16}
+
+
+def _source(path):
+    with open(os.path.join(_ROOT, "csrc", path)) as f:
+        return f.read()
+
+
+def _policy(path, struct):
+    """(dtypes the struct's dtype() accepts, dtypes its message names), read
+    from the C++ source: the TORCH_CHECK's condition is `ok` (every DType
+    to_dtype maps, csrc/glue.h) or `ok && (dt == DType::A || ...)`."""
+    body = _source(path).split(f"struct {struct} {{", 1)[1]
+    body = body.split("static DType dtype(", 1)[1].split("return dt;", 1)[0]
+    check = body.split("TORCH_CHECK(", 1)[1]
+    depth, end = 0, None
+    for i, ch in enumerate(check):  # the condition ends at the first top-level comma
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            end = i
+            break
+    condition = " ".join(check[:end].split())
+    mapped = re.findall(r"case at::k\w+: return DType::(\w+);", _source("glue.h"))
+    if condition == "ok":
+        accepted = mapped
+    else:
+        m = re.fullmatch(r"ok && \((dt == DType::\w+(?: \|\| dt == DType::\w+)*)\)", condition)
+        assert m, f"{struct}::dtype: cannot read the condition {condition!r}; update this test"
+        accepted = re.findall(r"DType::(\w+)", m.group(1))
+    words = re.search(r"backend supports ([\w ,]+?), got", check).group(1)
+    named = re.split(r", | and ", words)
+    return {_DTYPE_NAMES[n] for n in accepted}, {_WORDS[w] for w in named}
+
+
+@pytest.mark.parametrize("backend,path,struct", [("cpu", "glue.h", "CpuDevice"),
+                                                 ("cuda", "cuda/device.h", "CudaDevice")])
+def test_csrc_device_policies_are_the_dtype_table(backend, path, struct):
+    """The dtypes the C++ wrappers accept (Dev::dtype, read from the source:
+    CUDA's is checked here without a GPU) and name in their message are
+    _dispatch.DTYPES[backend]. The contract's test_kernels_serve_the_dispatch_dtypes
+    runs the kernels themselves with every dtype where they are built."""
+    accepted, named = _policy(path, struct)
+    assert accepted == set(_dispatch.DTYPES[backend]), (struct, accepted)
+    assert named == accepted, (struct, "its message names", named)

@@ -1,15 +1,14 @@
 """pack3d / unpack3d / pack_conv: the op contract (tests/contract.py) on every
-backend present, plus other packing factors, the packing modules against
-PackNet-SfM's layers, pack_conv's two routes and its memory."""
+backend present, plus other packing factors, pack_conv's routes and its
+memory. The PackNet layers built on them: tests/test_packnet_layers.py."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import packops
 from packops.pack import pack3d_reference, pack_conv_reference, unpack3d_reference
 
 from _assert import assert_as_accurate, assert_close
-from conftest import BACKEND_DEVICE, FUSED
+from conftest import FUSED
 from contract import OpContract
 
 
@@ -312,117 +311,6 @@ def test_compiled_ops_check_shapes():
         torch.ops.packops.pack3d_bwd(x, x, w3, 2, True, True, True)
     with pytest.raises(RuntimeError, match=r"cpu backend supports float32 and float64"):
         torch.ops.packops.pack3d_fwd(x.half(), w3.half(), b3.half(), 2)
-
-
-# ------------------------------------------------------------------ modules
-class _RefConv2D(torch.nn.Module):
-    """PackNet-SfM's Conv2D, written from its description: the reference."""
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride):
-        super().__init__()
-        self.kernel_size = kernel_size
-        self.conv_base = torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride)
-        self.pad = torch.nn.ZeroPad2d([kernel_size // 2] * 4)
-        self.normalize = torch.nn.GroupNorm(16, out_channels)
-        self.activ = torch.nn.ELU(inplace=True)
-
-    def forward(self, x):
-        return self.activ(self.normalize(self.conv_base(self.pad(x))))
-
-
-class _RefPack(torch.nn.Module):
-    def __init__(self, in_channels, kernel_size, r=2, d=8):
-        super().__init__()
-        self.r = r
-        self.conv = _RefConv2D(in_channels * r * r * d, in_channels, kernel_size, 1)
-        self.conv3d = torch.nn.Conv3d(1, d, 3, padding=1)
-
-    def forward(self, x):
-        x = F.pixel_unshuffle(x, self.r).unsqueeze(1)
-        x = self.conv3d(x)
-        b, c, d, h, w = x.shape
-        return self.conv(x.view(b, c * d, h, w))
-
-
-class _RefUnpack(torch.nn.Module):
-    def __init__(self, in_channels, out_channels, kernel_size, r=2, d=8):
-        super().__init__()
-        self.conv = _RefConv2D(in_channels, out_channels * r * r // d, kernel_size, 1)
-        self.conv3d = torch.nn.Conv3d(1, d, 3, padding=1)
-        self.unpack = torch.nn.PixelShuffle(r)
-
-    def forward(self, x):
-        x = self.conv(x).unsqueeze(1)
-        x = self.conv3d(x)
-        b, c, d, h, w = x.shape
-        return self.unpack(x.view(b, c * d, h, w))
-
-
-def _randomise(module, seed):
-    # non-trivial values everywhere (the default init zeroes the biases)
-    g = _gen(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.2)
-
-
-MODULES = [
-    ("pack", lambda: packops.nn.PackLayerConv3d(16, 5), lambda: _RefPack(16, 5), (2, 16, 8, 12)),
-    ("pack_k3_d4", lambda: packops.nn.PackLayerConv3d(16, 3, d=4), lambda: _RefPack(16, 3, d=4),
-     (1, 16, 4, 6)),
-    ("unpack", lambda: packops.nn.UnpackLayerConv3d(16, 32, 3), lambda: _RefUnpack(16, 32, 3),
-     (2, 16, 3, 5)),
-]
-
-
-@pytest.mark.parametrize("name,make,make_ref,shape", MODULES, ids=[m[0] for m in MODULES])
-def test_state_dict_matches_original(name, make, make_ref, shape):
-    ours, ref = make().state_dict(), make_ref().state_dict()
-    assert list(ours) == list(ref) or set(ours) == set(ref)
-    for k in ref:
-        assert ours[k].shape == ref[k].shape, k
-    m = make()
-    for mod in m.modules():
-        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Conv3d)):
-            fan_in = mod.weight[0].numel()
-            fan_out = mod.weight.shape[0] * mod.weight[0, 0].numel()
-            bound = (6.0 / (fan_in + fan_out)) ** 0.5  # xavier_uniform_
-            assert mod.weight.abs().max() <= bound and mod.weight.abs().max() > 0.5 * bound
-            assert torch.equal(mod.bias, torch.zeros_like(mod.bias))
-
-
-@pytest.mark.parametrize("backend,device", BACKEND_DEVICE)
-@pytest.mark.parametrize("name,make,make_ref,shape", MODULES, ids=[m[0] for m in MODULES])
-def test_module_matches_original(backend, device, name, make, make_ref, shape):
-    """A state_dict saved from the reference module loads and gives the same
-    output and parameter gradients."""
-    ref = make_ref().double().to(device)
-    _randomise(ref, 17)
-    ours = make().double().to(device)
-    ours.load_state_dict(ref.state_dict())
-    x = _rand(shape, _gen(19)).to(device)
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    with packops.use_backend(backend):
-        out = ours(xa)
-    want = ref(xb)
-    assert_close(out, want, 1e-10, f"{backend} {name} forward")
-    grad = torch.randn(out.shape, generator=_gen(23), dtype=torch.float64).to(device)
-    got = torch.autograd.grad(out, [xa, *ours.parameters()], grad)
-    wanted = torch.autograd.grad(want, [xb, *ref.parameters()], grad)
-    names = ["x"] + [n for n, _ in ours.named_parameters()]
-    for n, a, e in zip(names, got, wanted):
-        assert_close(a, e, 1e-9 * max(1.0, e.abs().max().item()), f"{backend} {name} grad {n}")
-
-
-def test_module_repr_and_defaults():
-    m = packops.nn.PackLayerConv3d(32, 3)
-    assert m.conv3d.weight.shape == (8, 1, 3, 3, 3)
-    assert m.conv.conv_base.weight.shape == (32, 32 * 4 * 8, 3, 3)
-    assert "d=8" in repr(m)
-    u = packops.nn.UnpackLayerConv3d(32, 64, 3)
-    assert u.conv.conv_base.weight.shape == (64 * 4 // 8, 32, 3, 3)
-
-
 
 
 def test_recompute_route_compiles():

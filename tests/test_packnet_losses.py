@@ -43,11 +43,11 @@ def test_inverse_depth_round_trip_and_zeros():
     assert geometry.inv2depth(torch.zeros(3)).eq(0).all()
 
 
-def test_intrinsics_pyramid():
+def test_scale_intrinsics_of_the_decoder_scales():
     K = torch.tensor([[[100.0, 0, 63.5], [0, 100, 31.5], [0, 0, 1]]])
-    Ks = geometry.intrinsics_pyramid(K, 3)
-    assert_close(Ks[1][0, 0, 0], torch.tensor(50.0), 0, "fx/2")
-    assert_close(Ks[2][0, :2, 2], torch.tensor([15.5, 7.5]), 1e-6, "centre at 1/4")
+    assert_close(geometry.scale_intrinsics(K, 0.5)[0, 0, 0], torch.tensor(50.0), 0, "fx/2")
+    assert_close(geometry.scale_intrinsics(K, 0.25)[0, :2, 2], torch.tensor([15.5, 7.5]), 1e-6,
+                 "centre at 1/4")
 
 
 def _scene(B=2, H=24, W=40, seed=0, tz=-0.3):

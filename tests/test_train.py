@@ -389,7 +389,7 @@ def test_every_data_set_and_model_argument_has_a_table_entry():
     each class's defaults pass its own table."""
     import inspect
 
-    from packnet import config, data, models, specs
+    from packnet import data, models, specs
 
     def params(cls, drop):
         return {p.name: p for p in inspect.signature(cls).parameters.values()
@@ -399,9 +399,7 @@ def test_every_data_set_and_model_argument_has_a_table_entry():
              (specs.KITTI, data.KITTIRaw, {"size", "transform"}),
              (specs.FOLDER, data.FolderDataset, {"size", "transform"}),
              (specs.POSE_KWARGS, models.PoseNet, {"nb_ref_imgs"})]
-    pairs += [(specs.MODEL_KWARGS[m], getattr(models, m), set()) for m in config.DEPTH_MODELS]
-    assert set(specs.MODEL_KWARGS) == set(config.DEPTH_MODELS)
-    assert set(specs.DATA_KWARGS) == set(config.DATASETS)
+    pairs += [(specs.MODEL_KWARGS[m], getattr(models, m), set()) for m in specs.DEPTH_MODELS]
     for table, cls, drop in pairs:
         ps = params(cls, drop)
         extra = {"split_files"} if cls is data.KITTIRaw else set()
@@ -409,6 +407,65 @@ def test_every_data_set_and_model_argument_has_a_table_entry():
         for name, p in ps.items():
             if p.default is not p.empty:
                 table[name].convert(p.default)   # raises if a default is out of its range
+
+
+def test_the_registries_name_every_data_set_and_depth_network():
+    """specs.DATASETS and specs.DEPTH_MODELS, the one list of each (read by
+    TrainConfig, the CLI and packnet.release), name what make_dataset builds
+    and the depth networks packnet.models has, and the docs list them."""
+    import inspect
+    import re
+
+    from packnet import cli, config, data, models, specs
+    from packnet.models import packnet01
+
+    assert config.DATASETS is specs.DATASETS and config.DEPTH_MODELS is specs.DEPTH_MODELS
+    assert re.findall(r'name == "(\w+)"', inspect.getsource(data.make_dataset)) == \
+        list(specs.DATASETS)
+    with pytest.raises(ValueError, match=", ".join(specs.DATASETS)):
+        data.make_dataset("imagenet")
+    assert tuple(packnet01.__all__) == specs.DEPTH_MODELS
+    assert all(issubclass(getattr(models, m), torch.nn.Module) for m in specs.DEPTH_MODELS)
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    for command in ("train", "eval"):
+        assert tuple(commands[command]._option_string_actions["--data"].choices) == \
+            specs.DATASETS, command
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "packnet.md")) as f:
+        doc = f.read()
+    missing = [n for n in specs.DATASETS + specs.DEPTH_MODELS if f"`{n}" not in doc]
+    assert not missing, f"docs/packnet.md does not list {missing}"
+
+
+def test_adjustable_on_resume_is_read_from_the_fields():
+    """Each setting says itself whether a resume may change it (its field's
+    metadata); ADJUSTABLE_ON_RESUME is derived from them, in field order."""
+    import dataclasses
+
+    from packnet import config
+    marked = [f.name for f in dataclasses.fields(TrainConfig) if f.metadata["adjustable"]]
+    assert config.ADJUSTABLE_ON_RESUME == tuple(marked)
+    assert {"steps", "lr", "device", "progress"} <= set(marked)
+    assert not {"name", "out_dir", "model", "data", "size", "seed"} & set(marked)
+
+
+def test_a_retired_setting_of_an_old_run_is_ignored(tmp_path):
+    """num_workers (reserved, never used) is gone: the config of an earlier
+    version's checkpoint or YAML that has it still loads, resumes and is
+    evaluated (packnet eval reads it with from_dict)."""
+    from packnet import config
+    assert "num_workers" in config.RETIRED and not hasattr(TrainConfig(), "num_workers")
+    assert TrainConfig.from_dict({"num_workers": 2, "lr": 1e-3}, validate=True).lr == 1e-3
+    Trainer(_cfg(tmp_path, steps=1), dataset=_Pairs(), log=lambda m: None).fit()
+    path = tmp_path / "t" / "checkpoint.pt"
+    ck = load_checkpoint(path)
+    ck["config"]["num_workers"] = 2
+    torch.save(ck, path)
+    assert config.resume_changes(ck["config"], _cfg(tmp_path, steps=2)) == \
+        ([], [("steps", 1, 2)])
+    TrainConfig.from_dict(ck["config"])
+    tr = Trainer(_cfg(tmp_path, steps=2), dataset=_Pairs(), log=lambda m: None).fit(resume=True)
+    assert tr.step == 2
 
 
 def test_fit_with_nothing_to_train_touches_no_file(tmp_path):

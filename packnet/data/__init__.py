@@ -2,20 +2,20 @@
 folder loaders, and augmentation. Items are dicts; see each module."""
 import os
 
-from .augment import Augmentation, color_jitter, hflip, resize_sample
-from .folder import FolderDataset, read_intrinsics
+from .augment import Augmentation
+from .folder import FolderDataset
 from .io import DataError
 from .kitti import KITTIRaw
 from .kitti_write import write_kitti
-from .synthetic import PRESETS, SyntheticDriving
+from .synthetic import SyntheticDriving
 
-__all__ = ["SyntheticDriving", "PRESETS", "write_kitti", "KITTIRaw", "FolderDataset",
-           "read_intrinsics", "DataError", "Augmentation", "color_jitter", "hflip",
-           "resize_sample"]
+__all__ = ["SyntheticDriving", "write_kitti", "KITTIRaw", "FolderDataset", "DataError",
+           "Augmentation"]
 
 
 def make_dataset(name, split="train", size=(192, 640), **kwargs):
-    """The dataset the trainer and `packnet eval` use, by name.
+    """The dataset the trainer and `packnet eval` use, by name (one of
+    packnet.specs.DATASETS, which the tests keep in step with this function).
 
     synthetic: SyntheticDriving(split, size, **kwargs)
     kitti:     KITTIRaw(root, split_file=kwargs['split_files'][split] or kwargs['split_file'], size)
@@ -40,7 +40,8 @@ def make_dataset(name, split="train", size=(192, 640), **kwargs):
         if "depth_dir" not in kw and os.path.isdir(os.path.join(root, "depth")):
             kw["depth_dir"] = os.path.join(root, "depth")
         return FolderDataset(root, intrinsics, size=size, **kw)
-    raise ValueError(f"make_dataset: unknown dataset {name!r}; choose synthetic, kitti or folder")
+    from ..specs import DATASETS
+    raise ValueError(f"make_dataset: unknown dataset {name!r}; choose {', '.join(DATASETS)}")
 
 
 __all__ += ["make_dataset"]

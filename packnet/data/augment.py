@@ -20,9 +20,6 @@ from .io import resize_image
 
 __all__ = ["resize_sample", "color_jitter", "hflip", "Augmentation"]
 
-_IMAGE_KEYS = ("rgb", "rgb_context")
-
-
 def _map_images(sample, fn, depth_fn=None):
     out = dict(sample)
     if "rgb" in out:

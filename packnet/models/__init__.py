@@ -18,15 +18,18 @@ of 4 in train mode, one [B,1,H,W] tensor in eval mode) instead of
 {'inv_depths': ...}; inputs are shape-checked (ValueError); PackNetSlim01
 refuses version '1B', which cannot run in the release either; initialisation
 has the release's distribution (xavier_uniform_ conv weights, zero conv
-biases, GroupNorm 1/0) but not its exact random draws for a given seed,
-because packops' layers also initialise themselves when built.
+biases, GroupNorm 1/0) but not its exact random draws for a given seed: each
+conv is initialised once, as it is built (layers.release_init), where the
+release makes a pass over the built network.
+
+The layers (Conv2D, PackLayerConv3d, UnpackLayerConv3d, ResidualConv,
+InvDepth, ...) are in packnet.models.layers.
 
 Costs: `count_flops_and_params(model, H, W)` -> dict, `summary(model, H, W)` -> str.
 """
-from .layers import InvDepth, ResidualBlock, ResidualConv
 from .packnet01 import PackNet01, PackNetSlim01, PackNetTiny
 from .posenet import PoseNet
 from .utils import count_flops_and_params, count_params, strip_prefix, summary
 
-__all__ = ["PackNet01", "PackNetSlim01", "PackNetTiny", "PoseNet", "ResidualConv", "ResidualBlock",
-           "InvDepth", "strip_prefix", "count_params", "count_flops_and_params", "summary"]
+__all__ = ["PackNet01", "PackNetSlim01", "PackNetTiny", "PoseNet", "strip_prefix", "count_params",
+           "count_flops_and_params", "summary"]

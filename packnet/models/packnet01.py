@@ -14,7 +14,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from .layers import (Conv2D, InvDepth, PackLayerConv3d, ResidualBlock, UnpackLayerConv3d,
-                     check_image, init_weights)
+                     check_image)
 
 __all__ = ["PackNet01", "PackNetSlim01", "PackNetTiny"]
 
@@ -96,7 +96,6 @@ class _PackNet(nn.Module):
         self.disp1_layer = InvDepth(n1, out_channels=no)
 
         self.checkpoint_activations = "none"
-        init_weights(self)
         if init_depth is not None:
             # sigmoid(b) / min_depth = 1 / init_depth on a zero input; the
             # weights keep the release's init, so outputs start spread around it

@@ -3,7 +3,7 @@ the release's module names, shapes and initialisation."""
 import torch
 from torch import nn
 
-from .layers import check_image, init_weights
+from .layers import check_image, release_init
 
 __all__ = ["PoseNet"]
 
@@ -15,8 +15,8 @@ def conv_gn(in_planes, out_planes, kernel_size=3):
     """Stride-2 conv ('same' padding) + GroupNorm(16) + ReLU as a Sequential,
     so the keys are convN.0.weight/bias (conv) and convN.1.weight/bias (norm)."""
     return nn.Sequential(
-        nn.Conv2d(in_planes, out_planes, kernel_size=kernel_size,
-                  padding=(kernel_size - 1) // 2, stride=2),
+        release_init(nn.Conv2d(in_planes, out_planes, kernel_size=kernel_size,
+                               padding=(kernel_size - 1) // 2, stride=2)),
         nn.GroupNorm(16, out_planes),
         nn.ReLU(inplace=True),
     )
@@ -58,8 +58,7 @@ class PoseNet(nn.Module):
         for i, (c_out, k) in enumerate(zip(CONV_CHANNELS, CONV_KERNELS), start=1):
             setattr(self, f"conv{i}", conv_gn(c_in, c_out, kernel_size=k))
             c_in = c_out
-        self.pose_pred = nn.Conv2d(c_in, 6 * nb_ref_imgs, kernel_size=1, padding=0)
-        init_weights(self, conv_types=(nn.Conv2d, nn.ConvTranspose2d))
+        self.pose_pred = release_init(nn.Conv2d(c_in, 6 * nb_ref_imgs, kernel_size=1, padding=0))
 
     def forward(self, image, context):
         """image: [B,3,H,W]; context: list/tuple of nb_ref_imgs [B,3,H,W] -> [B, nb_ref_imgs, 6]."""
