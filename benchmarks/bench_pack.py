@@ -105,7 +105,19 @@ _FNS = {"pack3d": (packops.pack3d, packops.pack3d_reference, "pack"),
 
 
 # ------------------------------------------------------------------ routes
-route = packops.pack.use_route  # pack_conv on one route for the block
+@contextlib.contextmanager
+def route(name):
+    """pack_conv on one route for the block (packops.pack.use_route; an
+    earlier packops, under benchmarks.compare, has the module global ROUTE)."""
+    if hasattr(packops.pack, "use_route"):
+        with packops.pack.use_route(name):
+            yield
+        return
+    old, packops.pack.ROUTE = packops.pack.ROUTE, name
+    try:
+        yield
+    finally:
+        packops.pack.ROUTE = old
 
 
 def _route_case(layer, C, H, W, k, B, dtype, mode, name):
