@@ -11,7 +11,7 @@ its two native ops.
 | --- | --- | --- |
 | photometric_loss, ssim | 1x3x8x8 | F.avg_pool2d(pred, 3, 1) (one of the 3x3 means they compute) |
 | group_norm_elu | 1x16x4x4, 16 groups | F.group_norm then F.elu |
-| reproject | 1x3x8x8, grads to depth, pose | F.grid_sample(image, grid), grad to grid |
+| reproject | 1x3x8x8, grads to depth, pose | the same warp in PyTorch ops: back-projection, transform, projection and F.grid_sample (packops.reproject_reference), grads to depth, pose |
 | pack3d | 1x2x8x8, d=4 | F.pixel_unshuffle then F.conv3d |
 | unpack3d | 1x2x4x4, d=4 | F.conv3d then F.pixel_shuffle |
 | pack_conv | 1x2x8x8, d=4, 3x3 to 2 ch | F.pixel_unshuffle, F.conv3d, F.conv2d |
@@ -39,10 +39,6 @@ def _unpack3d_native(x, w3, b3):
 
 def _pack_conv_native(x, w3, b3, w2, b2):
     return F.conv2d(_pack3d_native(x, w3, b3), w2, b2, padding=1)
-
-
-def _reproject_native(image, grid):
-    return F.grid_sample(image, grid, align_corners=True)
 
 
 def _camera():
@@ -73,8 +69,8 @@ OPS = {
                        lambda: (_rand(1, 16, 4, 4), _rand(16) + 0.5, _rand(16)), (0, 1, 2)),
     "reproject": ((1, 3, 8, 8), packops.reproject,
                   lambda: (_rand(1, 3, 8, 8), 2 + _rand(1, 1, 8, 8)) + _camera(), (1, 3),
-                  "F.grid_sample", _reproject_native,
-                  lambda: (_rand(1, 3, 8, 8), _rand(1, 8, 8, 2) * 2 - 1), (1,)),
+                  "geometry + F.grid_sample", packops.reproject_reference,
+                  lambda: (_rand(1, 3, 8, 8), 2 + _rand(1, 1, 8, 8)) + _camera(), (1, 3)),
     "pack3d": ((1, 2, 8, 8), packops.pack3d,
                lambda: (_rand(1, 2, 8, 8), _rand(D, 1, 3, 3, 3), _rand(D)), (0, 1, 2),
                "F.pixel_unshuffle + F.conv3d", _pack3d_native,

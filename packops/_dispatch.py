@@ -237,11 +237,13 @@ _AUTOCAST_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
 def _autocast_device(args, kwargs):
     """The device type of the first tensor argument (positional or keyword)
     when autocast is on for it, else None."""
-    for a in (*args, *kwargs.values()):
-        if isinstance(a, torch.Tensor):
-            dev = device_type(a)
-            return dev if torch.is_autocast_enabled(dev) else None
-    return None
+    first = args[0] if args else None
+    if not isinstance(first, torch.Tensor):  # the first tensor is further on
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        if first is None:
+            return None
+    dev = "cuda" if first.is_cuda else ("cpu" if first.is_cpu else first.device.type)
+    return dev if torch.is_autocast_enabled(dev) else None
 
 
 def autocast_to_lower_precision(fn):
