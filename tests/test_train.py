@@ -675,3 +675,8 @@ def test_eval_curve_and_its_picture(tmp_path):
     assert plot_curve.main([str(tmp_path / "curve"), "--out", str(out)]) == 0
     from packnet.image import read_image
     assert read_image(out).shape == (plot_curve.H, plot_curve.W, 3)
+    run = str(tmp_path / "curve")
+    assert plot_curve.main([run + "=fused ops", run + "=again", "--out", str(out),
+                            "--ymax", "0.5"]) == 0
+    with pytest.raises(SystemExit):  # two lines, one label
+        plot_curve.main([run + "=a", run + "=a", "--out", str(out)])

@@ -1,11 +1,11 @@
 """Depth accuracy against training time, several runs in one picture.
 
-    python -m tools.plot_curve runs/curve-fused runs/curve-reference \
-        --out docs/training-curve.png [--metric abs_rel_median_scaled]
+    python -m tools.plot_curve runs/curve-fused="fused ops" runs/curve-reference \
+        --out docs/training-curve.png [--metric abs_rel_median_scaled] [--ymax 0.5]
 
 Each run directory holds curve.csv (packnet train --set eval_every_minutes=1).
-Writes the PNG (one line per run, labelled with its directory name) and
-prints the rows as a markdown table for docs/results.md.
+Writes the PNG (one line per run, labelled with its directory name or the
+label after "=") and prints the rows as a markdown table for docs/results.md.
 """
 import argparse
 import csv
@@ -36,21 +36,29 @@ def read_curve(run_dir):
 
 
 def nice_ticks(lo, hi, n=6):
-    """Round tick values covering [lo, hi]."""
-    span = max(hi - lo, 1e-9)
+    """Round tick values covering [lo, hi], at least two (a flat curve gets
+    a band around its value)."""
+    if not hi > lo:
+        pad = 0.1 * abs(lo) or 1.0
+        lo, hi = lo - pad, hi + pad
+    span = hi - lo
     step = 10 ** math.floor(math.log10(span / n))
     for m in (1, 2, 2.5, 5, 10):
         if span / (m * step) <= n:
             step *= m
             break
     start = math.floor(lo / step) * step
-    return [start + i * step for i in range(int(math.ceil((hi - start) / step)) + 1)]
+    return [start + i * step for i in range(max(int(math.ceil((hi - start) / step)), 1) + 1)]
 
 
-def plot(curves, metric, title):
-    """curves: {label: [(minutes, value)]} -> uint8 [H,W,3]."""
+def plot(curves, metric, title, ymax=None):
+    """curves: {label: [(minutes, value)]} -> uint8 [H,W,3]; points above ymax
+    are drawn at the top edge."""
     xs = [x for c in curves.values() for x, _ in c]
     ys = [y for c in curves.values() for _, y in c if math.isfinite(y)]
+    if ymax is not None:
+        curves = {k: [(x, min(y, ymax)) for x, y in c] for k, c in curves.items()}
+        ys = [min(y, ymax) for y in ys]
     xt = nice_ticks(0.0, max(xs))
     yt = nice_ticks(min(ys), max(ys))
     x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
@@ -96,26 +104,39 @@ def plot(curves, metric, title):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tools.plot_curve", description=__doc__)
-    ap.add_argument("runs", nargs="+", help="run directories with curve.csv")
+    ap.add_argument("runs", nargs="+", metavar="RUN[=LABEL]",
+                    help="run directories with curve.csv, each optionally =its legend label")
     ap.add_argument("--out", required=True, help="the PNG to write")
     ap.add_argument("--metric", default="abs_rel",
                     choices=("abs_rel", "abs_rel_median_scaled", "median_scale"))
     ap.add_argument("--title", default="depth error on the held-out test frames")
+    ap.add_argument("--ymax", type=float, default=None,
+                    help="clip the value axis here (higher points sit on the top edge)")
     args = ap.parse_args(argv)
+    if args.ymax is not None and not (math.isfinite(args.ymax) and args.ymax > 0):
+        ap.error(f"--ymax must be a positive number, got {args.ymax}")
     curves, tables = {}, {}
-    for run in args.runs:
+    for spec in args.runs:
+        run, label = spec, ""
+        if not os.path.isdir(spec) and "=" in spec:  # a directory named a=b stays whole
+            run, _, label = spec.rpartition("=")
         rows = read_curve(run)
-        label = os.path.basename(os.path.normpath(run))
+        label = label or os.path.basename(os.path.normpath(run))
+        if label in curves:
+            ap.error(f"two runs are labelled {label!r}: give one a label with RUN=LABEL")
         curves[label] = [(float(r["minutes"]), float(r[args.metric])) for r in rows]
         tables[label] = rows
-    write_image(args.out, plot(curves, args.metric, args.title))
-    print(f"wrote {args.out}", file=sys.stderr)
+    replaced = os.path.exists(args.out)
+    write_image(args.out, plot(curves, args.metric, args.title, args.ymax))
     for label, rows in tables.items():
         print(f"\n{label}\n\n| minutes | step | abs_rel metric | abs_rel median-scaled |"
               f"\n| --: | --: | --: | --: |")
         for r in rows:
             print(f"| {float(r['minutes']):.1f} | {r['step']} | {float(r['abs_rel']):.4f} | "
                   f"{float(r['abs_rel_median_scaled']):.4f} |")
+    sys.stdout.flush()
+    print(f"\nwrote {args.out}" + (" (replacing the file that was there)" if replaced else ""),
+          file=sys.stderr)
     return 0
 
 
