@@ -680,3 +680,17 @@ def test_eval_curve_and_its_picture(tmp_path):
                             "--ymax", "0.5"]) == 0
     with pytest.raises(SystemExit):  # two lines, one label
         plot_curve.main([run + "=a", run + "=a", "--out", str(out)])
+
+
+def test_synthetic_evaluation_frames_do_not_depend_on_the_training_context():
+    """A run that trains with context [-2, 2] is scored on the same test (and
+    val) frames as the default [-1, 1]: the targets with both neighbours."""
+    from packnet.train import make_dataset
+    kw = {"num_sequences": 2, "frames_per_sequence": 8}
+    default = TrainConfig(size=(32, 64), data_kwargs=dict(kw))
+    wide = TrainConfig(size=(32, 64), data_kwargs=dict(kw, context=[-2, 2]))
+    assert len(make_dataset(wide, "train")) == 2 * 4 < len(make_dataset(default, "train"))
+    for split in ("val", "test"):
+        a, b = make_dataset(default, split), make_dataset(wide, split)
+        assert a.targets == b.targets == list(range(1, 7))
+        assert torch.equal(a[3]["depth"], b[3]["depth"])
