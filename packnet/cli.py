@@ -121,7 +121,7 @@ def _config(args, base=None):
 def cmd_train(args):
     from .checkpoint import TRAINING_KEYS, load_checkpoint
     from .config import (ADJUSTABLE_ON_RESUME, TrainConfig, format_changes, resume_changes,
-                         settings_help)
+                         saved_settings, settings_help)
     from .rundir import RunDir
     if args.list_settings:
         print(settings_help())
@@ -141,7 +141,7 @@ def cmd_train(args):
             # the run's own settings, overridden by what this command line changes
             state = load_checkpoint(run.checkpoint, trust=args.trust_checkpoint,
                                     require=TRAINING_KEYS)
-            saved = state["config"]
+            saved = saved_settings(state["config"])
             base = {k: v for k, v in saved.items() if k in _field_types()}
         cfg = _config(args, base)
         files = cfg.data_kwargs.get("split_files") if cfg.data == "kitti" else None
@@ -209,7 +209,7 @@ def cmd_eval(args):
     from .run import abs_rel_line, no_ground_truth, pose_eval
     from .infer import depth_net_from_checkpoint, pose_net_from_checkpoint
     from .checkpoint import load_checkpoint
-    from .config import TrainConfig, packops_backend
+    from .config import TrainConfig, packops_backend, saved_settings
     from .release import checkpoint_format, checkpoint_info, describe
     from .train import make_dataset
     device = _device(args.device)
@@ -227,7 +227,7 @@ def cmd_eval(args):
         print(describe(release, cfg.size))
     else:
         try:
-            cfg = TrainConfig.from_dict(ck["config"])
+            cfg = TrainConfig.from_dict(saved_settings(ck["config"]))
         except ValueError as e:
             raise UsageError(f"{args.checkpoint}: the checkpoint's config is not usable ({e})") \
                 from None

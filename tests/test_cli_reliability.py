@@ -889,3 +889,27 @@ def test_resume_refuses_a_log_with_a_foreign_header(run_copy, capsys):
     assert code == 2 and "log.csv" in err and "'step,loss,notes'" in err, err
     assert "move the file aside" in err
     assert _snapshot(run_dir) == before
+
+
+def test_a_run_from_before_mask_out_of_view_resumes_as_it_trained(run_copy, capsys):
+    """mask_out_of_view became the default after runs existed without it: a
+    checkpoint that does not record it resumes with it off (as it trained),
+    and a Python resume with the new default is refused, naming it."""
+    from packnet.train import Trainer
+    out, run_dir = run_copy
+    path = run_dir / "checkpoint.pt"
+    ck = torch.load(path, weights_only=True)
+    assert ck["config"]["mask_out_of_view"] is True  # the default now
+    del ck["config"]["mask_out_of_view"]                # as an earlier version wrote it
+    torch.save(ck, path)
+    code, text, err = run(capsys, "train", "--out-dir", out, "--name", "r", "--resume",
+                          "--no-eval", "--steps", "2")
+    assert code == 0, err
+    assert torch.load(path, weights_only=True)["config"]["mask_out_of_view"] is False
+    torch.save(ck, path)  # step 1 again, without the setting
+    from packnet.config import TrainConfig
+    cfg = TrainConfig(out_dir=str(out), name="r", steps=3, size=(32, 32), batch_size=1,
+                      progress=False, num_scales=1, log_every=1,
+                      data_kwargs={"num_sequences": 1, "frames_per_sequence": 4})
+    with pytest.raises(ValueError, match="mask_out_of_view"):
+        Trainer(cfg).resume_from(str(path))
