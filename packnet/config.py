@@ -38,7 +38,7 @@ CUDA_GRAPH = ("auto", "on", "off")
 class TrainConfig:
     """Every training setting. The defaults are the main job's preset: 1900
     steps of 4 synthetic 64x192 frames, 10-15 minutes on a 2-core CPU (the
-    README's main-job table has the measured times).
+    main job's measured times are in docs/results.md).
     `packnet train --list-settings` prints every field with its default and
     its help; values from YAML or `--set` are converted to the field's type
     (`lr=1e-3` is a float, `size=64x192` a pair) and validate() checks every
